@@ -1,0 +1,66 @@
+"""Exact commands: every tool can be called without the model, e.g. `/deploy api 1.2.3 prod`.
+
+Arguments are `key=value` pairs or positional in the field order of the tool's model; both go
+through the same validation and approval policy as a model's call.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass
+from typing import Any
+
+from bot.agent import Agent
+
+
+@dataclass(frozen=True)
+class Command:
+    tool: str
+    args: dict[str, Any]
+
+
+class CommandError(ValueError):
+    pass
+
+
+def is_command(text: str) -> bool:
+    return text.lstrip().startswith("/")
+
+
+def parse_command(text: str, agent: Agent) -> Command:
+    try:
+        words = shlex.split(text.strip()[1:])
+    except ValueError as exc:
+        raise CommandError(f"could not read the command: {exc}") from None
+    if not words or words[0] == "help":
+        raise CommandError(help_text(agent))
+    name, rest = words[0], words[1:]
+    tool = agent.tool(name)
+    if tool is None or tool.name == "ask_human":
+        raise CommandError(f"unknown command /{name}.\n{help_text(agent)}")
+    fields = tool.fields
+    args: dict[str, Any] = {}
+    positional = [w for w in rest if "=" not in w]
+    if len(positional) > len(fields):
+        raise CommandError(f"/{name} takes at most {len(fields)} arguments: {usage(agent, name)}")
+    args.update(zip(fields, positional))
+    for word in rest:
+        if "=" in word:
+            key, _, value = word.partition("=")
+            if key not in fields:
+                raise CommandError(f"/{name} has no argument '{key}': {usage(agent, name)}")
+            args[key] = value
+    return Command(name, args)
+
+
+def usage(agent: Agent, name: str) -> str:
+    tool = agent.tool(name)
+    assert tool is not None
+    return f"/{name} " + " ".join(f"<{f}>" for f in tool.fields)
+
+
+def help_text(agent: Agent) -> str:
+    lines = [f"Commands of the {agent.name} agent:"]
+    for tool in agent.tools:
+        lines.append(f"  {usage(agent, tool.name)}  {tool.description}")
+    return "\n".join(lines)

@@ -1,0 +1,82 @@
+"""Every Redis key name the bot uses, in one place.
+
+All keys of one thread share the hash tag `{<thread id>}` so that they live in one Redis Cluster
+slot and one Lua script can touch them atomically.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Keys:
+    prefix: str = "chatops:"
+
+    # one thread
+    def log(self, thread_id: str) -> str:
+        return f"{self.prefix}thread:{{{thread_id}}}:log"
+
+    def meta(self, thread_id: str) -> str:
+        return f"{self.prefix}thread:{{{thread_id}}}:meta"
+
+    def lease(self, thread_id: str) -> str:
+        return f"{self.prefix}thread:{{{thread_id}}}:lease"
+
+    def claim(self, thread_id: str, name: str) -> str:
+        return f"{self.prefix}thread:{{{thread_id}}}:claim:{name}"
+
+    # global indexes (derived from the logs; rebuilt by replaying them if ever lost)
+    @property
+    def threads(self) -> str:
+        return f"{self.prefix}threads"
+
+    @property
+    def pending_approvals(self) -> str:
+        return f"{self.prefix}approvals:pending"
+
+    def address(self, channel: str, address: str) -> str:
+        return f"{self.prefix}address:{channel}:{address}"
+
+    # streams
+    @property
+    def inbox(self) -> str:
+        return f"{self.prefix}inbox"
+
+    @property
+    def outbox(self) -> str:
+        return f"{self.prefix}outbox"
+
+    # misc
+    def once(self, name: str) -> str:
+        """A claim outside any thread (schedule fires, rate limits)."""
+        return f"{self.prefix}once:{name}"
+
+    # slack
+    def slack_approval(self, approval_id: str) -> str:
+        """Hash {channel, ts} of the Slack message that shows an approval, to update it later."""
+        return f"{self.prefix}slack:approval:{approval_id}"
+
+    # ---- email
+    def email_token_used(self, mac: str) -> str:
+        """A reply token that decided an approval (single use); holds the deciding message's id."""
+        return f"{self.prefix}email:token:{mac}"
+
+    def email_rate(self, address: str, window: int) -> str:
+        return f"{self.prefix}email:rate:{address}:{window}"
+
+    # ---- schedules and approval timers
+    @property
+    def schedule_last(self) -> str:
+        """Sorted set: schedule name -> the latest fire time handled (fired or recorded missed)."""
+        return f"{self.prefix}schedules:last"
+
+    @property
+    def approval_timers(self) -> str:
+        """Sorted set: `remind:<approval id>` / `escalate:<approval id>` -> when it is due."""
+        return f"{self.prefix}approvals:timers"
+
+    # ---- scheduled threads delivered to Slack (the reverse is `address("slack", "<channel>:<ts>")`)
+    def slack_thread(self, thread_id: str) -> str:
+        """Hash: Slack channel -> ts of the message that started this thread's Slack thread."""
+        return f"{self.prefix}slack:thread:{thread_id}"

@@ -1,0 +1,83 @@
+"""The one place we call the model: the real AsyncAnthropic client, tools as JSON schemas.
+
+Transient API failures (429, 529, 5xx, timeouts, connection errors) are retried by the SDK with
+exponential backoff (honouring retry-after); what still fails becomes `ModelUnavailable`, which
+the step loop shows to the human.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import anthropic
+
+from bot.context import Message, with_cache_breakpoints
+from bot.settings import Settings
+from bot.tools import Tool
+
+
+class ModelUnavailable(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class ToolUse:
+    id: str
+    name: str
+    input: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ModelTurn:
+    id: str
+    text: str
+    tool_uses: list[ToolUse]
+    stop_reason: str | None
+    usage: dict[str, int] = field(default_factory=dict)
+
+
+class Model:
+    def __init__(self, settings: Settings) -> None:
+        assert settings.anthropic_api_key is not None
+        self.model = settings.model
+        self.max_tokens = settings.model_max_tokens
+        self.client = anthropic.AsyncAnthropic(
+            api_key=settings.anthropic_api_key.get_secret_value(),
+            base_url=settings.anthropic_base_url,
+            max_retries=settings.model_retries,
+            timeout=settings.model_timeout,
+        )
+
+    async def next_turn(self, system: str, tools: list[Tool], messages: list[Message]) -> ModelTurn:
+        schemas = [t.schema() for t in tools]
+        if schemas:
+            schemas[-1] = {**schemas[-1], "cache_control": {"type": "ephemeral"}}
+        try:
+            reply = await self.client.messages.create(
+                model=self.model,
+                max_tokens=self.max_tokens,
+                system=[{"type": "text", "text": system, "cache_control": {"type": "ephemeral"}}],
+                tools=schemas,
+                messages=with_cache_breakpoints(messages),
+            )
+        except anthropic.APIStatusError as exc:
+            raise ModelUnavailable(f"the model API answered {exc.status_code}: {_short(exc)}") from exc
+        except anthropic.APIConnectionError as exc:  # includes timeouts
+            raise ModelUnavailable(f"could not reach the model API: {exc}") from exc
+        text = "".join(b.text for b in reply.content if b.type == "text").strip()
+        uses = [ToolUse(b.id, b.name, dict(b.input)) for b in reply.content if b.type == "tool_use"]
+        usage = {k: v for k, v in reply.usage.model_dump().items() if isinstance(v, int)}
+        return ModelTurn(reply.id, text, uses, reply.stop_reason, usage)
+
+    async def close(self) -> None:
+        await self.client.close()
+
+
+def _short(exc: anthropic.APIStatusError) -> str:
+    body = exc.body
+    if isinstance(body, dict):
+        err = body.get("error")
+        if isinstance(err, dict) and err.get("message"):
+            return str(err["message"])[:200]
+    return str(exc.message)[:200]

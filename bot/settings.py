@@ -1,0 +1,118 @@
+"""Settings from the environment (and a `.env` file): secrets, endpoints and tuning.
+
+Policy (who approves what, runbook commands, schedules) lives in the policy file, see policy.py.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _env(*names: str) -> AliasChoices:
+    return AliasChoices(*names)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=".env", extra="ignore", populate_by_name=True, env_ignore_empty=True
+    )
+
+    # storage
+    redis_url: str | None = Field(None, validation_alias=_env("REDIS_URL"))
+    data_dir: Path = Field(Path(".chatops"), validation_alias=_env("CHATOPS_DATA_DIR"))
+    key_prefix: str = Field("chatops:", validation_alias=_env("CHATOPS_KEY_PREFIX"))
+
+    # policy file
+    policy_file: Path | None = Field(None, validation_alias=_env("CHATOPS_POLICY"))
+    default_agent: str = Field("deploy", validation_alias=_env("CHATOPS_DEFAULT_AGENT"))
+
+    # HTTP API
+    host: str = Field("127.0.0.1", validation_alias=_env("CHATOPS_HOST"))
+    port: int = Field(8080, ge=0, le=65535, validation_alias=_env("PORT"))
+    api_token: SecretStr | None = Field(None, validation_alias=_env("CHATOPS_API_TOKEN"))
+
+    # model
+    anthropic_api_key: SecretStr | None = Field(None, validation_alias=_env("ANTHROPIC_API_KEY"))
+    anthropic_base_url: str | None = Field(None, validation_alias=_env("ANTHROPIC_BASE_URL"))
+    model: str = Field("claude-sonnet-4-6", validation_alias=_env("CHATOPS_MODEL"))
+    model_max_tokens: int = Field(1024, ge=1, validation_alias=_env("CHATOPS_MODEL_MAX_TOKENS"))
+    model_timeout: float = Field(60.0, gt=0, validation_alias=_env("CHATOPS_MODEL_TIMEOUT"))
+    model_retries: int = Field(3, ge=0, le=10, validation_alias=_env("CHATOPS_MODEL_RETRIES"))
+
+    # signing of approval tokens (Slack button values, email reply addresses)
+    signing_key: SecretStr | None = Field(None, validation_alias=_env("CHATOPS_SIGNING_KEY"))
+
+    # the step loop
+    step_budget: int = Field(10, ge=1, validation_alias=_env("CHATOPS_STEP_BUDGET"))
+    error_budget: int = Field(3, ge=1, validation_alias=_env("CHATOPS_ERROR_BUDGET"))
+    approval_ttl: float = Field(86400.0, gt=0, validation_alias=_env("CHATOPS_APPROVAL_TTL"))
+    lease_ttl: float = Field(30.0, gt=0, validation_alias=_env("CHATOPS_LEASE_TTL"))
+    claim_idle: float = Field(60.0, gt=0, validation_alias=_env("CHATOPS_CLAIM_IDLE"))
+    worker_concurrency: int = Field(1000, ge=1, validation_alias=_env("CHATOPS_WORKER_CONCURRENCY"))
+    sweep_interval: float = Field(5.0, gt=0, validation_alias=_env("CHATOPS_SWEEP_INTERVAL"))
+    tool_output_limit: int = Field(2000, ge=200, validation_alias=_env("CHATOPS_TOOL_OUTPUT_LIMIT"))
+
+    # ---- slack (channels/slack.py): the bot token is required for either way of connecting
+    slack_bot_token: SecretStr | None = Field(None, validation_alias=_env("SLACK_BOT_TOKEN"))
+    slack_signing_secret: SecretStr | None = Field(None, validation_alias=_env("SLACK_SIGNING_SECRET"))
+    slack_app_token: SecretStr | None = Field(None, validation_alias=_env("SLACK_APP_TOKEN"))
+    slack_api_url: str | None = Field(None, validation_alias=_env("SLACK_API_URL"))
+    slack_allow_bots: bool = Field(False, validation_alias=_env("SLACK_ALLOW_BOTS"))
+    slack_working_reaction: str = Field("eyes", min_length=1, validation_alias=_env("SLACK_WORKING_REACTION"))
+
+    # ---- schedules
+    # a fire missed while no process ran still happens on start if it is at most this old (seconds)
+    schedule_grace: float = Field(600.0, ge=0, validation_alias=_env("CHATOPS_SCHEDULE_GRACE"))
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return value
+
+    @field_validator("key_prefix")
+    @classmethod
+    def _no_braces(cls, value: str) -> str:
+        if "{" in value or "}" in value:
+            raise ValueError("must not contain { or } (they are Redis Cluster hash tags)")
+        return value
+
+    @property
+    def model_configured(self) -> bool:
+        return self.anthropic_api_key is not None and bool(self.anthropic_api_key.get_secret_value())
+
+    def resolved_policy_file(self) -> Path | None:
+        if self.policy_file is not None:
+            return self.policy_file
+        default = Path("chatops.toml")
+        return default if default.exists() else None
+
+    # ---- email
+    email_domain: str | None = Field(None, validation_alias=_env("CHATOPS_EMAIL_DOMAIN"))
+    email_from: str | None = Field(None, validation_alias=_env("CHATOPS_EMAIL_FROM"))
+    smtp_host: str = Field("127.0.0.1", validation_alias=_env("CHATOPS_SMTP_HOST"))
+    smtp_port: int = Field(2525, ge=0, le=65535, validation_alias=_env("CHATOPS_SMTP_PORT"))
+    smtp_max_size: int = Field(10 * 1024 * 1024, ge=1024, validation_alias=_env("CHATOPS_SMTP_MAX_SIZE"))
+    smtp_tls_cert: Path | None = Field(None, validation_alias=_env("CHATOPS_SMTP_TLS_CERT"))
+    smtp_tls_key: Path | None = Field(None, validation_alias=_env("CHATOPS_SMTP_TLS_KEY"))
+    smtp_require_tls: bool = Field(False, validation_alias=_env("CHATOPS_SMTP_REQUIRE_TLS"))
+    smtp_auth_user: str | None = Field(None, validation_alias=_env("CHATOPS_SMTP_AUTH_USER"))
+    smtp_auth_password: SecretStr | None = Field(None, validation_alias=_env("CHATOPS_SMTP_AUTH_PASSWORD"))
+    smtp_url: SecretStr | None = Field(None, validation_alias=_env("SMTP_URL"))
+    smtp_send_retries: int = Field(4, ge=0, le=10, validation_alias=_env("CHATOPS_SMTP_SEND_RETRIES"))
+    smtp_send_backoff: float = Field(1.0, gt=0, validation_alias=_env("CHATOPS_SMTP_SEND_BACKOFF"))
+    smtp_send_timeout: float = Field(30.0, gt=0, validation_alias=_env("CHATOPS_SMTP_SEND_TIMEOUT"))
+    email_authserv_id: str | None = Field(None, validation_alias=_env("CHATOPS_EMAIL_AUTHSERV_ID"))
+    email_rate_limit: int = Field(30, ge=1, validation_alias=_env("CHATOPS_EMAIL_RATE_LIMIT"))
+    email_reply_ttl: float = Field(30 * 86400.0, gt=0, validation_alias=_env("CHATOPS_EMAIL_REPLY_TTL"))
+
+    @field_validator("smtp_url")
+    @classmethod
+    def _smtp_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and value.get_secret_value().split("://", 1)[0] not in ("smtp", "smtps"):
+            raise ValueError("must start with smtp:// or smtps://")
+        return value

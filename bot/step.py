@@ -1,0 +1,176 @@
+"""The agent step as a pure reducer: thread -> the next step. No I/O here.
+
+The worker executes the step, appends what it produced, and asks again, until the answer is
+Wait or Idle. Because the step is derived from the log alone, any worker can resume any thread.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pydantic import ValidationError
+
+from bot.agent import Agent
+from bot.commands import help_text, is_command
+from bot.events import ResultStatus, ScheduleFired, ToolCall, UserMessage
+from bot.thread import Thread
+from bot.tools import ASK_HUMAN, compact_validation_error
+
+
+@dataclass(frozen=True)
+class RunTool:
+    call: ToolCall
+
+
+@dataclass(frozen=True)
+class RequestApproval:
+    call: ToolCall
+
+
+@dataclass(frozen=True)
+class ExpireApproval:
+    approval_id: str
+
+
+@dataclass(frozen=True)
+class Resolve:
+    """Give a call its result without running it (invalid, rejected, expired, answered)."""
+
+    call: ToolCall
+    status: ResultStatus
+    output: str
+
+
+@dataclass(frozen=True)
+class Recover:
+    """A run started and its outcome is unknown: never run it again, ask a human."""
+
+    call: ToolCall
+
+
+@dataclass(frozen=True)
+class AskHuman:
+    question: str
+    call_id: str | None = None
+
+
+@dataclass(frozen=True)
+class CallModel:
+    pass
+
+
+@dataclass(frozen=True)
+class RunCommand:
+    text: str
+
+
+@dataclass(frozen=True)
+class Reply:
+    text: str
+    error: str | None = None  # also record an error event of this kind
+
+
+@dataclass(frozen=True)
+class Wait:
+    approvals: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Idle:
+    pass
+
+
+Step = (
+    RunTool | RequestApproval | ExpireApproval | Resolve | Recover | AskHuman | CallModel
+    | RunCommand | Reply | Wait | Idle
+)
+
+
+@dataclass(frozen=True)
+class Limits:
+    model_available: bool
+    step_budget: int = 10
+    error_budget: int = 3
+
+
+def next_step(thread: Thread, agent: Agent, now: float, limits: Limits) -> Step:
+    if thread.open_calls:
+        return _next_for_calls(thread, agent, now)
+    if thread.open_question is not None:
+        return Wait()
+    if not thread.needs_agent:
+        return Idle()
+    if thread.consecutive_errors >= limits.error_budget:
+        return AskHuman(
+            f"I hit {thread.consecutive_errors} errors in a row and stopped. The last one: "
+            f"{thread.last_error}\nHow should I continue?"
+        )
+    last = thread.last_input
+    asked_command = isinstance(last, (UserMessage, ScheduleFired)) and is_command(last.text)
+    if thread.turn and thread.turn_origin == "command" and not thread.input_since_turn:
+        if asked_command or not (agent.prefetch and limits.model_available):
+            return Reply(_command_summary(thread))
+    elif asked_command:
+        return RunCommand(last.text)
+    elif agent.prefetch and thread.input_since_turn:
+        return RunCommand(agent.prefetch)
+    if not limits.model_available:
+        return Reply(no_model_help(agent))
+    if thread.model_steps >= limits.step_budget:
+        return Reply(
+            f"I stopped after {limits.step_budget} steps without finishing. "
+            "Tell me how to continue, or narrow the request.",
+            error="step_budget",
+        )
+    return CallModel()
+
+
+def _next_for_calls(thread: Thread, agent: Agent, now: float) -> Step:
+    waiting: list[str] = []
+    for call in thread.open_calls:
+        if call.call_id in thread.started:
+            return Recover(call)
+        tool = agent.tool(call.tool)
+        if tool is None:
+            return Resolve(call, "error", f"unknown tool {call.tool!r}")
+        try:
+            args = tool.validate(call.args)
+        except ValidationError as exc:
+            return Resolve(call, "error", compact_validation_error(call.tool, exc))
+        if tool is ASK_HUMAN:
+            if call.call_id in thread.answers:
+                return Resolve(call, "ok", thread.answers[call.call_id].text)
+            if thread.open_question is None:
+                return AskHuman(args.question, call.call_id)
+            continue
+        if not tool.needs_approval(args):
+            return RunTool(call)
+        approval_id = thread.approval_of_call.get(call.call_id)
+        if approval_id is None:
+            return RequestApproval(call)
+        decision = thread.decisions.get(approval_id)
+        if decision is None:
+            if now >= thread.approvals[approval_id].expires_at:
+                return ExpireApproval(approval_id)
+            waiting.append(approval_id)
+        elif decision.decision == "approved":
+            return RunTool(call)
+        elif decision.decision == "rejected":
+            reason = f": {decision.reason}" if decision.reason else ""
+            return Resolve(call, "rejected", f"Rejected by {decision.by}{reason}. Not run.")
+        else:
+            return Resolve(call, "expired", "The approval expired before anyone decided. Not run.")
+    return Wait(tuple(waiting))
+
+
+def _command_summary(thread: Thread) -> str:
+    lines = []
+    for call_id in thread.turn:
+        result = thread.results[call_id]
+        prefix = "" if result.status == "ok" else f"{result.status}: "
+        lines.append(prefix + result.output)
+    return "\n".join(lines)
+
+
+def no_model_help(agent: Agent) -> str:
+    return "No model is configured, so I understand exact commands only.\n" + help_text(agent)

@@ -1,0 +1,238 @@
+"""Threads in Redis: fenced, deduplicated, O(1) appends; incremental loads; per-thread leases.
+
+One append is one Lua script on the thread's own keys (atomic, cluster-safe) sent in one pipeline
+with the updates of the global indexes and the wake-up for the workers: one round trip whatever
+the thread's length.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Literal
+
+from redis.asyncio import Redis
+
+from bot.events import ApprovalDecided, ApprovalRequested, Event, dump_event, parse_event
+from bot.keys import Keys
+from bot.thread import State, Thread, ThreadMeta
+
+# KEYS: log, meta, claim
+# ARGV: event, fence, claim?, claim ttl ms, meta json, now, state, event id, event if awaiting_human
+_APPEND = """
+local log, meta, claim = KEYS[1], KEYS[2], KEYS[3]
+local event = ARGV[1]
+if ARGV[9] ~= '' and redis.call('HGET', meta, 'state') == 'awaiting_human' then event = ARGV[9] end
+if ARGV[2] ~= '' and redis.call('HGET', meta, 'epoch') ~= ARGV[2] then
+  return {-1, redis.call('LLEN', log)}
+end
+if ARGV[5] ~= '' then redis.call('HSETNX', meta, 'info', ARGV[5]) end
+if redis.call('HEXISTS', meta, 'info') == 0 then return {-3, 0} end
+if ARGV[3] == '1' then
+  local ok
+  if ARGV[4] ~= '0' then
+    ok = redis.call('SET', claim, ARGV[8], 'NX', 'PX', ARGV[4])
+  else
+    ok = redis.call('SET', claim, ARGV[8], 'NX')
+  end
+  if not ok then return {-2, redis.call('LLEN', log)} end
+end
+local n = redis.call('RPUSH', log, event)
+redis.call('HSET', meta, 'updated', ARGV[6])
+if ARGV[7] ~= '' then redis.call('HSET', meta, 'state', ARGV[7]) end
+return {n, n}
+"""
+
+# KEYS: lease, meta   ARGV: owner, ttl ms  -> fencing epoch, or 0 when someone else holds it
+_ACQUIRE = """
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  return redis.call('HINCRBY', KEYS[2], 'epoch', 1)
+end
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return tonumber(redis.call('HGET', KEYS[2], 'epoch'))
+end
+return 0
+"""
+
+_RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+"""
+
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+Outcome = Literal["appended", "duplicate", "fenced", "missing"]
+_OUTCOMES: dict[int, Outcome] = {-1: "fenced", -2: "duplicate", -3: "missing"}
+
+
+@dataclass(frozen=True)
+class Appended:
+    outcome: Outcome
+    version: int
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome == "appended"
+
+
+@dataclass(frozen=True)
+class Claim:
+    """Make an append happen at most once: a key in the thread's slot, with an optional expiry."""
+
+    name: str
+    ttl_seconds: float | None = None
+
+
+class ThreadNotFound(LookupError):
+    pass
+
+
+class Store:
+    def __init__(self, redis: Redis, keys: Keys) -> None:
+        self.redis = redis
+        self.keys = keys
+        self._append = redis.register_script(_APPEND)
+        self._acquire = redis.register_script(_ACQUIRE)
+        self._renew = redis.register_script(_RENEW)
+        self._release = redis.register_script(_RELEASE)
+
+    # ---- writing ---------------------------------------------------------------------------
+
+    async def append(
+        self,
+        thread_id: str,
+        event: Event,
+        *,
+        create: ThreadMeta | None = None,
+        claim: Claim | None = None,
+        fence: int | None = None,
+        state: State | None = None,
+        wake: bool = False,
+        answer: Event | None = None,
+    ) -> Appended:
+        """Append one event. `create` makes the thread if it does not exist yet; `claim` drops a
+        second append with the same claim; `fence` refuses the append unless the caller still
+        holds the thread's lease; `wake` asks a worker to advance the thread afterwards; `answer`
+        is appended instead of `event` when the thread waits for a human (decided in the script,
+        so it costs no extra round trip)."""
+        k = self.keys
+        claim_key = k.claim(thread_id, claim.name) if claim else k.meta(thread_id)
+        ttl_ms = int(claim.ttl_seconds * 1000) if claim and claim.ttl_seconds else 0
+        now = time.time()
+        pipe = self.redis.pipeline(transaction=False)
+        await self._append(
+            keys=[k.log(thread_id), k.meta(thread_id), claim_key],
+            args=[
+                dump_event(event),
+                "" if fence is None else str(fence),
+                "1" if claim else "0",
+                str(ttl_ms),
+                create.model_dump_json() if create else "",
+                repr(now),
+                state or "",
+                event.id,
+                dump_event(answer) if answer is not None else "",
+            ],
+            client=pipe,
+        )
+        pipe.zadd(k.threads, {thread_id: now})
+        if isinstance(event, ApprovalRequested):
+            pipe.zadd(k.pending_approvals, {event.approval_id: event.expires_at})
+            timers = {f"{kind}:{event.approval_id}": at for kind, at in
+                      (("remind", event.remind_at), ("escalate", event.escalate_at)) if at is not None}
+            if timers:
+                pipe.zadd(k.approval_timers, timers)
+        elif isinstance(event, ApprovalDecided):
+            pipe.zrem(k.pending_approvals, event.approval_id)
+            pipe.zrem(k.approval_timers, f"remind:{event.approval_id}", f"escalate:{event.approval_id}")
+        if wake:
+            pipe.xadd(k.inbox, {"thread": thread_id})
+        code, version = (await pipe.execute(raise_on_error=True))[0]
+        return Appended(_OUTCOMES.get(code, "appended"), version)
+
+    async def wake(self, thread_id: str) -> None:
+        await self.redis.xadd(self.keys.inbox, {"thread": thread_id})
+
+    async def set_state(self, thread_id: str, state: State) -> None:
+        await self.redis.hset(self.keys.meta(thread_id), "state", state)
+
+    async def set_marker(self, thread_id: str, name: str, value: int) -> None:
+        await self.redis.hset(self.keys.meta(thread_id), name, value)
+
+    # ---- reading ---------------------------------------------------------------------------
+
+    async def load(self, thread_id: str, cached: Thread | None = None) -> Thread:
+        """The thread, reading only the events `cached` does not have yet (one round trip)."""
+        start = cached.version if cached else 0
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hget(self.keys.meta(thread_id), "info")
+        pipe.lrange(self.keys.log(thread_id), start, -1)
+        info, raw = await pipe.execute()
+        if info is None:
+            raise ThreadNotFound(thread_id)
+        thread = cached or Thread(meta=ThreadMeta.model_validate_json(info))
+        thread.extend([parse_event(r) for r in raw])
+        return thread
+
+    async def exists(self, thread_id: str) -> bool:
+        return bool(await self.redis.hexists(self.keys.meta(thread_id), "info"))
+
+    async def marker(self, thread_id: str, name: str) -> int:
+        value = await self.redis.hget(self.keys.meta(thread_id), name)
+        return int(value or 0)
+
+    async def list_threads(self, state: str | None = None, limit: int = 100) -> list[dict]:
+        ids = await self.redis.zrevrange(self.keys.threads, 0, max(limit * 10, 100) - 1)
+        pipe = self.redis.pipeline(transaction=False)
+        for tid in ids:
+            pipe.hmget(self.keys.meta(_s(tid)), "info", "state", "updated")
+        rows = []
+        for info, row_state, updated in await pipe.execute():
+            if info is None:
+                continue
+            row_state = _s(row_state) if row_state else "working"
+            if state and row_state != state:
+                continue
+            meta = json.loads(info)
+            rows.append(
+                {
+                    "id": meta["id"],
+                    "agent": meta["agent"],
+                    "state": row_state,
+                    "origin": meta["origin"],
+                    "updated": float(updated or meta["created"]),
+                }
+            )
+            if len(rows) >= limit:
+                break
+        return rows
+
+    async def pending_approval_ids(self, due_before: float | None = None) -> list[str]:
+        top = "+inf" if due_before is None else repr(due_before)
+        return [_s(a) for a in await self.redis.zrangebyscore(self.keys.pending_approvals, "-inf", top)]
+
+    async def forget_pending(self, approval_id: str) -> None:
+        await self.redis.zrem(self.keys.pending_approvals, approval_id)
+
+    # ---- leases ----------------------------------------------------------------------------
+
+    async def acquire(self, thread_id: str, owner: str, ttl: float) -> int:
+        """The fencing epoch if `owner` now holds the thread's lease, else 0."""
+        keys = [self.keys.lease(thread_id), self.keys.meta(thread_id)]
+        return int(await self._acquire(keys=keys, args=[owner, int(ttl * 1000)]))
+
+    async def renew(self, thread_id: str, owner: str, ttl: float) -> bool:
+        keys = [self.keys.lease(thread_id)]
+        return bool(await self._renew(keys=keys, args=[owner, int(ttl * 1000)]))
+
+    async def release(self, thread_id: str, owner: str) -> None:
+        await self._release(keys=[self.keys.lease(thread_id)], args=[owner])
+
+
+def _s(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

@@ -1,0 +1,87 @@
+"""A tool is a pydantic model (its arguments) plus an async handler. Our code runs it, never the model."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, Field, ValidationError
+
+if TYPE_CHECKING:
+    from bot.store import Store
+
+
+class ToolError(Exception):
+    """A handler's failure; its message becomes the tool's error result."""
+
+
+@dataclass(frozen=True)
+class ToolContext:
+    thread_id: str
+    call_id: str
+    data_dir: Path
+    user: str | None = None
+    store: Store | None = None  # read access to the threads, for tools that report on them
+
+
+Handler = Callable[[Any, ToolContext], Awaitable[str]]
+
+
+@dataclass(frozen=True)
+class Tool:
+    name: str
+    description: str
+    args: type[BaseModel]
+    handler: Handler
+    # whether a call needs a human's approval; may look at the validated arguments
+    needs_approval: Callable[[Any], bool] = field(default=lambda _args: False)
+    command: tuple[str, ...] = ()  # runbook tools: the argv template, for `chatops doctor`
+
+    def validate(self, raw: dict[str, Any]) -> BaseModel:
+        return self.args.model_validate(raw)
+
+    def schema(self) -> dict[str, Any]:
+        """The tool as the Messages API wants it."""
+        return dict(_schema(self.name, self.description, self.args))
+
+    @property
+    def fields(self) -> list[str]:
+        return list(self.args.model_fields)
+
+
+@lru_cache(maxsize=1024)
+def _schema(name: str, description: str, args: type[BaseModel]) -> dict[str, Any]:
+    # generating a JSON schema costs about 0.2 ms per tool, on every model call otherwise
+    schema = args.model_json_schema()
+    schema.pop("title", None)
+    return {"name": name, "description": description, "input_schema": schema}
+
+
+def compact_validation_error(tool: str, exc: ValidationError) -> str:
+    """A short, model-readable error: one line per bad field, no pydantic URLs."""
+    lines = []
+    for err in exc.errors(include_url=False):
+        where = ".".join(str(p) for p in err["loc"]) or "arguments"
+        lines.append(f"{where}: {err['msg']}")
+    return f"invalid arguments for {tool}: " + "; ".join(lines)
+
+
+# ---- the built-in tool every agent has: asking a human -------------------------------------
+
+class AskHumanArgs(BaseModel):
+    question: str = Field(min_length=1, description="What you need the human to tell you.")
+
+
+async def _never_called(_args: AskHumanArgs, _ctx: ToolContext) -> str:  # pragma: no cover
+    raise ToolError("ask_human is answered by a human, not run")
+
+
+ASK_HUMAN = Tool(
+    name="ask_human",
+    description="Ask the humans in this conversation a question and wait for their answer.",
+    args=AskHumanArgs,
+    handler=_never_called,
+)

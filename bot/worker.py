@@ -1,0 +1,415 @@
+"""The worker: takes wake-ups from the inbox stream and advances threads, one step at a time.
+
+For each wake-up: hold the thread's lease, then repeat `next_step(thread)` -> execute -> append
+until the thread waits or is idle; render what the humans should see; only then XACK. A worker
+that dies leaves its entries pending: another one claims them after `claim_idle` and, since the
+step is derived from the log, carries on exactly where the dead one stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import socket
+import time
+from collections import OrderedDict
+from contextlib import asynccontextmanager
+from typing import AsyncIterator
+
+from redis.exceptions import ResponseError
+
+from bot import step as steps
+from bot.commands import CommandError, help_text, parse_command
+from bot.context import ContextBuilder
+from bot.events import (
+    VISIBLE_TYPES,
+    AgentReply,
+    Error,
+    Event,
+    HumanQuestion,
+    Source,
+    ToolCall,
+    ToolResult,
+    ToolStarted,
+    new_id,
+)
+from bot.model import ModelUnavailable
+from bot.outage import REDIS_DOWN, stop_if_cancelled
+from bot.prompts import render
+from bot.runtime import Runtime
+from bot.store import Appended, Claim
+from bot.thread import Thread
+from bot.tools import ToolContext, ToolError
+
+log = logging.getLogger("chatops.worker")
+
+GROUP = "workers"
+MAX_STEPS_PER_WAKE = 200  # a guard against a reducer bug, far above the step budget
+CACHE_SIZE = 10_000
+
+
+class LeaseLost(Exception):
+    pass
+
+
+class _LocalLock:
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()
+        self.users = 0
+
+
+class Worker:
+    def __init__(self, rt: Runtime, name: str | None = None) -> None:
+        self.rt = rt
+        self.name = name or f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+        self.cache: OrderedDict[str, Thread] = OrderedDict()
+        self.fresh: set[str] = set()  # cached threads known to match the log (no reload needed)
+        # each cached thread's context, grown event by event: a model step costs O(new events)
+        self.contexts: dict[str, ContextBuilder] = {}
+        self.locks: dict[str, _LocalLock] = {}  # serializes this process's tasks per thread
+        self.slots = asyncio.Semaphore(rt.settings.worker_concurrency)
+        self.tasks: set[asyncio.Task] = set()
+        self.limits = steps.Limits(
+            model_available=rt.model is not None,
+            step_budget=rt.settings.step_budget,
+            error_budget=rt.settings.error_budget,
+        )
+
+    # ---- the loops ---------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        while True:  # a worker started while Redis is down waits for it
+            try:
+                await self.ensure_group()
+                break
+            except REDIS_DOWN as exc:
+                stop_if_cancelled(exc)
+                log.warning("Redis unreachable at start (%s); retrying", exc)
+                await asyncio.sleep(1)
+        log.info("worker %s started", self.name)
+        try:
+            await asyncio.gather(self._read_loop(), self._claim_loop(), self._sweep_loop())
+        finally:  # stopping: what is in flight stays pending in the inbox for the next worker
+            for task in self.tasks:
+                task.cancel()
+            await asyncio.gather(*self.tasks, return_exceptions=True)
+
+    async def ensure_group(self) -> None:
+        try:
+            await self.rt.redis.xgroup_create(self.rt.store.keys.inbox, GROUP, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    async def _read_loop(self) -> None:
+        inbox = self.rt.store.keys.inbox
+        while True:
+            try:
+                reply = await self.rt.redis.xreadgroup(
+                    GROUP, self.name, {inbox: ">"}, count=100, block=1000
+                )
+            except REDIS_DOWN as exc:
+                stop_if_cancelled(exc)
+                log.warning("inbox read failed (%s); retrying", exc)
+                await asyncio.sleep(1)
+                continue
+            for _stream, entries in reply or []:
+                for entry_id, fields in entries:
+                    await self._spawn(entry_id, fields)
+
+    async def _claim_loop(self) -> None:
+        """Take over entries a dead worker left pending."""
+        inbox = self.rt.store.keys.inbox
+        idle_ms = int(self.rt.settings.claim_idle * 1000)
+        while True:
+            await asyncio.sleep(self.rt.settings.claim_idle / 2)
+            try:
+                _cursor, entries, *_ = await self.rt.redis.xautoclaim(
+                    inbox, GROUP, self.name, idle_ms, "0-0", count=100
+                )
+            except REDIS_DOWN as exc:
+                stop_if_cancelled(exc)
+                log.warning("claiming pending entries failed: %s", exc)
+                continue
+            for entry_id, fields in entries:
+                if fields:  # None when the entry was deleted meanwhile
+                    log.info("claimed %s left pending by another worker", _s(entry_id))
+                    await self._spawn(entry_id, fields)
+
+    async def _sweep_loop(self) -> None:
+        """Expire approvals whose deadline passed (also while no process ran: the first sweep runs
+        at start), and send due reminders and escalations."""
+        while True:
+            try:
+                await self.rt.approvals.expire_due()
+                await self.rt.approvals.nudge_due()
+            except REDIS_DOWN as exc:
+                stop_if_cancelled(exc)
+                log.warning("approval sweep failed: %s", exc)
+            await asyncio.sleep(self.rt.settings.sweep_interval)
+
+    async def _spawn(self, entry_id: bytes, fields: dict) -> None:
+        await self.slots.acquire()
+        task = asyncio.create_task(self._handle(entry_id, _s(fields[b"thread"])))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _handle(self, entry_id: bytes, thread_id: str) -> None:
+        try:
+            if await self.advance(thread_id):
+                pipe = self.rt.redis.pipeline(transaction=False)
+                pipe.xack(self.rt.store.keys.inbox, GROUP, entry_id)
+                pipe.xdel(self.rt.store.keys.inbox, entry_id)
+                await pipe.execute()
+        except Exception:
+            log.exception("advancing thread %s failed; the entry stays pending", thread_id)
+        finally:
+            self.slots.release()
+
+    async def drain(self) -> None:
+        while self.tasks:
+            await asyncio.gather(*list(self.tasks), return_exceptions=True)
+
+    # ---- one thread ----------------------------------------------------------------------------
+
+    async def advance(self, thread_id: str) -> bool:
+        """Advance the thread until it waits; False if another worker holds it for too long."""
+        entry = self.locks.setdefault(thread_id, _LocalLock())
+        entry.users += 1
+        try:
+            async with entry.lock, self._lease(thread_id) as fence:
+                await self._steps(thread_id, fence)
+            return True
+        except LeaseLost:
+            log.warning("lost the lease of thread %s; another worker carries on", thread_id)
+            return True
+        except TimeoutError:
+            return False
+        finally:
+            entry.users -= 1
+            if entry.users == 0:
+                del self.locks[thread_id]
+
+    @asynccontextmanager
+    async def _lease(self, thread_id: str) -> AsyncIterator[int]:
+        store, ttl = self.rt.store, self.rt.settings.lease_ttl
+        owner = f"{self.name}:{secrets.token_hex(4)}"
+        deadline = time.monotonic() + 2 * ttl
+        while not (fence := await store.acquire(thread_id, owner, ttl)):
+            if time.monotonic() > deadline:
+                raise TimeoutError(thread_id)
+            await asyncio.sleep(0.05)
+        renew = asyncio.create_task(self._keep_lease(thread_id, owner, ttl))
+        try:
+            yield fence
+        finally:
+            renew.cancel()
+            await store.release(thread_id, owner)
+
+    async def _keep_lease(self, thread_id: str, owner: str, ttl: float) -> None:
+        while True:
+            await asyncio.sleep(ttl / 3)
+            try:
+                renewed = await self.rt.store.renew(thread_id, owner, ttl)
+            except REDIS_DOWN as exc:
+                stop_if_cancelled(exc)
+                log.warning("renewing the lease of %s failed (%s); retrying", thread_id, exc)
+                continue
+            if not renewed:
+                log.warning("lease of %s expired while working", thread_id)
+                return
+
+    async def _load(self, thread_id: str) -> Thread:
+        thread = await self.rt.store.load(thread_id, self.cache.get(thread_id))
+        self.fresh.add(thread_id)
+        self.cache[thread_id] = thread
+        self.cache.move_to_end(thread_id)
+        if len(self.cache) > CACHE_SIZE:
+            evicted, _ = self.cache.popitem(last=False)
+            self.contexts.pop(evicted, None)
+            self.fresh.discard(evicted)
+        return thread
+
+    def _context(self, thread: Thread) -> list:
+        builder = self.contexts.get(thread.id)
+        if builder is None or builder.count > thread.version:
+            builder = self.contexts[thread.id] = ContextBuilder(self.rt.settings.tool_output_limit)
+        return builder.extend(thread.events)
+
+    async def _steps(self, thread_id: str, fence: int) -> None:
+        for n in range(MAX_STEPS_PER_WAKE):
+            if not await self.step(thread_id, fence, wake=n == 0):
+                return
+        log.error("thread %s did not settle after %d steps", thread_id, MAX_STEPS_PER_WAKE)
+
+    async def step(self, thread_id: str, fence: int, *, wake: bool = False) -> bool:
+        """Run one step of a thread whose lease we hold. False once it waits or is idle (then its
+        new visible events are rendered and its state saved). The first step of a wake-up reads
+        the log, since whatever woke us was appended by someone else."""
+        thread = self.cache.get(thread_id) if thread_id in self.fresh and not wake else None
+        thread = thread or await self._load(thread_id)
+        agent = self.rt.agents.get(thread.agent)
+        if agent is None:
+            await self._append(thread, AgentReply(text=f"There is no agent {thread.agent!r}."), fence)
+            return True
+        step = steps.next_step(thread, agent, time.time(), self.limits)
+        if isinstance(step, (steps.Wait, steps.Idle)):
+            await self._render(thread)
+            await self.rt.store.set_state(thread_id, thread.state)
+            return False
+        await self._execute(step, thread, fence)
+        return True
+
+    async def _append(self, thread: Thread, event: Event, fence: int | None, claim: Claim | None = None) -> Appended:
+        appended = await self.rt.store.append(thread.id, event, fence=fence, claim=claim)
+        if appended.outcome == "fenced":
+            raise LeaseLost(thread.id)
+        self._track(thread, event, appended)
+        return appended
+
+    def _track(self, thread: Thread, event: Event, appended: Appended) -> None:
+        """Keep the cached thread in step with our own append, saving a reload, when the log's new
+        length shows nothing else was appended meanwhile; else reload before the next step. An
+        input a channel appends later comes with its own wake-up."""
+        if appended.ok and appended.version == thread.version + 1:
+            thread.apply(event)
+            self.fresh.add(thread.id)
+        else:
+            self.fresh.discard(thread.id)
+
+    # ---- executing a step ----------------------------------------------------------------------
+
+    async def _execute(self, step: steps.Step, thread: Thread, fence: int) -> None:
+        match step:
+            case steps.RunTool(call):
+                await self._run_tool(thread, call, fence)
+            case steps.RequestApproval(call):
+                await self._append(thread, self.rt.approvals.request_for(thread, call), fence)
+            case steps.ExpireApproval(approval_id):
+                self.fresh.discard(thread.id)
+                await self.rt.approvals.expire(approval_id)
+            case steps.Resolve(call, status, output):
+                result = ToolResult(call_id=call.call_id, output=output, status=status)
+                await self._append(thread, result, fence, Claim(f"result:{call.call_id}"))
+            case steps.Recover(call):
+                await self._recover(thread, call, fence)
+            case steps.AskHuman(question, call_id):
+                await self._append(thread, HumanQuestion(question=question, call_id=call_id), fence)
+            case steps.CallModel():
+                await self._call_model(thread, fence)
+            case steps.RunCommand(text):
+                await self._run_command(thread, text, fence)
+            case steps.Reply(text, error):
+                if error:
+                    await self._append(thread, Error(kind=error, message=text), fence)
+                await self._append(thread, AgentReply(text=text), fence)
+
+    async def _run_tool(self, thread: Thread, call: ToolCall, fence: int) -> None:
+        started = await self._append(thread, ToolStarted(call_id=call.call_id), fence, Claim(f"run:{call.call_id}"))
+        if not started.ok:
+            return  # it was started before: the next step recovers it, never runs it again
+        tool = self.rt.agents[thread.agent].tool(call.tool)
+        assert tool is not None
+        ctx = ToolContext(thread.id, call.call_id, self.rt.settings.data_dir.resolve(), call.source.user,
+                          self.rt.store)
+        status, output = "ok", ""
+        try:
+            output = await tool.handler(tool.validate(call.args), ctx)
+        except ToolError as exc:
+            status, output = "error", str(exc)
+        except Exception as exc:  # a bug in a handler must not stall the thread
+            log.exception("tool %s failed in thread %s", call.tool, thread.id)
+            status, output = "error", f"internal error in {call.tool}: {type(exc).__name__}: {exc}"
+        result = ToolResult(call_id=call.call_id, output=output, status=status)
+        # No fence: the tool ran, so its result must be recorded whoever holds the lease now; and
+        # kept trying through a Redis outage (the claim makes a repeated append a no-op), else a
+        # finished run would become an unknown outcome.
+        while True:
+            try:
+                await self._append(thread, result, None, Claim(f"result:{call.call_id}"))
+                return
+            except REDIS_DOWN as exc:
+                stop_if_cancelled(exc)
+                log.warning("recording the result of %s failed (%s); retrying", call.call_id, exc)
+                await asyncio.sleep(0.5)
+
+    async def _recover(self, thread: Thread, call: ToolCall, fence: int) -> None:
+        args = ", ".join(f"{k}={v}" for k, v in call.args.items())
+        note = (
+            f"The run of {call.tool}({args}) started but the worker stopped before it finished. "
+            "Its outcome is unknown and it was not run again."
+        )
+        result = ToolResult(call_id=call.call_id, output=note, status="unknown")
+        await self._append(thread, result, fence, Claim(f"result:{call.call_id}"))
+        question = f"{note} Please check whether it took effect and tell me how to continue."
+        await self._append(thread, HumanQuestion(question=question), fence)
+
+    async def _run_command(self, thread: Thread, text: str, fence: int) -> None:
+        agent = self.rt.agents[thread.agent]
+        user = thread.last_input.source if thread.last_input else Source()
+        try:
+            command = parse_command(text, agent)
+        except CommandError as exc:
+            await self._append(thread, AgentReply(text=str(exc)), fence)
+            return
+        call = ToolCall(
+            call_id=new_id("cmd"), tool=command.tool, args=command.args, turn=new_id("turn"),
+            origin="command", source=user,
+        )
+        await self._append(thread, call, fence)
+
+    async def _call_model(self, thread: Thread, fence: int) -> None:
+        assert self.rt.model is not None
+        agent = self.rt.agents[thread.agent]
+        system = render(agent.prompt, agent=agent.name, commands=help_text(agent))
+        messages = self._context(thread)
+        try:
+            turn = await self.rt.model.next_turn(system, agent.model_tools, messages)
+        except ModelUnavailable as exc:
+            log.warning("model unavailable for thread %s: %s", thread.id, exc)
+            await self._append(thread, Error(kind="model_unavailable", message=str(exc)), fence)
+            text = f"I could not reach the model ({exc}). Nothing was run. Try again later, or use an exact command (/help)."
+            await self._append(thread, AgentReply(text=text), fence)
+            return
+        if turn.tool_uses:
+            for i, use in enumerate(turn.tool_uses):
+                call = ToolCall(
+                    call_id=use.id, tool=use.name, args=use.input, turn=turn.id,
+                    text=turn.text if i == 0 else "",
+                )
+                await self._append(thread, call, fence)
+        elif turn.stop_reason == "refusal":
+            await self._append(thread, AgentReply(text="The model declined this request."), fence)
+        elif turn.text:
+            await self._append(thread, AgentReply(text=turn.text), fence)
+        else:
+            await self._append(thread, Error(kind="model_empty", message=f"stop_reason={turn.stop_reason}"), fence)
+            await self._append(thread, AgentReply(text="The model returned an empty answer."), fence)
+
+    # ---- showing it ----------------------------------------------------------------------------
+
+    async def _render(self, thread: Thread) -> None:
+        """Render new visible events through the thread's origin channel, at least once each."""
+        renderer = self.rt.renderers.get(thread.meta.origin.channel)
+        if renderer is None:
+            return  # console and API clients read the thread themselves
+        store = self.rt.store
+        done = await store.marker(thread.id, "rendered")
+        for index in range(done, thread.version):
+            event = thread.events[index]
+            if event.type not in VISIBLE_TYPES:
+                continue
+            try:
+                await renderer.render(thread, event)
+            except Exception as exc:
+                log.warning("rendering %s of thread %s failed: %s", event.type, thread.id, exc)
+                failure = Error(kind="delivery_failed", message=f"{renderer.name}: {exc}")
+                await store.append(thread.id, failure)
+                self.fresh.discard(thread.id)
+        await store.set_marker(thread.id, "rendered", thread.version)
+
+
+def _s(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

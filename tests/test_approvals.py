@@ -1,0 +1,116 @@
+"""Approvals: rejection reaches the model, expiry, unauthorized approvers, first decision wins."""
+
+from __future__ import annotations
+
+import asyncio
+
+from tests.conftest import settled, wait_for
+from tests.helpers import runbook_lines, say
+from tests.messages_api import text, tool_use
+
+DEPLOY_PROD = {"service": "api", "version": "1.2.3", "environment": "prod"}
+POLICY = """
+approvers = ["group:oncall"]
+[groups]
+oncall = ["alice", "carol"]
+[tools.rollback]
+two_person = true
+"""
+
+
+async def pending(rt, thread_id):
+    thread = await settled(rt, thread_id)
+    assert thread.state == "awaiting_approval", thread.state
+    [request] = thread.pending_approvals()
+    return request
+
+
+async def test_rejection_reason_reaches_the_model(model_settings, start_bot, messages_api, policy_file):
+    settings = model_settings(policy_file=policy_file(POLICY))
+    rt = await start_bot(settings)
+    messages_api.add(tool_use("deploy", DEPLOY_PROD), text("Understood, not deploying."))
+    thread_id = await say(rt, "deploy api 1.2.3 to prod")
+    request = await pending(rt, thread_id)
+
+    outcome = await rt.approvals.decide(request.approval_id, False, "alice", "api", "freeze until Monday")
+    assert outcome.status == "decided"
+    thread = await settled(rt, thread_id)
+    assert thread.state == "idle" and runbook_lines(settings) == []
+    [result] = messages_api.requests[1]["messages"][-1]["content"]
+    assert result["is_error"] is True
+    assert "Rejected by alice: freeze until Monday" in result["content"]
+
+
+async def test_unauthorized_then_second_decision_refused(model_settings, start_bot, messages_api, policy_file):
+    settings = model_settings(policy_file=policy_file(POLICY))
+    rt = await start_bot(settings)
+    messages_api.add(tool_use("deploy", DEPLOY_PROD), text("done"))
+    thread_id = await say(rt, "deploy", user="bob")
+    request = await pending(rt, thread_id)
+    assert request.approvers == ["alice", "carol"]
+
+    mallory = await rt.approvals.decide(request.approval_id, True, "mallory", "api")
+    assert mallory.status == "refused" and "not an approver" in mallory.message
+    first = await rt.approvals.decide(request.approval_id, True, "alice", "api")
+    second = await rt.approvals.decide(request.approval_id, False, "carol", "api", "no")
+    assert first.status == "decided" and second.status == "already_decided"
+    assert "approved by alice" in second.message
+
+    thread = await settled(rt, thread_id)
+    assert runbook_lines(settings) == ["deploy api 1.2.3 prod"]
+    refused = [e for e in thread.events if e.type == "approval_refused"]
+    assert [(e.by, e.via) for e in refused] == [("mallory", "api")]
+    assert [e.decision for e in thread.events if e.type == "approval_decided"] == ["approved"]
+
+
+async def test_racing_decisions_have_one_winner(make_settings, start_bot):
+    settings = make_settings()
+    rt = await start_bot(settings)
+    thread_id = await say(rt, "/rollback api prod")
+    request = await pending(rt, thread_id)
+    outcomes = await asyncio.gather(*[
+        rt.approvals.decide(request.approval_id, i % 2 == 0, f"user{i}", "api", "race")
+        for i in range(20)
+    ])
+    assert sorted(o.status for o in outcomes).count("decided") == 1
+    await settled(rt, thread_id)
+    thread = await rt.store.load(thread_id)
+    [decision] = [e for e in thread.events if e.type == "approval_decided"]
+    expected = ["rollback api prod"] if decision.decision == "approved" else []
+    assert runbook_lines(settings) == expected
+
+
+async def test_two_person_rule(make_settings, start_bot, policy_file):
+    settings = make_settings(policy_file=policy_file(POLICY))
+    rt = await start_bot(settings)
+    thread_id = await say(rt, "/rollback api prod", user="alice")
+    request = await pending(rt, thread_id)
+    own = await rt.approvals.decide(request.approval_id, True, "alice", "console")
+    assert own.status == "refused" and "two-person" in own.message
+    other = await rt.approvals.decide(request.approval_id, True, "carol", "console")
+    assert other.status == "decided"
+    await wait_for(lambda: _ran(settings), what="the rollback to run")
+
+
+async def _ran(settings):
+    return runbook_lines(settings) == ["rollback api prod"]
+
+
+async def test_expiry_is_never_approval(make_settings, start_bot, policy_file):
+    settings = make_settings(policy_file=policy_file("[tools.rollback]\napproval_ttl = 0.5\n"))
+    rt = await start_bot(settings)
+    thread_id = await say(rt, "/rollback api prod")
+    request = await pending(rt, thread_id)
+
+    async def expired():
+        thread = await rt.store.load(thread_id)
+        return thread.state == "idle" and thread.decisions.get(request.approval_id)
+
+    decision = await wait_for(expired, what="the sweeper to expire the approval")
+    assert decision.decision == "expired"
+    late = await rt.approvals.decide(request.approval_id, True, "alice", "api")
+    assert late.status == "already_decided" and "expired" in late.message
+    thread = await rt.store.load(thread_id)
+    assert thread.results[request.call_id].status == "expired"
+    assert runbook_lines(settings) == []
+    assert await rt.store.pending_approval_ids() == []

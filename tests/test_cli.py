@@ -1,0 +1,120 @@
+"""The `chatops` command as users run it: subprocesses, real Redis, real HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import signal
+import socket
+import subprocess
+import sys
+
+import httpx
+
+from tests.conftest import ROOT, bot_env, settled, spawn_bot, wait_for
+from tests.helpers import runbook_lines
+
+
+async def chatops(settings, *args: str, stdin: str = "", **env: str) -> subprocess.CompletedProcess:
+    """Run `chatops` off the event loop, so that the in-process worker keeps working."""
+    return await asyncio.to_thread(subprocess.run,
+        [sys.executable, "-m", "bot", *args], input=stdin, capture_output=True, text=True,
+        env=bot_env(settings, **env), cwd=ROOT, timeout=60)
+
+
+async def test_console_and_cli_round_trip(make_settings, start_bot):
+    settings = make_settings()
+    rt = await start_bot(settings)
+
+    said = await chatops(settings, "console", "--as", "bob", stdin="/rollback api prod\n")
+    assert said.returncode == 0, said.stderr
+    match = re.search(r"approve (\S+)", said.stdout)
+    assert match, said.stdout
+    approval_id = match.group(1)
+    assert "approval needed" in said.stdout and "rollback(service=api, environment=prod)" in said.stdout
+
+    listed = await chatops(settings, "threads", "list", "--state", "awaiting_approval", "--json")
+    [row] = json.loads(listed.stdout)
+    decided = await chatops(settings, "approve", approval_id, "--as", "alice")
+    assert decided.returncode == 0 and "approved by alice via cli" in decided.stdout
+    again = await chatops(settings, "reject", approval_id, "--reason", "late", "--as", "carol")
+    assert again.returncode == 1 and "Already decided" in again.stdout
+
+    await settled(rt, row["id"])
+    shown = await chatops(settings, "threads", "show", row["id"])
+    assert "approval_decided" in shown.stdout and "Rolled back api in prod" in shown.stdout
+    assert runbook_lines(settings) == ["rollback api prod"]
+
+    # the console answers an approval too, and shows the outcome
+    said = await chatops(settings, "console", "--as", "bob", stdin="/rollback web prod\n")
+    approval_id = re.search(r"approve (\S+)", said.stdout).group(1)
+    answered = await chatops(settings, "console", "--as", "alice", stdin=f"approve {approval_id}\n")
+    assert "bot> approved by alice via console" in answered.stdout
+    assert "Rolled back web in prod" in answered.stdout
+
+
+async def test_invalid_configuration_names_the_setting(make_settings, tmp_path):
+    settings = make_settings()
+    bad = await chatops(settings, "threads", "list", PORT="http")
+    assert bad.returncode != 0 and "PORT" in bad.stderr
+    policy = tmp_path / "bad.toml"
+    policy.write_text("[tools.deploy]\napprover = ['x']\n")
+    bad = await chatops(settings, "threads", "list", CHATOPS_POLICY=str(policy))
+    assert bad.returncode != 0 and "tools.deploy.approver" in bad.stderr
+    doctor = await chatops(settings, "doctor", CHATOPS_POLICY=str(policy))
+    assert doctor.returncode == 1 and "tools.deploy.approver" in doctor.stdout
+
+
+async def test_doctor_warns_about_open_approvals(make_settings):
+    settings = make_settings()
+    out = await chatops(settings, "doctor")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "ok: Redis reachable" in out.stdout
+    assert "no approvers configured, so anyone" in out.stdout
+    assert "exact commands only" in out.stdout
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def test_run_with_embedded_redis_keeps_threads_across_restarts(make_settings):
+    settings = make_settings(redis_url=None)
+    port = str(_free_port())
+    env = dict(PORT=port, CHATOPS_API_TOKEN="tok", REDIS_URL="")
+    auth = {"Authorization": "Bearer tok"}
+    base = f"http://127.0.0.1:{port}"
+
+    async def healthy():
+        try:
+            async with httpx.AsyncClient() as c:
+                return (await c.get(base + "/healthz")).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    bot = spawn_bot(settings, "run", **env)
+    try:
+        await wait_for(healthy, 30, "chatops run to answer")
+        async with httpx.AsyncClient(base_url=base, headers=auth) as c:
+            thread_id = (await c.post("/v1/threads", json={"text": "/service_status api dev", "user": "u"})).json()["id"]
+
+            async def replied():
+                events = (await c.get(f"/v1/threads/{thread_id}")).json()["events"]
+                return events[-1]["type"] == "agent_reply"
+
+            await wait_for(replied, 20, "the reply")
+        bot.send_signal(signal.SIGTERM)
+        assert bot.wait(20) == 0
+        assert not (settings.data_dir / "redis.url").exists()  # our redis-server was stopped
+
+        bot = spawn_bot(settings, "run", **env)
+        await wait_for(healthy, 30, "chatops run to come back")
+        async with httpx.AsyncClient(base_url=base, headers=auth) as c:
+            body = (await c.get(f"/v1/threads/{thread_id}")).json()
+        assert body["state"] == "idle" and "healthy" in body["events"][-1]["text"]
+    finally:
+        bot.send_signal(signal.SIGTERM)
+        bot.wait(20)

@@ -1,0 +1,81 @@
+"""SIGKILL a real worker process: while a thread awaits approval, and while the tool runs.
+Nothing acknowledged is lost, nothing runs twice, an unknown outcome goes to a human."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+
+from tests.conftest import settled, spawn_bot, wait_for
+from tests.helpers import runbook_lines, say
+
+SLOW_ROLLBACK = """\
+#!/bin/sh
+echo "started $$" >> "$CHATOPS_DATA_DIR/slow.log"
+sleep 30
+echo "rollback $1 $2" >> "$CHATOPS_DATA_DIR/runbook.log"
+"""
+
+
+def kill(proc: subprocess.Popen) -> None:
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+
+async def test_killed_while_awaiting_approval(make_settings, runtime, policy_file):
+    settings = make_settings(lease_ttl=1.0, claim_idle=1.0)
+    rt = await runtime(settings)
+    worker = spawn_bot(settings, "worker")
+    try:
+        thread_id = await say(rt, "/rollback api prod")
+        thread = await settled(rt, thread_id, timeout=20)
+        assert thread.state == "awaiting_approval"
+        kill(worker)
+
+        [request] = thread.pending_approvals()
+        assert (await rt.approvals.decide(request.approval_id, True, "alice", "api")).status == "decided"
+        worker = spawn_bot(settings, "worker")
+        thread = await settled(rt, thread_id, timeout=20)
+        assert thread.state == "idle"
+        assert runbook_lines(settings) == ["rollback api prod"]
+        assert [e.type for e in thread.events] == [
+            "user_message", "tool_call", "approval_requested", "approval_decided",
+            "tool_started", "tool_result", "agent_reply",
+        ]
+    finally:
+        kill(worker)
+
+
+async def test_killed_while_the_tool_runs_is_never_run_again(make_settings, runtime, policy_file, tmp_path):
+    script = tmp_path / "slow_rollback.sh"
+    script.write_text(SLOW_ROLLBACK)
+    script.chmod(0o755)
+    policy = policy_file(f'[tools.rollback]\ncommand = ["{script}", "{{service}}", "{{environment}}"]\n')
+    settings = make_settings(policy_file=policy, lease_ttl=1.0, claim_idle=1.0)
+    rt = await runtime(settings)
+    slow_log = settings.data_dir / "slow.log"
+    worker = spawn_bot(settings, "worker")
+    try:
+        thread_id = await say(rt, "/rollback api prod")
+        thread = await settled(rt, thread_id, timeout=20)
+        [request] = thread.pending_approvals()
+        await rt.approvals.decide(request.approval_id, True, "alice", "api")
+
+        async def started():
+            return slow_log.exists() and slow_log.read_text().strip()
+
+        line = await wait_for(started, 20, "the runbook to start")
+        kill(worker)
+        os.kill(int(line.split()[1]), signal.SIGKILL)  # the runbook dies with its host
+
+        worker = spawn_bot(settings, "worker")
+        thread = await settled(rt, thread_id, timeout=30)
+        assert thread.state == "awaiting_human"
+        result = thread.results[request.call_id]
+        assert result.status == "unknown" and "not run again" in result.output
+        assert "check whether it took effect" in thread.events[-1].question
+        assert slow_log.read_text().count("started") == 1
+        assert runbook_lines(settings) == []
+    finally:
+        kill(worker)
