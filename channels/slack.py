@@ -1,0 +1,154 @@
+"""The Slack channel: a slack-bolt AsyncApp over the HTTP Events API and/or Socket Mode.
+
+- `SLACK_BOT_TOKEN` (xoxb-) is required for either; without it the channel is off.
+- `SLACK_SIGNING_SECRET`: events and interactivity at POST /slack/events on the bot's HTTP server.
+- `SLACK_APP_TOKEN` (xapp-): Socket Mode, no public URL needed. Both may run at once.
+- `SLACK_API_URL`: another Web API base URL (tests, proxies).
+
+Importing this module registers the service (bot.serve.SERVICES), the renderer every worker uses
+(bot.channel.RENDERERS) and the doctor's checks (bot.doctor.CHECKS).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable
+
+import aiohttp
+
+from fastapi import FastAPI, Request
+from fastapi.responses import Response
+from slack_bolt.adapter.fastapi.async_handler import AsyncSlackRequestHandler
+from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+from slack_bolt.async_app import AsyncApp
+from slack_sdk.http_retry.builtin_async_handlers import (
+    AsyncConnectionErrorRetryHandler,
+    AsyncRateLimitErrorRetryHandler,
+)
+from slack_sdk.web.async_client import AsyncWebClient
+
+from agents import load_agents
+from bot.channel import RENDERERS
+from bot.doctor import CHECKS
+from bot.policy import Policy
+from bot.runtime import Runtime
+from bot.serve import SERVICES
+from bot.settings import Settings
+from channels.slack_actions import Actions
+from channels.slack_inbound import Inbound
+from channels.slack_render import SlackRenderer
+
+log = logging.getLogger("chatops.slack")
+
+PATH = "/slack/events"
+RATE_LIMIT_RETRIES = 3
+
+
+def configured(settings: Settings) -> bool:
+    return settings.slack_bot_token is not None and bool(settings.slack_bot_token.get_secret_value())
+
+
+def web_client(settings: Settings) -> AsyncWebClient:
+    """The Web API client of this process; called in its event loop, it keeps one HTTP session
+    (the renderer closes it)."""
+    assert settings.slack_bot_token is not None
+    base_url = settings.slack_api_url or AsyncWebClient.BASE_URL
+    return AsyncWebClient(
+        token=settings.slack_bot_token.get_secret_value(),
+        session=aiohttp.ClientSession(),
+        base_url=base_url if base_url.endswith("/") else base_url + "/",
+        retry_handlers=[
+            AsyncConnectionErrorRetryHandler(),
+            AsyncRateLimitErrorRetryHandler(max_retry_count=RATE_LIMIT_RETRIES),  # sleeps Retry-After
+        ],
+    )
+
+
+def build_app(rt: Runtime) -> AsyncApp:
+    renderer = rt.renderers.get("slack")
+    client = renderer.client if isinstance(renderer, SlackRenderer) else web_client(rt.settings)
+    secret = rt.settings.slack_signing_secret
+    app = AsyncApp(
+        client=client,
+        signing_secret=secret.get_secret_value() if secret else "",
+        # acknowledge only after the listener returned, i.e. after the event is stored
+        process_before_response=True,
+        name="chatops",
+    )
+    Inbound(rt, client).register(app)
+    Actions(rt, client).register(app)
+    return app
+
+
+def mount(rt: Runtime, api: FastAPI, app: AsyncApp) -> None:
+    """Serve the Events API and interactivity on the bot's HTTP server."""
+    handler = AsyncSlackRequestHandler(app)
+
+    async def slack_events(request: Request) -> Response:
+        return await handler.handle(request)
+
+    api.add_api_route(PATH, slack_events, methods=["POST"], include_in_schema=False)
+
+
+def serve(rt: Runtime, api: object) -> Awaitable[None] | None:
+    if not configured(rt.settings):
+        return None
+    app = build_app(rt)
+    settings = rt.settings
+    if settings.slack_signing_secret is not None:
+        assert isinstance(api, FastAPI)
+        mount(rt, api, app)
+        log.info("Slack events and interactivity at %s", PATH)
+    if settings.slack_app_token is not None:
+        log.info("Slack Socket Mode")
+        return _socket_mode(app, settings.slack_app_token.get_secret_value())
+    if settings.slack_signing_secret is None:
+        log.error("SLACK_BOT_TOKEN is set but neither SLACK_SIGNING_SECRET nor SLACK_APP_TOKEN: "
+                  "Slack cannot reach the bot")
+    return None
+
+
+async def _socket_mode(app: AsyncApp, app_token: str) -> None:
+    handler = AsyncSocketModeHandler(app, app_token)
+    try:
+        await handler.start_async()  # connects, then waits forever; reconnects on its own
+    finally:
+        await handler.close_async()
+
+
+def renderer(rt: Runtime) -> SlackRenderer | None:
+    return SlackRenderer(rt, web_client(rt.settings)) if configured(rt.settings) else None
+
+
+def check(settings: Settings, policy: Policy) -> list[tuple[str, str]]:
+    if not configured(settings):
+        if settings.slack_signing_secret or settings.slack_app_token:
+            return [("error", "Slack: SLACK_BOT_TOKEN is required with SLACK_SIGNING_SECRET or SLACK_APP_TOKEN")]
+        return [("ok", "Slack: off (no SLACK_BOT_TOKEN)")]
+    out: list[tuple[str, str]] = []
+    ways = [name for name, on in (("HTTP events at " + PATH, settings.slack_signing_secret),
+                                  ("Socket Mode", settings.slack_app_token)) if on]
+    if ways:
+        out.append(("ok", "Slack: " + " and ".join(ways)))
+    else:
+        out.append(("error", "Slack: set SLACK_SIGNING_SECRET (HTTP events) or SLACK_APP_TOKEN "
+                             "(Socket Mode), or Slack cannot reach the bot"))
+    token = settings.slack_bot_token.get_secret_value() if settings.slack_bot_token else ""
+    if not token.startswith("xoxb-"):
+        out.append(("warn", "Slack: SLACK_BOT_TOKEN does not look like a bot token (xoxb-…)"))
+    app_token = settings.slack_app_token.get_secret_value() if settings.slack_app_token else None
+    if app_token is not None and not app_token.startswith("xapp-"):
+        out.append(("error", "Slack: SLACK_APP_TOKEN must be an app-level token (xapp-…)"))
+    if settings.signing_key is None:
+        out.append(("warn", "Slack: CHATOPS_SIGNING_KEY is not set, so approvals get no buttons "
+                            "(approvers type `approve` / `reject <reason>` in the thread)"))
+    agents = load_agents(policy)
+    for channel, agent in policy.routes.items():
+        if agent not in agents:
+            out.append(("error", f"routes.{channel}: no agent named {agent!r}"))
+    return out
+
+
+SERVICES.append(serve)
+RENDERERS.append(renderer)
+CHECKS.append(check)

@@ -1,0 +1,169 @@
+"""Slack inbound: mentions, follow-ups in the bot's threads, direct messages.
+
+A listener only verifies (Bolt checked the signature), drops what is not for us, appends through
+`Intake.message` (which drops a delivery seen before) and returns: Bolt acknowledges after it
+(process_before_response), so nothing is acknowledged that is not stored, and if Redis is down
+the listener raises and Slack gets a 500 and retries. No agent work runs here; Web API calls
+(the working reaction, refusals) are sent after the ack, in the background.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import Coroutine
+from typing import Any
+
+from slack_bolt.async_app import AsyncApp
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.events import Source
+from bot.intake import thread_id_for
+from bot.policy import Policy
+from bot.routing import route
+from bot.runtime import Runtime
+from bot.store import ThreadNotFound
+from bot.thread import Origin, ThreadMeta
+from channels.slack_render import address_key, posted_key, show_working
+
+log = logging.getLogger("chatops.slack")
+
+# Message subtypes that are a person (or, if allowed, a bot) saying something; edits, joins,
+# deletions and the like are not.
+_SAYING = {None, "file_share", "thread_broadcast", "bot_message"}
+_DECISION = re.compile(r"^(approve|reject)\b[\s:,-]*(.*)$", re.IGNORECASE | re.DOTALL)
+_tasks: set[asyncio.Task] = set()
+
+
+def later(coro: Coroutine[Any, Any, Any]) -> None:
+    """Run a Web API call after the ack without holding the response (and log its failure)."""
+    async def run() -> None:
+        try:
+            await coro
+        except SlackApiError as exc:
+            log.warning("Slack call failed: %s", exc.response.get("error"))
+        except Exception:
+            log.exception("Slack call failed")
+
+    task = asyncio.get_running_loop().create_task(run())
+    _tasks.add(task)
+    task.add_done_callback(_tasks.discard)
+
+
+def strip_mention(text: str, bot_user_id: str | None) -> str:
+    if bot_user_id:
+        text = re.sub(rf"<@{re.escape(bot_user_id)}(\|[^>]*)?>", "", text)
+    return text.strip()
+
+
+def refusal(policy: Policy, agent: str, user: str | None, channel: str) -> str | None:
+    """Why `user` may not talk to `agent` in `channel` (the agent's allowlists), or None."""
+    allowed = policy.agent(agent)
+    if allowed.users and (user or "").lower() not in policy.expand(allowed.users):
+        return f"Sorry, I can't take requests for the {agent} agent from you. " \
+               "Ask whoever runs me to add you to its allowlist."
+    if allowed.channels and channel.lower() not in {c.lower() for c in allowed.channels}:
+        return f"Sorry, the {agent} agent doesn't take requests in this conversation. " \
+               "Please ask in one of its channels."
+    return None
+
+
+class Inbound:
+    def __init__(self, rt: Runtime, client: AsyncWebClient) -> None:
+        self.rt = rt
+        self.client = client
+
+    def register(self, app: AsyncApp) -> None:
+        app.event("app_mention")(self.on_mention)
+        app.event("message")(self.on_message)
+
+    async def on_mention(self, body: dict, event: dict, context: dict) -> None:
+        await self.handle(body, event, context, mentioned=True)
+
+    async def on_message(self, body: dict, event: dict, context: dict) -> None:
+        await self.handle(body, event, context, mentioned=event.get("channel_type") == "im")
+
+    async def handle(self, body: dict, event: dict, context: dict, *, mentioned: bool) -> None:
+        if not self._is_saying(event):
+            return
+        team = body.get("team_id") or event.get("team") or context.get("team_id") or ""
+        channel, ts, user = event["channel"], event["ts"], event.get("user") or event.get("bot_id")
+        thread_ts = event.get("thread_ts") or ts
+        thread_id = thread_id_for("slack", address_key(team, channel, thread_ts))
+        text = strip_mention(event.get("text") or "", context.get("bot_user_id"))
+        meta = await self._known(thread_id, channel, event.get("thread_ts"))
+        if meta is None and not mentioned:
+            return  # a message in a conversation the bot is not part of
+        if meta is not None:
+            thread_id, agent = meta.id, meta.agent
+            if await self._typed_decision(thread_id, text, user, channel, thread_ts):
+                return
+        else:
+            agent, text = self._route(channel, text)
+        if why := refusal(self.rt.policy, agent, user, channel):
+            later(self.client.chat_postEphemeral(channel=channel, user=user, thread_ts=thread_ts, text=why))
+            return
+        appended = await self.rt.intake.message(
+            thread_id, agent=agent, text=text or "(empty message)",
+            origin=Origin(channel="slack", address={"team": team, "channel": channel, "thread_ts": thread_ts}),
+            # one message, one event: Slack's retries and the app_mention + message pair of the
+            # same message share (team, channel, ts), a stricter key than the event_id
+            source=Source(channel="slack", user=user, external_id=f"slack:{team}:{channel}:{ts}"),
+        )
+        if appended.ok:
+            later(show_working(self.client, self.rt.settings.slack_working_reaction, channel, ts))
+
+    async def _known(self, thread_id: str, channel: str, thread_ts: str | None) -> ThreadMeta | None:
+        """The thread this Slack conversation already belongs to: its own (`thread_id`), or, for
+        a reply in a Slack thread the bot started for a scheduled thread, that one. One round
+        trip either way: the reverse lookup rides in the same pipeline."""
+        keys, redis = self.rt.store.keys, self.rt.redis
+        if thread_ts is None:  # a top-level message: only its own thread can exist
+            info = await redis.hget(keys.meta(thread_id), "info")
+        else:
+            pipe = redis.pipeline(transaction=False)
+            pipe.hget(keys.meta(thread_id), "info")
+            pipe.get(keys.address("slack", posted_key(channel, thread_ts)))
+            own, started = await pipe.execute()
+            info = own if own is not None else started
+        return ThreadMeta.model_validate_json(info) if info is not None else None
+
+    def _is_saying(self, event: dict) -> bool:
+        subtype = event.get("subtype")
+        if subtype not in _SAYING:
+            return False
+        if event.get("bot_id") or subtype == "bot_message":
+            return self.rt.settings.slack_allow_bots  # our own are dropped by Bolt already
+        return bool(event.get("user"))
+
+    def _route(self, channel: str, text: str) -> tuple[str, str]:
+        routed = self.rt.policy.routes.get(channel)
+        if routed in self.rt.agents:
+            return routed, text
+        return route(text, self.rt.agents, self.rt.settings.default_agent)
+
+    async def _typed_decision(
+        self, thread_id: str, text: str, user: str | None, channel: str, thread_ts: str
+    ) -> bool:
+        """`approve` or `reject <reason>` in a thread waiting for an approval decides the latest
+        pending one (authorized like any decision). True if it was a decision."""
+        match = _DECISION.match(text)
+        if match is None:
+            return False
+        try:
+            pending = (await self.rt.store.load(thread_id)).pending_approvals()
+        except ThreadNotFound:
+            return False
+        if not pending:
+            return False
+        verb, reason = match.groups()
+        outcome = await self.rt.approvals.decide(
+            pending[-1].approval_id, verb.lower() == "approve", user, "slack", reason.strip()
+        )
+        if outcome.status != "decided":  # the message update shows a decision; explain the rest
+            later(self.client.chat_postEphemeral(
+                channel=channel, user=user, thread_ts=thread_ts, text=outcome.message
+            ))
+        return True

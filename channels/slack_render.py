@@ -1,0 +1,206 @@
+"""Slack outbound: what the worker shows in the thread's Slack conversation.
+
+Replies and questions go to the thread; an approval request is a Block Kit message whose channel
+and ts are kept in Redis so that a decision taken anywhere (a click, the API, the console, an
+email), even hours later, replaces its buttons with `chat.update`. Failures raise: 429s are
+retried by the client (after Retry-After), anything else is recorded in the thread by the worker.
+
+A scheduled thread (`render_to`, for the schedule channel) has no Slack thread to start from:
+its first message is posted top-level in the schedule's channel and starts one, and everything
+after goes in it. Redis keeps both directions, so that a reply there continues that thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.events import (
+    AgentReply,
+    ApprovalDecided,
+    ApprovalRefused,
+    ApprovalRequested,
+    Event,
+    HumanQuestion,
+    ApprovalEscalated,
+    ApprovalReminder,
+    ScheduleMissed,
+    VISIBLE_TYPES,
+)
+from bot.runtime import Runtime
+from bot.thread import Thread, ThreadMeta
+from channels import slack_blocks as blocks
+from channels.slack_signing import sign
+
+log = logging.getLogger("chatops.slack")
+
+KEEP_MESSAGE_REF = 7 * 86400.0  # after the approval's expiry, for late decisions of other channels
+
+
+def message_ts(event: Event) -> str | None:
+    """The Slack ts of the message an input came from (its external id ends with it)."""
+    ext = event.source.external_id or ""
+    return ext.rsplit(":", 1)[1] if ext.startswith("slack:") else None
+
+
+def address_key(team: str, channel: str, thread_ts: str) -> str:
+    return f"{team}:{channel}:{thread_ts}"
+
+
+def posted_key(channel: str, ts: str) -> str:
+    """A Slack thread the bot started (a channel and a ts name one message; no team needed)."""
+    return f"{channel}:{ts}"
+
+
+@dataclass
+class Place:
+    """Where a thread's messages go: a Slack thread, or (thread_ts None) a channel, where the
+    first message posted starts the Slack thread of the scheduled thread `meta`."""
+
+    channel: str
+    thread_ts: str | None
+    meta: ThreadMeta | None = None
+
+
+class SlackRenderer:
+    name = "slack"
+
+    def __init__(self, rt: Runtime, client: AsyncWebClient) -> None:
+        self.rt = rt
+        self.client = client
+
+    async def render(self, thread: Thread, event: Event) -> None:
+        address = thread.meta.origin.address
+        await self.show(thread, event, Place(address["channel"], address["thread_ts"]))
+
+    async def render_to(self, address: dict[str, Any], thread: Thread, event: Event) -> None:
+        """Show an event of another channel's thread (a schedule's) in `address["channel"]`."""
+        channel = address["channel"]
+        root = await self.rt.redis.hget(self.rt.store.keys.slack_thread(thread.id), channel)
+        await self.show(thread, event, Place(channel, _s(root) if root else None, thread.meta))
+
+    async def show(self, thread: Thread, event: Event, place: Place) -> None:
+        if isinstance(event, AgentReply):
+            await self.say(place, event.text)
+        elif isinstance(event, HumanQuestion):
+            await self.say(place, f"❓ {event.question}")
+        elif isinstance(event, ApprovalRequested):
+            await self._request(place, event)
+        elif isinstance(event, ApprovalDecided):
+            await self._decided(thread, place, event)
+        elif isinstance(event, ApprovalRefused) and event.via != "slack":
+            # refusals of Slack users were already explained to them, privately
+            text = f"A decision on `{event.approval_id}` by {blocks.who(event.by)} via " \
+                   f"{blocks.escape(event.via)} was refused: {blocks.escape(event.reason)}"
+            await self.post(place, text, [blocks.context(text)])
+        elif isinstance(event, (ApprovalReminder, ApprovalEscalated)):
+            text = nudge_text(event)
+            await self.post(place, text, [blocks.section(text)])
+        elif isinstance(event, ScheduleMissed):
+            text = f"Schedule `{blocks.escape(event.schedule)}` missed {event.missed} run(s) up to " \
+                   f"{blocks.when(event.scheduled_for)} while the bot was down; not run (older than " \
+                   f"the grace of {event.grace:g} s)."
+            await self.post(place, text, [blocks.section(text)])
+        if thread.state != "working" and event is _last_visible(thread):
+            await self.clear_working(thread, place.channel)
+
+    async def close(self) -> None:
+        session = getattr(self.client, "session", None)
+        if session is not None:
+            await session.close()
+
+    # ---- messages ----------------------------------------------------------------------------
+
+    async def say(self, place: Place, markdown: str) -> None:
+        for fallback, section_blocks in blocks.reply_messages(markdown):
+            await self.post(place, fallback, section_blocks)
+
+    async def post(self, place: Place, text: str, body: list[dict[str, Any]]) -> str:
+        response = await self.client.chat_postMessage(
+            channel=place.channel, thread_ts=place.thread_ts, text=text, blocks=body, unfurl_links=False
+        )
+        ts = response["ts"]
+        if place.thread_ts is None:
+            place.thread_ts = ts
+            await self._started(place)
+        return ts
+
+    async def _started(self, place: Place) -> None:
+        """Remember the Slack thread a scheduled thread's first message started, both ways. The
+        reverse holds the thread's meta (it never changes), which is what the inbound listener
+        reads for a thread of its own: one lookup serves both."""
+        assert place.meta is not None and place.thread_ts is not None
+        keys = self.rt.store.keys
+        pipe = self.rt.redis.pipeline(transaction=False)
+        pipe.hset(keys.slack_thread(place.meta.id), place.channel, place.thread_ts)
+        pipe.set(keys.address("slack", posted_key(place.channel, place.thread_ts)), place.meta.model_dump_json())
+        await pipe.execute()
+
+    async def _request(self, place: Place, request: ApprovalRequested) -> None:
+        key = self.rt.settings.signing_key
+        approve = sign(key, "approve", request.approval_id) if key else None
+        reject = sign(key, "reject", request.approval_id) if key else None
+        text = f"Approval needed to run {request.tool}"
+        ts = await self.post(place, text, blocks.approval_blocks(request, approve, reject))
+        ref = self.rt.store.keys.slack_approval(request.approval_id)
+        ttl = max(request.expires_at - time.time(), 0) + KEEP_MESSAGE_REF
+        pipe = self.rt.redis.pipeline(transaction=False)
+        pipe.hset(ref, mapping={"channel": place.channel, "ts": ts})
+        pipe.expire(ref, int(ttl))
+        await pipe.execute()
+
+    async def _decided(self, thread: Thread, place: Place, decision: ApprovalDecided) -> None:
+        request = thread.approvals.get(decision.approval_id)
+        ref = await self.rt.redis.hgetall(self.rt.store.keys.slack_approval(decision.approval_id))
+        text = blocks.outcome_text(decision)
+        if request is None or not ref:
+            await self.post(place, text, [blocks.section(text)])
+            return
+        await self.client.chat_update(
+            channel=_s(ref[b"channel"]), ts=_s(ref[b"ts"]), text=text,
+            blocks=blocks.decided_blocks(request, decision),
+        )
+
+    # ---- the working indicator ---------------------------------------------------------------
+
+    async def clear_working(self, thread: Thread, channel: str) -> None:
+        ts = message_ts(thread.last_input) if thread.last_input else None
+        if ts is None:
+            return
+        try:
+            await self.client.reactions_remove(
+                channel=channel, timestamp=ts, name=self.rt.settings.slack_working_reaction
+            )
+        except SlackApiError as exc:  # no_reaction and the like: the indicator is cosmetic
+            log.info("could not clear the working reaction: %s", exc.response.get("error"))
+
+
+async def show_working(client: AsyncWebClient, reaction: str, channel: str, ts: str) -> None:
+    try:
+        await client.reactions_add(channel=channel, timestamp=ts, name=reaction)
+    except SlackApiError as exc:
+        log.info("could not add the working reaction: %s", exc.response.get("error"))
+
+
+def _last_visible(thread: Thread) -> Event | None:
+    return next((e for e in reversed(thread.events) if e.type in VISIBLE_TYPES), None)
+
+
+def _s(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def nudge_text(event: ApprovalReminder | ApprovalEscalated) -> str:
+    """A reminder or an escalation, in the approval's Slack thread; its buttons still decide."""
+    call = f"`{blocks.escape(event.tool)}`"
+    who = ", ".join(blocks.who(a) for a in event.approvers) or "anyone"
+    if isinstance(event, ApprovalReminder):
+        return (f":alarm_clock: Reminder: the approval of {call} is still undecided and expires "
+                f"{blocks.when(event.expires_at)}. Approvers: {who}.")
+    return (f":arrow_up: Escalated: nobody decided the approval of {call} in time, so {who} may "
+            f"decide it too (the buttons above). It expires {blocks.when(event.expires_at)}.")
