@@ -1,0 +1,250 @@
+"""What an inbound mail means: a new thread, a message in a thread, or an approval decision.
+
+The SMTP server asks `check_recipient` at RCPT and `receive` at DATA; `receive` returns the SMTP
+reply only once the mail's effect is in Redis (and raises when Redis is down, so the server
+answers 451). Automatic mail is accepted and ignored: answering it is how mail loops start.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+from bot.approvals import describe, escalated_to, may_decide
+from bot.events import ApprovalRefused, Source
+from bot.intake import DEDUPE_TTL, thread_id_for
+from bot.routing import route
+from bot.runtime import Runtime
+from bot.store import Claim, ThreadNotFound
+from bot.thread import Origin, Thread
+from channels import email_tokens
+from channels.email_compose import REPLY_LOCAL, Identity
+from channels.email_parse import Decision, Mail, decision, parse
+from channels.email_tokens import Token
+
+log = logging.getLogger("chatops.email")
+UNAUTHENTICATED = "email-unauthenticated"  # `via` of refusals that get no mail back
+
+
+@dataclass(frozen=True)
+class Received:
+    status: str  # the SMTP reply
+    outcome: str  # thread | message | decided | refused | duplicate | ignored | rejected
+
+
+def _ok(outcome: str, text: str) -> Received:
+    return Received(f"250 2.0.0 {text}", outcome)
+
+
+class Inbound:
+    def __init__(self, rt: Runtime, identity: Identity) -> None:
+        self.rt = rt
+        self.me = identity
+
+    # ---- RCPT ------------------------------------------------------------------------------
+
+    def check_recipient(self, address: str, now: float | None = None) -> str | None:
+        """None to accept `address`, else the SMTP refusal (550: never accept and bounce later)."""
+        local, _, domain = address.rpartition("@")
+        local = local.lower()
+        if domain.lower() != self.me.domain:
+            return f"550 5.1.1 <{address}>: not a local address; this server does not relay"
+        base, plus, tag = local.partition("+")
+        if plus:
+            token = email_tokens.verify(self.me.key, tag) if base == REPLY_LOCAL else None
+            if token is None:
+                return f"550 5.1.1 <{address}>: unknown reply address"
+            if token.approval_id is None and token.expired(now or time.time()):
+                return (f"550 5.1.1 <{address}>: this reply address expired; write to "
+                        f"{self.rt.settings.default_agent}@{self.me.domain} to start a new conversation")
+            return None
+        if base == REPLY_LOCAL or base in self.rt.agents:
+            return None
+        return f"550 5.1.1 <{address}>: no agent of that name here"
+
+    # ---- DATA ------------------------------------------------------------------------------
+
+    async def receive(self, mail_from: str | None, rcpt_tos: list[str], raw: bytes) -> Received:
+        mail = parse(raw, mail_from)
+        if mail is None:
+            return Received("554 5.6.0 not a readable message: it has no From address", "rejected")
+        if mail.automatic:
+            log.info("ignored automatic mail from %s: %s", mail.sender, mail.automatic)
+            return _ok("ignored", f"accepted and ignored: automatic mail ({mail.automatic})")
+        if self._dmarc(mail) == "fail":
+            target = await self._target(decision(mail.text), self._tokens(rcpt_tos, mail))
+            if target is not None:
+                await self._refuse(mail, target, "sender authentication (DMARC) failed", UNAUTHENTICATED)
+            return Received("550 5.7.1 sender authentication (DMARC) failed", "refused")
+        tokens = self._tokens(rcpt_tos, mail)
+        wanted = decision(mail.text)
+        target = await self._target(wanted, tokens)
+        if wanted is not None and target is not None:
+            return await self._decide(mail, wanted, target, tokens)
+        return await self._message(mail, rcpt_tos, tokens)
+
+    def _tokens(self, rcpt_tos: list[str], mail: Mail) -> list[Token]:
+        """Valid tokens in the recipients, then in the ids the mail answers (In-Reply-To first)."""
+        found: list[Token] = []
+        places = [r.rpartition("@")[0].partition("+")[2] for r in rcpt_tos]
+        places += [mid.strip("<>").split("@")[0].rsplit(".", 1)[0] for mid in mail.answered_ids
+                   if mid.lower().endswith(f"@{self.me.domain}>")]
+        for place in places:
+            token = email_tokens.verify(self.me.key, place) if place else None
+            if token is not None and token not in found:
+                found.append(token)
+        return found
+
+    def _dmarc(self, mail: Mail) -> str | None:
+        """The DMARC result our trusted MTA recorded, "missing" if it recorded none, None when
+        no trusted authserv-id is configured."""
+        authserv = self.rt.settings.email_authserv_id
+        if not authserv:
+            return None
+        return mail.dmarc.get(authserv.lower(), "missing")
+
+    async def _target(self, wanted: Decision | None, tokens: list[Token]) -> str | None:
+        """The approval a decision in this mail is about, or None if the mail decides nothing."""
+        if wanted is None:
+            return None
+        if wanted.approval_id:
+            return wanted.approval_id
+        for token in tokens:
+            if token.approval_id:
+                return token.approval_id
+        for token in tokens:
+            try:
+                thread = await self.rt.store.load(token.thread_id)
+            except ThreadNotFound:
+                continue
+            pending = thread.pending_approvals()
+            if pending:
+                return pending[-1].approval_id
+        return None  # e.g. "yes" to a question: an ordinary answer
+
+    # ---- approvals -------------------------------------------------------------------------
+
+    async def _decide(self, mail: Mail, wanted: Decision, approval_id: str, tokens: list[Token]) -> Received:
+        found = await self.rt.approvals.find(approval_id)
+        if found is None:
+            return Received(f"554 5.7.1 there is no approval {approval_id}", "rejected")
+        thread, request = found
+        if self._dmarc(mail) == "missing":
+            return await self._refuse(mail, approval_id, "the sender could not be authenticated "
+                                      "(no Authentication-Results from the trusted relay)", UNAUTHENTICATED)
+        matching = [t for t in tokens if t.approval_id == approval_id]
+        if not matching:
+            why = ("the reply token belongs to another approval" if any(t.approval_id for t in tokens)
+                   else "the mail carries no reply token of this approval; reply to the approval mail itself")
+            return await self._refuse(mail, approval_id, why)
+        token = matching[0]
+        if token.expired(time.time()):
+            return await self._refuse(mail, approval_id, "the reply address of this approval expired")
+        if why := may_decide(request, mail.sender, escalated_to(thread, approval_id)):
+            return await self._refuse(mail, approval_id, why)
+        fresh = await self._use_token(token, mail, request.expires_at)
+        if fresh is None:
+            earlier = (await self.rt.store.load(request.approval_id.split(".")[0])).decisions.get(approval_id)
+            done = f" ({describe(earlier)})" if earlier else ""
+            return await self._refuse(mail, approval_id, f"this approval mail was already answered{done}; "
+                                      "its reply address works once")
+        outcome = await self.rt.approvals.decide(approval_id, wanted.approve, mail.sender, "email", wanted.reason)
+        if outcome.status == "decided":
+            return _ok("decided", outcome.message)
+        if outcome.status == "already_decided":
+            if not fresh:
+                return _ok("duplicate", "already received")
+            return await self._refuse(mail, approval_id, outcome.message.rstrip("."))
+        return _ok("refused" if outcome.status == "refused" else outcome.status, outcome.message)
+
+    async def _use_token(self, token: Token, mail: Mail, expires_at: float) -> bool | None:
+        """Claim the token for this mail: True if newly claimed, False if this same mail claimed
+        it before (a redelivery), None if another mail used it."""
+        key = self.rt.store.keys.email_token_used(token.mac)
+        ttl = int(max(expires_at - time.time(), 0) + 7 * 86400)
+        if await self.rt.redis.set(key, mail.external_id, nx=True, ex=ttl):
+            return True
+        holder = await self.rt.redis.get(key)
+        return False if holder in (mail.external_id, mail.external_id.encode()) else None
+
+    async def _refuse(self, mail: Mail, approval_id: str, why: str, via: str = "email") -> Received:
+        """Record the refusal in the approval's thread (the email renderer answers the sender)."""
+        thread_id = approval_id.split(".")[0]
+        event = ApprovalRefused(
+            approval_id=approval_id, by=mail.sender, via=via, reason=why,
+            source=Source(channel="email", user=mail.sender, external_id=mail.external_id),
+        )
+        appended = await self.rt.store.append(
+            thread_id, event, claim=Claim(f"ext:{mail.external_id}", DEDUPE_TTL), wake=True)
+        if appended.outcome == "duplicate":
+            return _ok("duplicate", "already received")
+        log.info("refused an email decision on %s by %s: %s", approval_id, mail.sender, why)
+        return _ok("refused", f"received; not accepted as a decision: {why}")
+
+    # ---- messages --------------------------------------------------------------------------
+
+    async def _message(self, mail: Mail, rcpt_tos: list[str], tokens: list[Token]) -> Received:
+        thread = await self._thread_of(tokens)
+        if thread is None and tokens and not any(self._is_new_address(r) for r in rcpt_tos):
+            return Received("550 5.1.1 this conversation no longer exists; write to "
+                            f"{self.rt.settings.default_agent}@{self.me.domain} to start anew", "rejected")
+        text = _text(mail, new=thread is None)
+        if not text:
+            return _ok("ignored", "received; it has no new text (only quoted mail)")
+        if thread is not None:
+            thread_id, agent, origin = thread.id, thread.agent, thread.meta.origin
+        else:
+            thread_id = thread_id_for("email", f"{mail.sender}\0{mail.external_id}")
+            agent = self._agent_for(rcpt_tos, text)
+            origin = Origin(channel="email", address={
+                "to": mail.sender, "name": mail.sender_name, "subject": mail.subject,
+                "message_id": mail.message_id, "agent_address": f"{agent}@{self.me.domain}",
+            })
+        if why := self._not_allowed(agent, mail.sender):
+            return Received(f"550 5.7.1 {why}", "rejected")
+        appended = await self.rt.intake.message(
+            thread_id, agent=agent, origin=origin, text=text,
+            source=Source(channel="email", user=mail.sender, external_id=mail.external_id),
+        )
+        if appended.outcome == "duplicate":
+            return _ok("duplicate", "already received")
+        return _ok("message" if thread else "thread", f"queued in thread {thread_id}")
+
+    async def _thread_of(self, tokens: list[Token]) -> Thread | None:
+        for token in tokens:
+            try:
+                return await self.rt.store.load(token.thread_id)
+            except ThreadNotFound:
+                continue
+        return None
+
+    def _is_new_address(self, rcpt: str) -> bool:
+        local = rcpt.rpartition("@")[0].lower()
+        return "+" not in local and (local in self.rt.agents or local == REPLY_LOCAL)
+
+    def _agent_for(self, rcpt_tos: list[str], text: str) -> str:
+        for rcpt in rcpt_tos:
+            local = rcpt.rpartition("@")[0].lower()
+            if local in self.rt.agents:
+                return local
+        agent, _ = route(text, self.rt.agents, self.rt.settings.default_agent)
+        return agent
+
+    def _not_allowed(self, agent: str, sender: str) -> str | None:
+        policy = self.rt.policy.agent(agent)
+        if policy.channels and "email" not in policy.channels:
+            return f"the {agent} agent does not take requests by email"
+        if policy.users and sender not in self.rt.policy.expand(policy.users):
+            return f"{sender} may not talk to the {agent} agent"
+        return None
+
+
+def _text(mail: Mail, new: bool) -> str:
+    text = mail.text
+    if new and mail.subject and not text.startswith("/"):
+        text = f"{mail.subject}\n\n{text}".strip() if text else mail.subject
+    if mail.attachments:
+        names = ", ".join(a.describe() for a in mail.attachments[:20])
+        text = f"{text}\n\n[attachments, not shown: {names}]".strip()
+    return text

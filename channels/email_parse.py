@@ -1,0 +1,362 @@
+"""Inbound mail as the bot needs it: who sent it, what they newly wrote, what it answers.
+
+Parsing never raises on bad input: broken MIME, unknown or wrong charsets and binary garbage give
+a best-effort `Mail` (with `defects`), and a mail without a sender address is `None`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from email import message_from_bytes
+from email import policy as email_policy
+from email.header import Header, decode_header, make_header
+from email.message import Message
+from email.utils import getaddresses
+from html.parser import HTMLParser
+
+from mailparser_reply import EmailReplyParser
+from mailparser_reply.constants import MAIL_LANGUAGES
+
+_REPLY_PARSER = EmailReplyParser(languages=list(MAIL_LANGUAGES))
+_MSG_ID = re.compile(r"<([^<>\s]+@[^<>\s]+)>")
+APPROVE_WORDS = frozenset({"approve", "approved", "yes", "lgtm"})
+REJECT_WORDS = frozenset({"reject", "rejected", "no", "deny", "denied"})
+_APPROVAL_ID = re.compile(r"^[0-9a-f]{16}\.[0-9a-f]{8}$")
+_AUTOMATIC_LOCALS = ("mailer-daemon", "postmaster", "noreply", "no-reply", "donotreply", "do-not-reply")
+MAX_TEXT = 20_000  # what the model may see of one mail
+
+
+@dataclass(frozen=True)
+class Attachment:
+    name: str
+    type: str
+    size: int
+
+    def describe(self) -> str:
+        return f"{self.name} ({self.type}, {_size(self.size)})"
+
+
+@dataclass
+class Mail:
+    sender: str  # the From address, lower-cased: the email "user" identity
+    sender_name: str
+    subject: str
+    message_id: str | None  # with angle brackets, as it appears in In-Reply-To
+    in_reply_to: list[str]
+    references: list[str]
+    text: str  # the new text: quoted history, signatures and disclaimers stripped
+    attachments: list[Attachment]
+    external_id: str  # the Message-ID, or a hash of the content when there is none
+    automatic: str | None  # why it is automatic mail, or None
+    dmarc: dict[str, str] = field(default_factory=dict)  # authserv-id -> dmarc result (first seen)
+    defects: list[str] = field(default_factory=list)
+
+    @property
+    def answered_ids(self) -> list[str]:
+        """The message ids this mail answers, most direct first."""
+        seen: list[str] = []
+        for mid in [*self.in_reply_to, *reversed(self.references)]:
+            if mid not in seen:
+                seen.append(mid)
+        return seen
+
+
+def parse(raw: bytes, envelope_sender: str | None) -> Mail | None:
+    try:
+        # compat32: the header registry of the modern policy costs more than all the rest
+        msg = message_from_bytes(raw, policy=email_policy.compat32)
+    except Exception:  # the parser is lenient; this is for the truly pathological
+        return None
+    sender, name = _from(msg)
+    if not sender:
+        return None
+    defects = [type(d).__name__ for d in getattr(msg, "defects", [])]
+    plain, html, attachments = _walk(msg, defects)
+    body = plain if plain.strip() else html_to_text(html)
+    message_id = _first(msg_ids(_header(msg, "Message-ID")))
+    return Mail(
+        sender=sender,
+        sender_name=name,
+        subject=" ".join(_header(msg, "Subject").split())[:300],
+        message_id=message_id,
+        in_reply_to=msg_ids(_header(msg, "In-Reply-To")),
+        references=msg_ids(_header(msg, "References")),
+        text=new_text(body)[:MAX_TEXT],
+        attachments=attachments,
+        external_id=message_id or f"sha256:{content_hash(msg, raw)}",
+        automatic=automatic(msg, envelope_sender, sender),
+        dmarc=dmarc_results(msg),
+        defects=defects,
+    )
+
+
+def msg_ids(value: str) -> list[str]:
+    """Message ids in a References / In-Reply-To value (parsed by hand: see REFERENCE.md)."""
+    return [f"<{m}>" for m in _MSG_ID.findall(value)]
+
+
+def _first(items: list[str]) -> str | None:
+    return items[0] if items else None
+
+
+def _header(msg: Message, name: str) -> str:
+    """A header's text with RFC 2047 words decoded; never raises on a broken header."""
+    value = msg.get(name)
+    if value is None:
+        return ""
+    try:
+        return str(make_header(decode_header(value))) if "=?" in str(value) else _text(value)
+    except Exception:
+        return _text(value)
+
+
+def _text(value: object) -> str:
+    if isinstance(value, Header):  # compat32 hands 8-bit headers over as Header objects
+        return "".join(_bytes_text(part, charset) if isinstance(part, bytes) else part
+                       for part, charset in decode_header(value))
+    return str(value).encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def _bytes_text(data: bytes, charset: str | None, defects: list[str] | None = None) -> str:
+    """Text in its declared charset if that works, else UTF-8, else cp1252; never raises."""
+    charset = charset or "utf-8"
+    try:
+        return data.decode(charset)
+    except LookupError:
+        if defects is not None:
+            defects.append(f"unknown charset {charset}")
+    except UnicodeDecodeError:
+        if defects is not None:
+            defects.append(f"not valid {charset}")
+    for fallback in ("utf-8", "cp1252"):
+        try:
+            return data.decode(fallback)
+        except UnicodeDecodeError:
+            continue
+    return data.decode("latin-1")  # never fails; the words may look odd but nothing is lost
+
+
+def _from(msg: Message) -> tuple[str, str]:
+    value = _text(msg.get("From") or "")  # split before decoding: a decoded name may hold commas
+    addresses = [(n, a) for n, a in getaddresses([value]) if "@" in a]
+    if not addresses:
+        return "", ""
+    name, address = addresses[0]
+    try:
+        name = str(make_header(decode_header(name))) if "=?" in name else name
+    except Exception:
+        pass
+    return address.strip().lower(), name.strip()
+
+
+def _walk(msg: Message, defects: list[str]) -> tuple[str, str, list[Attachment]]:
+    plain: list[str] = []
+    html: list[str] = []
+    attachments: list[Attachment] = []
+    for part in msg.walk():
+        if part.is_multipart():
+            continue
+        ctype = part.get_content_type()
+        disposition = (part.get_content_disposition() or "").lower()
+        filename = _filename(part)
+        if disposition == "attachment" or filename or not ctype.startswith("text/"):
+            payload = part.get_payload(decode=True) or b""
+            attachments.append(Attachment(filename or "unnamed", ctype, len(payload)))
+            continue
+        text = _decode(part, defects)
+        if ctype == "text/html":
+            html.append(text)
+        else:
+            plain.append(text)
+    return "\n".join(plain), "\n".join(html), attachments
+
+
+def _filename(part: Message) -> str | None:
+    try:
+        return part.get_filename()
+    except Exception:
+        return "unnamed"
+
+
+def _decode(part: Message, defects: list[str]) -> str:
+    payload = part.get_payload(decode=True) or b""
+    try:
+        charset = part.get_content_charset()
+    except Exception:
+        charset = None
+    return _bytes_text(payload, charset, defects)
+
+
+class _Text(HTMLParser):
+    """HTML to text: blocks become lines, blockquotes become `> ` quotes (so they are stripped)."""
+
+    BLOCKS = {"p", "div", "br", "li", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "table", "ul", "ol", "pre"}
+    SKIP = {"script", "style", "head", "title"}
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.lines: list[str] = [""]
+        self.depth = 0  # blockquote nesting
+        self.skipping = 0
+
+    def handle_starttag(self, tag: str, attrs: list) -> None:
+        if tag in self.SKIP:
+            self.skipping += 1
+        elif tag == "blockquote":
+            self._newline()
+            self.depth += 1
+        elif tag == "hr":
+            self._newline()
+            self.lines[-1] = "_" * 32
+            self._newline()
+        elif tag in self.BLOCKS:
+            self._newline()
+        elif tag in ("td", "th"):
+            self.lines[-1] += " "
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in self.SKIP:
+            self.skipping = max(0, self.skipping - 1)
+        elif tag == "blockquote":
+            self.depth = max(0, self.depth - 1)
+            self._newline()
+        elif tag in self.BLOCKS:
+            self._newline()
+
+    def handle_data(self, data: str) -> None:
+        if self.skipping:
+            return
+        text = " ".join(data.split())
+        if not text:
+            return
+        if not self.lines[-1]:
+            self.lines[-1] = "> " * self.depth
+        elif not self.lines[-1].endswith(" "):
+            self.lines[-1] += " "
+        self.lines[-1] += text
+
+    def _newline(self) -> None:
+        if self.lines[-1].strip():
+            self.lines.append("")
+
+
+def html_to_text(html: str) -> str:
+    if not html.strip():
+        return ""
+    parser = _Text()
+    try:
+        parser.feed(html)
+        parser.close()
+    except Exception:
+        return re.sub(r"<[^>]*>", " ", html)
+    return "\n".join(line.rstrip() for line in parser.lines).strip()
+
+
+def new_text(body: str) -> str:
+    """What the sender wrote in this mail: without quoted history, signature and disclaimers."""
+    body = body.replace("\x00", "")
+    if not body.strip():
+        return ""
+    try:
+        replies = _REPLY_PARSER.read(body).replies
+    except Exception:
+        replies = []
+    if not replies:
+        text = body
+    elif replies[0].headers:
+        text = ""  # the mail starts with a quote header: nothing new above it
+    else:
+        text = replies[0].body
+    lines = [line for line in text.splitlines() if not line.lstrip().startswith(">")]
+    return "\n".join(lines).strip()
+
+
+@dataclass(frozen=True)
+class Decision:
+    approve: bool
+    reason: str
+    approval_id: str | None  # named in the mail ("approve <id>"), else None
+
+
+def decision(text: str) -> Decision | None:
+    """An approval decision if the first words of the new text are one."""
+    words = text.split(maxsplit=2)
+    if not words:
+        return None
+    verb = words[0].strip(".,!:;").lower()
+    if verb not in APPROVE_WORDS | REJECT_WORDS:
+        return None
+    rest = words[1:]
+    approval_id = None
+    if rest and _APPROVAL_ID.match(rest[0].strip(".,:;").lower()):
+        approval_id = rest.pop(0).strip(".,:;").lower()
+    reason = " ".join(" ".join(rest).split()).lstrip(".,:;-– ").strip()
+    return Decision(verb in APPROVE_WORDS, reason[:500], approval_id)
+
+
+def automatic(msg: Message, envelope_sender: str | None, sender: str) -> str | None:
+    """Why this mail is automatic (an auto-reply, a bounce, a list), or None for a person's mail."""
+    if envelope_sender in (None, "", "<>"):
+        return "empty envelope sender (a bounce)"
+    value = _header(msg, "Auto-Submitted").strip().lower()
+    if value and value.split(";")[0].strip() != "no":
+        return f"Auto-Submitted: {value}"
+    precedence = _header(msg, "Precedence").strip().lower()
+    if precedence in ("bulk", "junk", "list", "auto_reply"):
+        return f"Precedence: {precedence}"
+    for name in ("List-Id", "List-Unsubscribe", "X-Autoreply", "X-Autorespond",
+                 "X-Auto-Response-Suppress", "Feedback-ID"):
+        if msg.get(name) is not None:
+            return f"{name} header"
+    if msg.get_content_type() == "multipart/report":
+        return "a delivery or disposition report"
+    for address in (sender, (envelope_sender or "").lower()):
+        local = address.split("@", 1)[0]
+        if local.startswith(_AUTOMATIC_LOCALS):
+            return f"sent by {address}"
+    return None
+
+
+def dmarc_results(msg: Message) -> dict[str, str]:
+    """authserv-id -> dmarc result, from the topmost Authentication-Results of each authserv-id.
+
+    Only the header of a trusted authserv-id may be believed (see the channel's settings); the
+    topmost one is the one our own MTA added last.
+    """
+    out: dict[str, str] = {}
+    for value in msg.get_all("Authentication-Results", failobj=[]):
+        text = re.sub(r"\([^)]*\)", " ", str(value))
+        parts = [p.strip() for p in text.split(";")]
+        if not parts or not parts[0]:
+            continue
+        authserv = parts[0].split()[0].lower()
+        for part in parts[1:]:
+            match = re.match(r"dmarc\s*=\s*(\w+)", part, re.IGNORECASE)
+            if match:
+                out.setdefault(authserv, match.group(1).lower())
+                break
+        else:
+            out.setdefault(authserv, "none")
+    return out
+
+
+def content_hash(msg: Message, raw: bytes) -> str:
+    """A hash of what identifies a message without a Message-ID; trace headers (Received) that
+    change between deliveries are left out."""
+    digest = hashlib.sha256()
+    for name in ("From", "To", "Cc", "Date", "Subject"):
+        digest.update(_header(msg, name).encode("utf-8", "replace") + b"\0")
+    head_end = raw.find(b"\r\n\r\n")
+    head_end = raw.find(b"\n\n") if head_end < 0 else head_end
+    digest.update(raw[head_end:] if head_end >= 0 else raw)
+    return digest.hexdigest()[:32]
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KB", "MB"):
+        if n < 1024 or unit == "MB":
+            return f"{n} {unit}" if unit == "B" else f"{n:.0f} {unit}"
+        n /= 1024
+    return f"{n} B"
