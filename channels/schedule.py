@@ -1,0 +1,268 @@
+"""The schedule channel: cron triggers from the policy file wake an agent in a new thread.
+
+Every process may run the clock (`chatops run`, `chatops clock`): APScheduler 3.x with an
+in-memory job store only says *when* to look. What is due is computed from the cron expression and
+the latest fire time handled (kept in Redis), and a fire is one append with a claim on a thread
+whose id is derived from the schedule's name and scheduled time: whichever process gets there
+first fires it, the others find it taken. A fire missed while no process ran happens on start if
+it is within the grace; older ones are recorded as missed, not run. Several missed fires coalesce
+into one run (its `missed` says how many were skipped).
+
+Where results go: the thread's origin is channel "schedule" with the destination in its address,
+and the `schedule` renderer forwards each visible event to the Slack and email channels (see
+`ScheduleRenderer` for the contract).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from collections.abc import Awaitable
+from datetime import datetime, timezone
+from typing import Any
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from redis.exceptions import RedisError
+
+from bot import cron, doctor, serve
+from bot.channel import RENDERERS
+from bot.events import Event, ScheduleFired, ScheduleMissed, Source
+from bot.intake import thread_id_for
+from bot.outage import stop_if_cancelled
+from bot.policy import ConfigError, Schedule
+from bot.runtime import Runtime
+from bot.store import Appended, Claim
+from bot.thread import Origin, Thread, ThreadMeta
+
+log = logging.getLogger("chatops.schedule")
+# APScheduler logs every run at INFO; our own line says what a fire did
+logging.getLogger("apscheduler.executors").setLevel(logging.WARNING)
+
+CHANNEL = "schedule"
+FIRE_CLAIM = Claim("fired")  # in the fire's own thread: one fire (or missed record) per time
+RETRY_DELAY = 2.0
+
+
+def fire_thread_id(name: str, scheduled_for: float) -> str:
+    return thread_id_for(CHANNEL, f"{name}@{int(scheduled_for * 1000)}")
+
+
+def origin_for(schedule: Schedule, scheduled_for: float) -> Origin:
+    return Origin(channel=CHANNEL, address={
+        "schedule": schedule.name,
+        "scheduled_for": scheduled_for,
+        "slack_channel": schedule.slack_channel,
+        "emails": list(schedule.emails),
+    })
+
+
+def check_agents(rt: Runtime) -> None:
+    for i, schedule in enumerate(rt.policy.schedules):
+        if schedule.agent not in rt.agents:
+            raise ConfigError(
+                f"setting 'schedules.{i}.agent' ({schedule.name}): no agent named {schedule.agent!r} "
+                f"(agents: {', '.join(sorted(rt.agents))})"
+            )
+
+
+class Clock:
+    """Fires the policy's schedules, once each across all processes."""
+
+    def __init__(self, rt: Runtime, clock: Any = time.time) -> None:
+        self.rt = rt
+        self.clock = clock
+        self.stats: Counter[str] = Counter()  # fired / taken / missed / tick
+
+    def grace(self, schedule: Schedule) -> float:
+        return self.rt.settings.schedule_grace if schedule.grace is None else schedule.grace
+
+    async def run(self) -> None:
+        check_agents(self.rt)
+        scheduler = AsyncIOScheduler(timezone="UTC")
+        for schedule in self.rt.policy.schedules:
+            # no misfire limit and coalescing: what is due, and the grace, is decided in catch_up
+            scheduler.add_job(self.tick, schedule.trigger(), args=[schedule.name], id=schedule.name,
+                              misfire_grace_time=None, coalesce=True, max_instances=1)
+        scheduler.start()
+        log.info("clock started: %s", ", ".join(s.name for s in self.rt.policy.schedules))
+        try:
+            for schedule in self.rt.policy.schedules:
+                await self.tick(schedule.name)  # what was missed while no process ran
+            await asyncio.Event().wait()
+        finally:
+            scheduler.shutdown(wait=False)
+
+    async def tick(self, name: str) -> None:
+        """Handle what is due for `name`; retried while Redis is unreachable, within the grace."""
+        schedule = self.rt.policy.schedule(name)
+        assert schedule is not None
+        self.stats["tick"] += 1
+        started = self.clock()
+        while True:
+            try:
+                await self.catch_up(schedule)
+                return
+            except (RedisError, OSError) as exc:
+                stop_if_cancelled(exc)
+                if self.clock() - started > self.grace(schedule):
+                    log.error("schedule %s: giving up after Redis errors: %s", name, exc)
+                    return
+                log.warning("schedule %s: Redis error (%s); retrying", name, exc)
+                await asyncio.sleep(RETRY_DELAY)
+
+    async def catch_up(self, schedule: Schedule) -> Appended | None:
+        redis, key = self.rt.redis, self.rt.store.keys.schedule_last
+        now = self.clock()
+        last = await redis.zscore(key, schedule.name)
+        if last is None:  # first start with this schedule: nothing before now was missed
+            await redis.zadd(key, {schedule.name: now}, nx=True)
+            last = await redis.zscore(key, schedule.name)
+        latest, count = cron.due(schedule.trigger(), float(last), now)
+        if latest is None:
+            return None
+        grace = self.grace(schedule)
+        if now - latest <= grace:
+            appended = await self.fire(schedule, latest, missed=count - 1)
+        else:
+            appended = await self.record_missed(schedule, latest, count, grace)
+        await redis.zadd(key, {schedule.name: latest}, gt=True)
+        return appended
+
+    async def fire(self, schedule: Schedule, scheduled_for: float, *, missed: int = 0,
+                   user: str | None = None) -> Appended:
+        """Start the schedule's thread for `scheduled_for`, unless some process already did."""
+        event = ScheduleFired(
+            schedule=schedule.name, scheduled_for=scheduled_for, text=schedule.message, missed=missed,
+            source=Source(channel=CHANNEL, user=user or f"schedule:{schedule.name}",
+                          external_id=f"{schedule.name}@{scheduled_for!r}"),
+        )
+        appended = await self._append(schedule, scheduled_for, event)
+        self.stats["fired" if appended.ok else "taken"] += 1
+        if appended.ok:
+            log.info("schedule %s fired for %s (thread %s%s)", schedule.name, _clock(scheduled_for),
+                     fire_thread_id(schedule.name, scheduled_for),
+                     f", {missed} earlier missed fires coalesced" if missed else "")
+        return appended
+
+    async def record_missed(self, schedule: Schedule, latest: float, count: int, grace: float) -> Appended:
+        event = ScheduleMissed(schedule=schedule.name, scheduled_for=latest, missed=count, grace=grace,
+                               source=Source(channel=CHANNEL, user=f"schedule:{schedule.name}"))
+        appended = await self._append(schedule, latest, event)
+        self.stats["missed" if appended.ok else "taken"] += 1
+        if appended.ok:
+            log.warning("schedule %s: %d fire(s) up to %s missed while no process ran; older than "
+                        "the grace (%gs), so not run", schedule.name, count, _clock(latest), grace)
+        return appended
+
+    async def _append(self, schedule: Schedule, scheduled_for: float, event: Event) -> Appended:
+        thread_id = fire_thread_id(schedule.name, scheduled_for)
+        meta = ThreadMeta(id=thread_id, agent=schedule.agent, origin=origin_for(schedule, scheduled_for),
+                          created=self.clock())
+        state = "working" if isinstance(event, ScheduleFired) else "idle"
+        return await self.rt.store.append(thread_id, event, create=meta, claim=FIRE_CLAIM, state=state,
+                                          wake=True)
+
+    async def run_now(self, name: str, user: str | None = None) -> tuple[str, Appended]:
+        """`chatops schedules run NAME`: fire now, through the same path as the clock."""
+        schedule = self.rt.policy.schedule(name)
+        if schedule is None:
+            raise ConfigError(f"no schedule named {name!r} in the policy file")
+        check_agents(self.rt)
+        now = self.clock()
+        return fire_thread_id(name, now), await self.fire(schedule, now, user=user)
+
+
+class ScheduleRenderer:
+    """Shows a scheduled thread's visible events at its destination.
+
+    The contract with the Slack and email channels: a renderer registered as
+    `rt.renderers["slack"]` / `rt.renderers["email"]` that can post outside its own conversations
+    implements
+
+        async def render_to(self, address: dict, thread: Thread, event: Event) -> None
+
+    with address `{"channel": "<Slack channel id>"}` for Slack and `{"to": ["a@example.com", …]}`
+    for email. It renders `event` as it would for its own threads (approval buttons, approval mail
+    to those addresses) and keeps whatever it needs to continue the conversation (the Slack
+    thread ts, the email Message-ID) keyed by `thread.id`. Where it is missing, the event is
+    logged instead, and stays readable with `chatops threads show`.
+    """
+
+    name = CHANNEL
+
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+
+    @staticmethod
+    def destinations(thread: Thread) -> list[tuple[str, dict[str, Any]]]:
+        address = thread.meta.origin.address
+        out: list[tuple[str, dict[str, Any]]] = []
+        if address.get("slack_channel"):
+            out.append(("slack", {"channel": address["slack_channel"]}))
+        if address.get("emails"):
+            out.append(("email", {"to": list(address["emails"])}))
+        return out
+
+    async def render(self, thread: Thread, event: Event) -> None:
+        from channels.console import format_event
+
+        failures = []
+        delivered = False
+        for kind, address in self.destinations(thread):
+            deliver = getattr(self.rt.renderers.get(kind), "render_to", None)
+            if deliver is None:
+                log.warning("schedule thread %s: no %s channel to deliver to %s", thread.id, kind, address)
+                continue
+            try:
+                await deliver(address, thread, event)
+                delivered = True
+            except Exception as exc:
+                failures.append(f"{kind}: {exc}")
+        if not delivered:
+            log.info("schedule thread %s: %s", thread.id, format_event(event) or event.type)
+        if failures:
+            raise RuntimeError("; ".join(failures))
+
+    async def close(self) -> None:
+        pass
+
+
+def service(rt: Runtime, _app: object) -> Awaitable[None] | None:
+    """For bot.serve.SERVICES: the clock, when the policy declares schedules."""
+    return Clock(rt).run() if rt.policy.schedules else None
+
+
+def renderer(rt: Runtime) -> ScheduleRenderer:
+    """Always installed: a scheduled thread outlives its schedule."""
+    return ScheduleRenderer(rt)
+
+
+def doctor_check(settings: Any, policy: Any) -> list[tuple[str, str]]:
+    """For bot.doctor.CHECKS."""
+    from agents import load_agents
+
+    out = []
+    agents = load_agents(policy)
+    for i, s in enumerate(policy.schedules):
+        if s.agent not in agents:
+            out.append(("error", f"schedules.{i}.agent ({s.name}): no agent named {s.agent!r}"))
+            continue
+        nxt = cron.next_fire(s.trigger(), time.time())
+        where = ", ".join(filter(None, [s.slack_channel and f"Slack {s.slack_channel}", *s.emails]))
+        when = _clock(nxt) if nxt else "never"
+        out.append(("ok", f"schedule {s.name}: {s.cron} ({s.timezone}) -> {s.agent}; next {when}; "
+                          f"results to {where or 'the thread log only'}"))
+        if not where:
+            out.append(("warn", f"schedule {s.name}: no slack_channel or emails, so nobody sees its results"))
+    return out
+
+
+def _clock(ts: float) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+serve.SERVICES.append(service)
+RENDERERS.append(renderer)
+doctor.CHECKS.append(doctor_check)

@@ -1,0 +1,236 @@
+"""Schedules: each fire once across processes, misses on start within and outside the grace,
+`chatops schedules`. Real Redis, real APScheduler, real processes. Where results go (the Slack
+channel, the mailbox): tests/test_schedule_delivery.py."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+
+import pytest
+
+from bot import cron
+from bot.policy import ConfigError, load_policy
+from bot.runtime import Runtime
+from channels.schedule import Clock, fire_thread_id
+from tests.conftest import ROOT, bot_env, settled, spawn_bot, wait_for
+
+
+def schedule_toml(name: str, cron_expr: str, message: str, agent: str = "deploy", extra: str = "") -> str:
+    return (f'[[schedules]]\nname = "{name}"\ncron = "{cron_expr}"\nagent = "{agent}"\n'
+            f'message = "{message}"\nslack_channel = "C-OPS"\nemails = ["ops@example.com"]\n{extra}\n')
+
+
+def cron_at(ts: float) -> str:
+    """A six-field cron expression (seconds first) firing daily at the whole second `ts` (UTC)."""
+    t = datetime.fromtimestamp(ts, timezone.utc)
+    return f"{t.second} {t.minute} {t.hour} * * *"
+
+
+async def fires(rt: Runtime, name: str) -> list:
+    """Every schedule_fired / schedule_missed event of schedule `name`, from the threads in Redis."""
+    out = []
+    for row in await rt.store.list_threads(limit=10_000):
+        if row["origin"]["channel"] == "schedule" and row["origin"]["address"]["schedule"] == name:
+            thread = await rt.store.load(row["id"])
+            out += [e for e in thread.events if e.type in ("schedule_fired", "schedule_missed")]
+    return out
+
+
+def runbook_ran(settings) -> list[str]:
+    log = settings.data_dir / "runbook.log"
+    return log.read_text().splitlines() if log.exists() else []
+
+
+# ---- cron and policy ----------------------------------------------------------------------------
+
+def test_cron_weekdays_mean_what_crontab_means():
+    trigger = cron.parse("0 9 * * 1-5", "Europe/Berlin")
+    now, days = time.time(), []
+    for _ in range(10):
+        now = cron.next_fire(trigger, now + 1)
+        local = datetime.fromtimestamp(now, trigger.timezone)
+        assert (local.hour, local.minute) == (9, 0)
+        days.append(local.strftime("%a"))
+    assert set(days) == {"Mon", "Tue", "Wed", "Thu", "Fri"}
+    sunday = datetime.fromtimestamp(cron.next_fire(cron.parse("0 0 * * 0"), time.time()), timezone.utc)
+    assert sunday.strftime("%a") == "Sun"
+    for same in ("7", "sun"):
+        other = datetime.fromtimestamp(cron.next_fire(cron.parse(f"0 0 * * {same}"), time.time()), timezone.utc)
+        assert other == sunday
+
+
+@pytest.mark.parametrize("line, setting", [
+    ('cron = "61 * * * *"', "schedules.0.cron"),
+    ('cron = "* * *"', "schedules.0.cron"),
+    ('cron = "0 9 * * *"\ntimezone = "Mars/Olympus"', "schedules.0.timezone"),
+])
+def test_bad_cron_or_time_zone_stops_the_bot_naming_the_setting(policy_file, line, setting):
+    path = policy_file(f'[[schedules]]\nname = "x"\n{line}\nagent = "deploy"\nmessage = "hi"\n')
+    with pytest.raises(ConfigError, match=f"setting '{setting}'"):
+        load_policy(path)
+
+
+async def test_unknown_agent_is_a_config_error(make_settings, policy_file):
+    settings = make_settings(policy_file=policy_file(schedule_toml("x", "0 9 * * *", "hi", agent="nope")))
+    rt = await Runtime.start(settings)
+    try:
+        with pytest.raises(ConfigError, match=r"schedules.0.agent.*nope"):
+            await Clock(rt).run()
+    finally:
+        await rt.close()
+
+
+# ---- once across processes ----------------------------------------------------------------------
+
+async def test_two_clocks_racing_for_the_same_fire_times_fire_each_once(make_settings, policy_file):
+    settings = make_settings(policy_file=policy_file(schedule_toml("race", "0 9 * * *", "/help")))
+    a, b = await Runtime.start(settings), await Runtime.start(settings)
+    try:
+        [schedule] = a.policy.schedules
+        clocks = [Clock(a), Clock(b)]
+        times = [1_700_000_000.0 + 60 * i for i in range(20)]
+        results = await asyncio.gather(*(c.fire(schedule, t) for t in times for c in clocks))
+        assert sum(r.ok for r in results) == len(times)
+        assert sum(c.stats["fired"] for c in clocks) == len(times)
+        assert sum(c.stats["taken"] for c in clocks) == len(times)
+        fired = await fires(a, "race")
+        assert sorted(e.scheduled_for for e in fired) == times
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_two_clock_processes_fire_each_time_once(make_settings, policy_file):
+    settings = make_settings(policy_file=policy_file(schedule_toml("every-second", "* * * * * *", "/help")))
+    procs = [spawn_bot(settings, "clock") for _ in range(2)]
+    rt = await Runtime.start(settings)
+    try:
+        async def enough():
+            return len({e.scheduled_for for e in await fires(rt, "every-second")}) >= 4
+        await wait_for(enough, timeout=30, what="four fire times")
+    finally:
+        for proc in procs:
+            proc.terminate()
+        logs = [proc.output() for proc in procs]
+    fired = await fires(rt, "every-second")
+    await rt.close()
+    assert all("clock started: every-second" in log for log in logs), logs
+    assert len(fired) == len({e.scheduled_for for e in fired}), "a fire time fired twice"
+    assert all(e.type == "schedule_fired" and e.scheduled_for == int(e.scheduled_for) for e in fired)
+    winners = [log.count("schedule every-second fired") for log in logs]
+    assert sum(winners) == len(fired)
+
+
+# ---- misses while no process ran ----------------------------------------------------------------
+
+async def _run_clock_until_baseline(rt: Runtime, name: str) -> None:
+    """Run a clock in this process until it has recorded its baseline, then stop it: 'the process
+    that ran before the outage'."""
+    task = asyncio.create_task(Clock(rt).run())
+    await wait_for(lambda: rt.redis.zscore(rt.store.keys.schedule_last, name), what="the clock's baseline")
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
+async def _sleep_past(ts: float) -> None:
+    while time.time() <= ts:
+        await asyncio.sleep(0.05)
+
+
+async def test_fire_missed_while_down_happens_once_on_start_within_the_grace(
+        make_settings, policy_file, start_bot):
+    fire_at = math.ceil(time.time()) + 2
+    settings = make_settings(policy_file=policy_file(
+        schedule_toml("nightly", cron_at(fire_at), "/service_status api prod")))
+    rt = await start_bot(settings)  # a worker, no clock
+    await _run_clock_until_baseline(rt, "nightly")
+    assert time.time() < fire_at, "the first clock must be down before the fire time"
+    await _sleep_past(fire_at + 0.5)
+    assert await fires(rt, "nightly") == []  # nothing ran the schedule at its time
+
+    clocks = [spawn_bot(settings, "clock"), spawn_bot(settings, "clock")]  # both start after it
+    try:
+        thread_id = fire_thread_id("nightly", fire_at)
+        await wait_for(lambda: rt.store.exists(thread_id), timeout=20, what="the late fire")
+        thread = await settled(rt, thread_id)
+        await wait_for(lambda: rt.redis.zscore(rt.store.keys.schedule_last, "nightly"), what="bookkeeping")
+    finally:
+        for proc in clocks:
+            proc.terminate()
+            proc.wait(timeout=10)
+    [fired] = await fires(rt, "nightly")
+    assert fired.type == "schedule_fired" and fired.scheduled_for == fire_at and fired.missed == 0
+    assert thread.events[-1].type == "agent_reply" and "api in prod: healthy" in thread.events[-1].text
+    assert await rt.redis.zscore(rt.store.keys.schedule_last, "nightly") == fire_at
+
+
+async def test_fire_missed_outside_the_grace_is_recorded_as_missed_not_run(
+        make_settings, policy_file, start_bot):
+    fire_at = math.ceil(time.time()) + 2
+    settings = make_settings(policy_file=policy_file(
+        schedule_toml("nightly", cron_at(fire_at), "/service_status api prod")))
+    rt = await start_bot(settings)
+    await _run_clock_until_baseline(rt, "nightly")
+    assert time.time() < fire_at, "the first clock must be down before the fire time"
+    await _sleep_past(fire_at + 1.5)
+
+    clock = spawn_bot(settings, "clock", CHATOPS_SCHEDULE_GRACE="1")
+    try:
+        thread_id = fire_thread_id("nightly", fire_at)
+        await wait_for(lambda: rt.store.exists(thread_id), timeout=20, what="the missed record")
+        thread = await settled(rt, thread_id)
+    finally:
+        clock.terminate()
+        log = clock.output()
+    [missed] = await fires(rt, "nightly")
+    assert missed.type == "schedule_missed" and missed.scheduled_for == fire_at
+    assert missed.missed == 1 and missed.grace == 1
+    assert thread.state == "idle" and not thread.calls and runbook_ran(settings) == []  # not run
+    assert "missed while no process ran" in log
+
+
+async def test_older_misses_coalesce_into_one_run(make_settings, policy_file, start_bot):
+    settings = make_settings(policy_file=policy_file(schedule_toml("often", "* * * * * *", "/help")))
+    rt = await start_bot(settings)
+    schedule = rt.policy.schedule("often")
+    now = time.time()
+    await rt.redis.zadd(rt.store.keys.schedule_last, {"often": math.floor(now) - 30})  # down for 30 s
+    appended = await Clock(rt, clock=lambda: now).catch_up(schedule)
+    assert appended.ok
+    [fired] = await fires(rt, "often")
+    assert fired.type == "schedule_fired" and fired.scheduled_for == math.floor(now)
+    assert fired.missed == 29  # 30 fire times in (last, now], one run
+
+
+# ---- the CLI ------------------------------------------------------------------------------------
+
+async def test_schedules_cli_lists_and_runs(make_settings, policy_file):
+    settings = make_settings(policy_file=policy_file(schedule_toml("status", "30 8 * * 1-5", "/help")))
+    env = bot_env(settings)
+    listed = subprocess.run([sys.executable, "-m", "bot", "schedules", "list", "--json"], env=env, cwd=ROOT,
+                            capture_output=True, text=True, timeout=30)
+    assert listed.returncode == 0, listed.stderr
+    [row] = json.loads(listed.stdout)
+    nxt = datetime.fromtimestamp(row["next"], timezone.utc)
+    assert row["name"] == "status" and (nxt.hour, nxt.minute) == (8, 30) and nxt.weekday() < 5
+    ran = subprocess.run([sys.executable, "-m", "bot", "schedules", "run", "status", "--as", "carol"],
+                         env=env, cwd=ROOT, capture_output=True, text=True, timeout=30)
+    assert ran.returncode == 0, ran.stderr
+    thread_id = ran.stdout.split("thread ")[1].strip()
+    rt = await Runtime.start(settings)
+    try:
+        thread = await rt.store.load(thread_id)
+        [event] = thread.events
+        assert event.type == "schedule_fired" and event.source.user == "carol" and event.text == "/help"
+        assert thread.meta.origin.address["slack_channel"] == "C-OPS"
+    finally:
+        await rt.close()
+    unknown = subprocess.run([sys.executable, "-m", "bot", "schedules", "run", "nope"], env=env, cwd=ROOT,
+                             capture_output=True, text=True, timeout=30)
+    assert unknown.returncode == 1 and "no schedule named 'nope'" in unknown.stderr
