@@ -1,0 +1,1 @@
+"""`make bench`: our runtime against LangGraph, one table. See benchmarks/__main__.py."""

@@ -1,0 +1,72 @@
+"""What every benchmark section shares: its own redis-server (never the machine's shared one), a
+runtime with the bench agent, and a timer around the model SDK call (the stub's time, excluded)."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from bot.embedded_redis import EmbeddedRedis
+from bot.runtime import Runtime
+from bot.settings import Settings
+from bot.worker import Worker
+from benchmarks import bench_agent
+
+
+@asynccontextmanager
+async def redis_server() -> AsyncIterator[str]:
+    """A redis-server of our own (AOF everysec, as the bot runs it) on a free port."""
+    with tempfile.TemporaryDirectory(prefix="chatops-bench-") as tmp:
+        server = EmbeddedRedis(Path(tmp))
+        url = await server.start()
+        try:
+            yield url
+        finally:
+            await server.stop()
+
+
+def settings(redis_url: str, model_url: str | None = None, **overrides: Any) -> Settings:
+    values: dict[str, Any] = dict(
+        redis_url=redis_url, key_prefix=f"bench-{uuid.uuid4().hex[:8]}:",
+        data_dir=Path(tempfile.mkdtemp(prefix="chatops-bench-data-")), policy_file=None,
+        anthropic_api_key="bench-key" if model_url else None, anthropic_base_url=model_url,
+        api_token=None, step_budget=100_000, model_retries=0, model_timeout=30.0,
+    )
+    values.update(overrides)
+    return Settings(_env_file=None, **values)
+
+
+class SDKTimer:
+    """Wraps the anthropic client's `messages` resource: the time spent in `create` (the HTTP
+    request to the stub, the stub's latency, the SDK's parsing) is not our step loop's time."""
+
+    def __init__(self, resource: Any) -> None:
+        self.resource = resource
+        self.total = 0.0
+        self.calls = 0
+
+    async def create(self, **kwargs: Any) -> Any:
+        t0 = time.perf_counter()
+        try:
+            return await self.resource.create(**kwargs)
+        finally:
+            self.total += time.perf_counter() - t0
+            self.calls += 1
+
+
+async def runtime(s: Settings) -> tuple[Runtime, Worker, SDKTimer | None]:
+    rt = await Runtime.start(s)
+    rt.agents["bench"] = bench_agent.build()
+    rt.agents["bench_small"] = bench_agent.build(bench_agent.TYPICAL_SIZES)
+    timer = None
+    if rt.model is not None:
+        timer = SDKTimer(rt.model.client.messages)
+        rt.model.client.messages = timer  # type: ignore[misc]
+    worker = Worker(rt)
+    await worker.ensure_group()
+    return rt, worker, timer

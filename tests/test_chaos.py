@@ -1,0 +1,269 @@
+"""Fault injection: several worker processes SIGKILLed at random moments and restarted while
+approvals are decided concurrently through the HTTP API; then the same with the Redis server
+restarted mid-run (AOF on, our own redis-server: the shared one is never touched).
+
+At the end every thread is finished or explicitly waiting on a human, every approved rollback ran
+exactly once or was handed to a human as an unknown outcome (the runbook logs one line per start),
+and nothing acknowledged (a message accepted by intake, a decision answered 200) is missing.
+
+Size: CHATOPS_CHAOS_THREADS (CI: 30; `make chaos`: 200).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import httpx
+import pytest
+import redis as sync_redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from bot.api import create_app
+from bot.embedded_redis import _free_port, redis_server_binary
+from bot.events import Source
+from bot.intake import new_thread_id
+from bot.runtime import Runtime
+from bot.thread import Origin
+from tests.conftest import ROOT, bot_env
+
+pytestmark = pytest.mark.chaos
+
+THREADS = int(os.environ.get("CHATOPS_CHAOS_THREADS", "30"))
+WORKERS = 3
+TOKEN = "chaos-token"
+REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
+
+RUNBOOK = """#!/bin/sh
+# one line when a run starts, one when it ends; sleeps so that kills land mid-run
+echo "start $1 $2 $CHATOPS_THREAD" >> "$CHATOPS_DATA_DIR/runbook.log"
+sleep 0.3
+echo "done $1 $2 $CHATOPS_THREAD" >> "$CHATOPS_DATA_DIR/runbook.log"
+echo "Rolled back $1 in $2"
+"""
+
+
+class RedisServer:
+    """A redis-server of this test's own, on a fixed free port so that it can be restarted."""
+
+    def __init__(self, data: Path) -> None:
+        self.data, self.port = data, _free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [redis_server_binary(), "--bind", "127.0.0.1", "--port", str(self.port), "--dir", str(self.data),
+             "--appendonly", "yes", "--appendfsync", "everysec", "--save", ""],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        client = sync_redis.Redis.from_url(self.url)
+        for _ in range(200):
+            try:
+                if client.ping():
+                    return
+            except sync_redis.ConnectionError:
+                time.sleep(0.05)
+        raise RuntimeError("redis-server did not start")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()  # SIGTERM: a restart; Redis fsyncs the AOF on the way down
+            self.proc.wait(10)
+
+
+class Workers:
+    def __init__(self, settings, logs: Path) -> None:
+        self.settings, self.logs, self.procs = settings, logs, []
+        self.started = 0
+        self.exited: list[int | None] = []  # return codes of workers that stopped by themselves
+
+    def spawn(self) -> subprocess.Popen:
+        self.started += 1
+        out = open(self.logs / f"worker-{self.started}.log", "wb")
+        return subprocess.Popen(
+            [sys.executable, "-m", "bot", "worker"], cwd=ROOT, stdin=subprocess.DEVNULL, stdout=out,
+            stderr=subprocess.STDOUT, env=bot_env(self.settings, CHATOPS_LOG_LEVEL="WARNING"),
+        )
+
+    def start(self, n: int) -> None:
+        self.procs = [self.spawn() for _ in range(n)]
+
+    def kill_one(self) -> None:
+        self.exited += [p.returncode for p in self.procs if p.poll() is not None]
+        i = random.randrange(len(self.procs))
+        self.procs[i].kill()
+        self.procs[i].wait()
+        self.procs[i] = self.spawn()
+
+    def stop(self) -> None:
+        for p in self.procs:
+            p.kill()
+            p.wait()
+
+
+async def _retry(fn, *args, **kwargs):
+    """Call until Redis answers: what a channel's sender does when refused (SMTP 451, HTTP 503)."""
+    while True:
+        try:
+            return await fn(*args, **kwargs)
+        except REDIS_DOWN:
+            await asyncio.sleep(0.1)
+
+
+async def chaos_run(make_settings, tmp_path: Path, redis: RedisServer | None = None) -> None:
+    script = tmp_path / "rollback.sh"
+    script.write_text(RUNBOOK)
+    script.chmod(0o755)
+    policy = tmp_path / "chatops.toml"
+    policy.write_text(f'approvers = ["alice"]\n[tools.rollback]\ncommand = ["{script}", "{{service}}", "{{environment}}"]\n')
+    settings = make_settings(
+        policy_file=policy, api_token=TOKEN, lease_ttl=2.0, claim_idle=2.0, sweep_interval=1.0,
+        **({"redis_url": redis.url} if redis else {}),
+    )
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    rt = await Runtime.start(settings)
+    workers = Workers(settings, tmp_path)
+    workers.start(WORKERS)
+    api = httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(rt)), base_url="http://bot",
+                            headers={"Authorization": f"Bearer {TOKEN}"})
+    accepted: dict[str, str] = {}  # thread -> service, for every message intake acknowledged
+    decided: dict[str, list[str]] = {}  # approval id -> decisions the API acknowledged with 200
+    stop = asyncio.Event()
+
+    async def submit() -> None:
+        for i in range(THREADS):
+            thread_id, service = new_thread_id(), f"svc-{i}"
+            try:
+                await rt.intake.message(thread_id, agent="deploy", origin=Origin(channel="api"),
+                                        text=f"/rollback {service} prod", source=Source(channel="api", user="bob"))
+                accepted[thread_id] = service
+            except REDIS_DOWN:
+                pass  # refused, so not acknowledged: the sender would retry with a new message
+            await asyncio.sleep(random.uniform(0, 0.2 if redis else 0.02))  # across the restarts
+
+    async def decide() -> None:
+        while not stop.is_set():
+            try:
+                pending = await rt.store.pending_approval_ids()
+            except REDIS_DOWN:
+                await asyncio.sleep(0.1)
+                continue
+            random.shuffle(pending)
+            for approval_id in pending[:10]:
+                approve = int(approval_id[-2:], 16) % 10 != 0  # about one in ten is rejected
+                body = {"decision": "approve" if approve else "reject", "user": "alice", "reason": "chaos"}
+                r = await api.post(f"/v1/approvals/{approval_id}", json=body)
+                if r.status_code == 200:
+                    decided.setdefault(approval_id, []).append(r.json()["decision"])
+                else:
+                    assert r.status_code in (409, 503), r.text
+            await asyncio.sleep(0.02)
+
+    async def kill() -> None:
+        while not stop.is_set():
+            await asyncio.sleep(random.uniform(0.3, 1.0))
+            workers.kill_one()
+
+    async def restart_redis() -> None:
+        assert redis is not None
+        # a quick restart (redis-py's own retries ride it out), then an outage longer than they
+        # last (about 4 s), which the worker's loops must survive by themselves
+        for down in (0.5, 6.0):
+            await asyncio.sleep(random.uniform(1.0, 2.0))
+            redis.stop()
+            await asyncio.sleep(down)
+            redis.start()
+
+    async def all_decided() -> bool:
+        for thread_id in accepted:
+            thread = await rt.store.load(thread_id)
+            if not thread.decisions and not thread.results:
+                return False
+        return True
+
+    try:
+        helpers = [asyncio.create_task(c()) for c in (decide, decide, kill)]
+        chaos = [asyncio.create_task(restart_redis())] if redis else []
+        await submit()
+        await asyncio.gather(*chaos)
+        deadline = time.monotonic() + 120
+        while not await _retry(all_decided):
+            assert time.monotonic() < deadline, "approvals still undecided"
+            for task in helpers:
+                if task.done():
+                    task.result()  # a failed helper fails the test now
+            await asyncio.sleep(0.3)
+        stop.set()
+        await asyncio.gather(*helpers)
+        workers.kill_one()  # collects exits
+        assert not workers.exited, f"workers stopped by themselves ({workers.exited}); logs in {tmp_path}"
+        # let the survivors settle everything (a dead worker's entries are claimed after claim_idle)
+        while True:
+            states = Counter([(await rt.store.load(t)).state for t in accepted])
+            if set(states) <= {"idle", "awaiting_human"}:
+                break
+            assert time.monotonic() < deadline, f"threads not settled: {states}"
+            await asyncio.sleep(0.3)
+        check(settings, rt, accepted, decided, await _load_all(rt, accepted))
+    finally:
+        stop.set()
+        workers.stop()
+        await api.aclose()
+        await rt.close()
+
+
+async def _load_all(rt, accepted):
+    return {t: await rt.store.load(t) for t in accepted}
+
+
+def check(settings, rt, accepted, decided, threads) -> None:
+    log = (settings.data_dir / "runbook.log").read_text().splitlines()
+    starts = Counter(line.split()[3] for line in log if line.startswith("start "))
+    assert set(starts) <= set(accepted), "a rollback ran for a thread nobody asked"
+    unknown = 0
+    for thread_id, thread in threads.items():
+        service = accepted[thread_id]
+        messages = [e for e in thread.events if e.type == "user_message"]
+        assert [m.text for m in messages] == [f"/rollback {service} prod"]  # acknowledged, kept, once
+        [call] = [e for e in thread.events if e.type == "tool_call"]
+        [request] = [e for e in thread.events if e.type == "approval_requested"]
+        decisions = [e for e in thread.events if e.type == "approval_decided"]
+        assert len(decisions) == 1, f"{thread_id}: {len(decisions)} decisions"
+        acked = decided.get(request.approval_id, [])
+        assert len(acked) <= 1, f"two decisions of {request.approval_id} were both accepted"
+        assert acked in ([], [decisions[0].decision]), "an acknowledged decision is not the recorded one"
+        assert len([e for e in thread.events if e.type == "tool_started"]) <= 1
+        [result] = [e for e in thread.events if e.type == "tool_result" and e.call_id == call.call_id]
+        ran = starts.get(thread_id, 0)
+        assert ran <= 1, f"{thread_id}: the rollback ran {ran} times"
+        if decisions[0].decision != "approved":
+            assert result.status == "rejected" and ran == 0 and thread.state == "idle"
+        elif result.status == "ok":
+            assert ran == 1 and thread.state == "idle"
+        else:
+            assert result.status == "unknown", result
+            assert thread.state == "awaiting_human", "an unknown outcome must be handed to a human"
+            unknown += 1
+    print(f"\nchaos: {len(threads)} threads, {sum(starts.values())} runs, {unknown} unknown outcomes handed to a human")
+
+
+async def test_workers_killed_at_random(make_settings, tmp_path):
+    await chaos_run(make_settings, tmp_path)
+
+
+async def test_redis_restarted_mid_run(make_settings, tmp_path):
+    redis = RedisServer(tmp_path / "redis")
+    redis.data.mkdir()
+    redis.start()
+    try:
+        await chaos_run(make_settings, tmp_path, redis)
+    finally:
+        redis.stop()
