@@ -1,4 +1,10 @@
-"""How long-running loops ride out a Redis outage without swallowing a cancellation."""
+"""How long-running loops ride out a Redis outage without losing a request to stop.
+
+redis-py can lose a cancellation: one that lands mid-command is turned into a connection error,
+which its retry policy then retries, and the retried command succeeds. The CancelledError is gone
+but the task's cancel request is still counted (`Task.cancelling()`), so every loop calls
+`stop_if_cancelled()` once per round; otherwise a worker could never be stopped.
+"""
 
 from __future__ import annotations
 
@@ -11,10 +17,9 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
 
 
-def stop_if_cancelled(exc: BaseException) -> None:
-    """Raise CancelledError if the current task was asked to stop. On Python 3.11 a cancellation
-    that races a timeout inside the Redis client can surface as a timeout error; a retry loop
-    that caught it must not carry on, or its task can never be stopped."""
+def stop_if_cancelled(cause: BaseException | None = None) -> None:
+    """Raise CancelledError if the current task was asked to stop, whatever swallowed the first
+    one (redis-py's retries, or a timeout error it was turned into)."""
     task = asyncio.current_task()
     if task is not None and task.cancelling():
-        raise asyncio.CancelledError from exc
+        raise asyncio.CancelledError from cause

@@ -81,6 +81,7 @@ class Worker:
 
     async def run(self) -> None:
         while True:  # a worker started while Redis is down waits for it
+            stop_if_cancelled()
             try:
                 await self.ensure_group()
                 break
@@ -106,6 +107,7 @@ class Worker:
     async def _read_loop(self) -> None:
         inbox = self.rt.store.keys.inbox
         while True:
+            stop_if_cancelled()
             try:
                 reply = await self.rt.redis.xreadgroup(
                     GROUP, self.name, {inbox: ">"}, count=100, block=1000
@@ -125,6 +127,7 @@ class Worker:
         idle_ms = int(self.rt.settings.claim_idle * 1000)
         while True:
             await asyncio.sleep(self.rt.settings.claim_idle / 2)
+            stop_if_cancelled()
             try:
                 _cursor, entries, *_ = await self.rt.redis.xautoclaim(
                     inbox, GROUP, self.name, idle_ms, "0-0", count=100
@@ -142,6 +145,7 @@ class Worker:
         """Expire approvals whose deadline passed (also while no process ran: the first sweep runs
         at start), and send due reminders and escalations."""
         while True:
+            stop_if_cancelled()
             try:
                 await self.rt.approvals.expire_due()
                 await self.rt.approvals.nudge_due()
@@ -211,6 +215,7 @@ class Worker:
     async def _keep_lease(self, thread_id: str, owner: str, ttl: float) -> None:
         while True:
             await asyncio.sleep(ttl / 3)
+            stop_if_cancelled()
             try:
                 renewed = await self.rt.store.renew(thread_id, owner, ttl)
             except REDIS_DOWN as exc:
@@ -240,6 +245,7 @@ class Worker:
 
     async def _steps(self, thread_id: str, fence: int) -> None:
         for n in range(MAX_STEPS_PER_WAKE):
+            stop_if_cancelled()  # a worker asked to stop starts no further step
             if not await self.step(thread_id, fence, wake=n == 0):
                 return
         log.error("thread %s did not settle after %d steps", thread_id, MAX_STEPS_PER_WAKE)

@@ -28,6 +28,7 @@ from bot.events import (
     Source,
 )
 from bot.intake import new_thread_id
+from bot.outage import stop_if_cancelled
 from bot.routing import route
 from bot.runtime import Runtime
 from bot.thread import Origin, Thread
@@ -135,6 +136,7 @@ class Console:
         shown = last_input + 1
         deadline = time.monotonic() + SETTLE_TIMEOUT
         while True:
+            stop_if_cancelled()
             for event in thread.events[shown:]:
                 if text := format_event(event):
                     self.say(text)
