@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
+import typing
 from collections.abc import Callable
+from functools import cache
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import AliasChoices, BaseModel, SecretStr
 
 from bot.policy import Policy
+from bot.settings import Settings
 from bot.tools import Tool, ToolContext, ToolError
 
 
@@ -40,8 +44,28 @@ def runbook_tool(
     return Tool(name, description, args, handler, needs_approval, tuple(argv_template))
 
 
+@cache
+def secret_env_names() -> frozenset[str]:
+    """The environment variables that hold the bot's own secrets (every SecretStr setting)."""
+    names: set[str] = set()
+    for field in Settings.model_fields.values():
+        secret = field.annotation is SecretStr or SecretStr in typing.get_args(field.annotation)
+        if secret and isinstance(field.validation_alias, AliasChoices):
+            names.update(str(choice) for choice in field.validation_alias.choices)
+    return frozenset(names)
+
+
+def command_env(ctx: ToolContext) -> dict[str, str]:
+    """The runbook's environment: ours, minus the bot's secrets (a deploy script has no business
+    with the Slack token or the model key, and its output lands in the thread)."""
+    hidden = secret_env_names()
+    env = {k: v for k, v in os.environ.items() if k not in hidden}
+    env.update(CHATOPS_DATA_DIR=str(ctx.data_dir), CHATOPS_THREAD=ctx.thread_id)
+    return env
+
+
 async def run_command(argv: list[str], timeout: float, ctx: ToolContext) -> str:
-    env = {**os.environ, "CHATOPS_DATA_DIR": str(ctx.data_dir), "CHATOPS_THREAD": ctx.thread_id}
+    env = command_env(ctx)
     try:
         proc = await asyncio.create_subprocess_exec(
             *argv,
@@ -56,10 +80,17 @@ async def run_command(argv: list[str], timeout: float, ctx: ToolContext) -> str:
     try:
         out, _ = await asyncio.wait_for(proc.communicate(), timeout)
     except asyncio.TimeoutError:
-        proc.kill()
+        _kill_group(proc.pid)  # the command's own children too: it leads its own session
         await proc.wait()
         raise ToolError(f"{argv[0]} timed out after {timeout:g}s") from None
     text = out.decode(errors="replace").strip()
     if proc.returncode != 0:
         raise ToolError(f"exit status {proc.returncode}: {text}")
     return text
+
+
+def _kill_group(pid: int) -> None:
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from pydantic import BaseModel
 
@@ -43,3 +45,24 @@ async def test_policy_replaces_the_command_and_a_missing_program_is_an_error(tmp
     tool = runbook_tool("t", "", Args, ["/bin/echo", "{name}"], policy=policy)
     with pytest.raises(ToolError, match="could not start /nonexistent/deploy"):
         await tool.handler(Args(name="x"), ctx(tmp_path))
+
+
+async def test_the_bots_secrets_never_reach_a_command(tmp_path, monkeypatch):
+    monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-hidden-1")
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-hidden-2")
+    monkeypatch.setenv("DEPLOY_REGION", "eu-west-1")  # the operator's own settings still pass
+    tool = runbook_tool("env", "", Args, ["/usr/bin/env"], policy=Policy())
+    out = await tool.handler(Args(name="x"), ctx(tmp_path))
+    assert "DEPLOY_REGION=eu-west-1" in out and "CHATOPS_THREAD=t" in out
+    assert "hidden-1" not in out and "hidden-2" not in out
+
+
+async def test_timeout_kills_what_the_command_started(tmp_path):
+    policy = Policy(tools={"slow": ToolPolicy(timeout=0.3)})
+    marker = tmp_path / "child-ran"
+    script = f"(sleep 1; touch {marker}) & wait"
+    tool = runbook_tool("slow", "", Args, ["/bin/sh", "-c", script], policy=policy)
+    with pytest.raises(ToolError, match="timed out"):
+        await tool.handler(Args(name="x"), ctx(tmp_path))
+    await asyncio.sleep(1.2)
+    assert not marker.exists()
