@@ -2,7 +2,8 @@
 approval message: its request, its buttons, and once decided, its outcome.
 
 Limits (Block Kit reference): 3,000 characters of text per section, 50 blocks per message,
-10 fields per section, 2,000 characters per field or button value.
+10 fields per section, 2,000 characters per field or button value; and an undocumented limit on
+a message's block text as a whole (`msg_blocks_too_long` at about 13,200 characters).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from bot.events import ApprovalDecided, ApprovalRequested
 
 SECTION_LIMIT = 3000
 BLOCK_LIMIT = 50
+MESSAGE_TEXT_LIMIT = 12_000  # the block text of one message, under the ~13.2K Slack enforces
 FIELDS_PER_SECTION = 10
 FIELD_LIMIT = 2000
 FALLBACK_LIMIT = 300  # `text` of a message with blocks: shown in notifications only
@@ -87,11 +89,16 @@ def section(text: str) -> Block:
 
 def reply_messages(markdown: str) -> list[tuple[str, list[Block]]]:
     """The messages (fallback text, blocks) that carry a reply, each within Slack's limits."""
-    sections = [section(piece) for piece in split_text(mrkdwn(markdown))]
-    out = []
-    for start in range(0, len(sections), BLOCK_LIMIT):
-        blocks = sections[start:start + BLOCK_LIMIT]
-        out.append((_fallback(blocks[0]["text"]["text"]), blocks))
+    out: list[tuple[str, list[Block]]] = []
+    blocks: list[Block] = []
+    size = 0
+    for piece in split_text(mrkdwn(markdown)):
+        if blocks and (len(blocks) == BLOCK_LIMIT or size + len(piece) > MESSAGE_TEXT_LIMIT):
+            out.append((_fallback(blocks[0]["text"]["text"]), blocks))
+            blocks, size = [], 0
+        blocks.append(section(piece))
+        size += len(piece)
+    out.append((_fallback(blocks[0]["text"]["text"]), blocks))
     return out
 
 

@@ -22,6 +22,7 @@ def test_long_replies_split_into_sections_and_messages_within_limits():
     assert len(messages) > 1
     sections = [b for _, bs in messages for b in bs]
     assert all(len(bs) <= blocks.BLOCK_LIMIT for _, bs in messages)
+    assert all(sum(len(b["text"]["text"]) for b in bs) <= blocks.MESSAGE_TEXT_LIMIT for _, bs in messages)
     assert all(len(b["text"]["text"]) <= blocks.SECTION_LIMIT for b in sections)
     assert all(len(fallback) <= blocks.FALLBACK_LIMIT for fallback, _ in messages)
     joined = " ".join(b["text"]["text"] for b in sections).split()
