@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 import secrets
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -53,14 +53,21 @@ class Outcome:
     decision: ApprovalDecided | None = None
 
 
-def may_decide(request: ApprovalRequested, user: str | None, escalated_to: Sequence[str] = ()) -> str | None:
+def may_decide(
+    request: ApprovalRequested, user: str | None, escalated_to: Sequence[str] = (),
+    talkers: Collection[str] = (),
+) -> str | None:
     """Why `user` may not decide `request`, or None if they may. `escalated_to`: the approvers
-    added by an escalation (see `escalated_to(thread, approval_id)`)."""
+    added by an escalation (see `escalated_to(thread, approval_id)`). With no approvers
+    configured, anyone who may talk to the agent (`talkers`; empty: anyone) may decide."""
     who = (user or "").lower()
     if not who:
         return "the decision names no one"
-    if request.approvers and who not in request.approvers and who not in escalated_to:
-        return f"{user} is not an approver of {request.tool}"
+    if request.approvers:
+        if who not in request.approvers and who not in escalated_to:
+            return f"{user} is not an approver of {request.tool}"
+    elif talkers and who not in talkers:
+        return f"{user} may not talk to this agent, so may not decide its approvals"
     if request.two_person and request.requester and who == request.requester.lower():
         return f"{user} asked for this and the two-person rule needs someone else"
     return None
@@ -102,6 +109,11 @@ class Approvals:
             escalate_to=sorted(self.policy.expand(tool_policy.escalate_to)),
         )
 
+    def authorize(self, thread: Thread, request: ApprovalRequested, user: str | None) -> str | None:
+        """Why `user` may not decide `request` in `thread`, or None if they may."""
+        talkers = self.policy.expand(self.policy.agent(thread.agent).users)
+        return may_decide(request, user, escalated_to(thread, request.approval_id), talkers)
+
     async def find(self, approval_id: str) -> tuple[Thread, ApprovalRequested] | None:
         thread_id = thread_of(approval_id)
         if thread_id is None:
@@ -124,7 +136,7 @@ class Approvals:
             return _already(request, earlier)
         if self.clock() >= request.expires_at:
             return await self.expire(approval_id)
-        if why := may_decide(request, by, escalated_to(thread, approval_id)):
+        if why := self.authorize(thread, request, by):
             refusal = ApprovalRefused(
                 approval_id=approval_id, by=by, via=via, reason=why, source=Source(channel=via, user=by)
             )

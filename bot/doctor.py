@@ -72,9 +72,11 @@ def _approvals(policy: Policy, agents: dict) -> list[tuple[str, str]]:
     for agent in agents.values():
         for tool in agent.tools:
             entries = policy.approvers_for(tool.name)
-            if not entries:
-                out.append(("warn", f"{agent.name}.{tool.name}: no approvers configured, so anyone "
-                                    "who can talk to the bot may approve it"))
+            if not entries and tool.gated:
+                who = "the agent's [agents.%s] users" % agent.name if policy.agent(agent.name).users \
+                    else "anyone who can talk to the bot"
+                out.append(("warn", f"{agent.name}.{tool.name}: no approvers configured, so {who} "
+                                    "may approve it"))
             for entry in entries:
                 if entry.startswith("group:") and entry[6:] not in policy.groups:
                     out.append(("error", f"tools.{tool.name}.approvers: unknown group {entry[6:]!r}"))

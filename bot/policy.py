@@ -83,6 +83,43 @@ class Policy(_Strict):
     routes: dict[str, str] = {}  # a conversation (Slack channel id) -> the agent that answers there
     schedules: list[Schedule] = []
 
+    @model_validator(mode="after")
+    def _groups_exist(self) -> Policy:
+        """A misspelt or empty group would leave a tool with no approvers, which means anyone:
+        refuse to start instead of failing open."""
+        for where, entries in self._identity_lists():
+            for entry in entries:
+                if not entry.startswith("group:"):
+                    continue
+                group = entry[6:]
+                if group not in self.groups:
+                    raise ValueError(f"{where} names group {group!r}, which [groups] does not define")
+                if not self.groups[group]:
+                    raise ValueError(f"{where} names group {group!r}, which has no members")
+        return self
+
+    def _identity_lists(self) -> list[tuple[str, list[str]]]:
+        lists = [("approvers", self.approvers)]
+        for name, tool in self.tools.items():
+            lists += [(f"tools.{name}.approvers", tool.approvers or []),
+                      (f"tools.{name}.escalate_to", tool.escalate_to)]
+        lists += [(f"agents.{name}.users", agent.users) for name, agent in self.agents.items()]
+        return lists
+
+    def check_names(self, agents: dict[str, list[str]]) -> None:
+        """Refuse sections that name no agent or tool (`agents`: agent -> its tool names): a
+        misspelt `[tools.deploi]` would silently leave deploy on the default approvers."""
+        tools = {tool for names in agents.values() for tool in names}
+        for name in self.tools:
+            if name not in tools:
+                raise ConfigError(f"policy: setting 'tools.{name}': no agent has a tool named {name!r} "
+                                  f"(tools: {', '.join(sorted(tools))})")
+        for where, agent in [*((f"agents.{n}", n) for n in self.agents),
+                             *((f"routes.{c}", a) for c, a in self.routes.items())]:
+            if agent not in agents:
+                raise ConfigError(f"policy: setting '{where}': no agent named {agent!r} "
+                                  f"(agents: {', '.join(sorted(agents))})")
+
     @field_validator("schedules")
     @classmethod
     def _unique_names(cls, value: list[Schedule]) -> list[Schedule]:
@@ -129,4 +166,5 @@ def load_policy(path: Path | None) -> Policy:
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
-        raise ConfigError(f"{path}: setting '{where}': {first['msg']}") from None
+        setting = f"setting '{where}': " if where else ""
+        raise ConfigError(f"{path}: {setting}{first['msg']}") from None

@@ -18,7 +18,7 @@ from pydantic import AliasChoices, BaseModel, SecretStr
 
 from bot.policy import Policy
 from bot.settings import Settings
-from bot.tools import Tool, ToolContext, ToolError
+from bot.tools import Tool, ToolContext, ToolError, never
 
 
 def runbook_tool(
@@ -29,7 +29,7 @@ def runbook_tool(
     *,
     policy: Policy,
     timeout: float = 120.0,
-    needs_approval: Callable[[Any], bool] = lambda _args: False,
+    needs_approval: Callable[[Any], bool] = never,
 ) -> Tool:
     """A tool whose handler runs `command` (or the policy's `tools.<name>.command`)."""
     configured = policy.tool(name)

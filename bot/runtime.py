@@ -42,6 +42,7 @@ class Runtime:
     async def start(cls, settings: Settings) -> Runtime:
         policy = load_policy(settings.resolved_policy_file())
         agents = load_agents(policy)
+        policy.check_names({name: [t.name for t in agent.tools] for name, agent in agents.items()})
         if settings.default_agent not in agents:
             raise ConfigError(
                 f"CHATOPS_DEFAULT_AGENT: no agent named {settings.default_agent!r} "

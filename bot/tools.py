@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,6 +30,11 @@ class ToolContext:
 Handler = Callable[[Any, ToolContext], Awaitable[str]]
 
 
+def never(_args: Any) -> bool:
+    """The approval policy of a tool that never needs one."""
+    return False
+
+
 @dataclass(frozen=True)
 class Tool:
     name: str
@@ -37,8 +42,13 @@ class Tool:
     args: type[BaseModel]
     handler: Handler
     # whether a call needs a human's approval; may look at the validated arguments
-    needs_approval: Callable[[Any], bool] = field(default=lambda _args: False)
+    needs_approval: Callable[[Any], bool] = never
     command: tuple[str, ...] = ()  # runbook tools: the argv template, for `chatops doctor`
+
+    @property
+    def gated(self) -> bool:
+        """Whether some call of this tool may need an approval."""
+        return self.needs_approval is not never
 
     def validate(self, raw: dict[str, Any]) -> BaseModel:
         return self.args.model_validate(raw)

@@ -11,7 +11,7 @@ import logging
 import time
 from dataclasses import dataclass
 
-from bot.approvals import describe, escalated_to, may_decide
+from bot.approvals import describe
 from bot.events import ApprovalRefused, Source
 from bot.intake import DEDUPE_TTL, thread_id_for
 from bot.routing import route
@@ -141,7 +141,7 @@ class Inbound:
         token = matching[0]
         if token.expired(time.time()):
             return await self._refuse(mail, approval_id, "the reply address of this approval expired")
-        if why := may_decide(request, mail.sender, escalated_to(thread, approval_id)):
+        if why := self.rt.approvals.authorize(thread, request, mail.sender):
             return await self._refuse(mail, approval_id, why)
         fresh = await self._use_token(token, mail, request.expires_at)
         if fresh is None:

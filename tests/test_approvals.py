@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import re
+
+import pytest
+
+from bot.policy import ConfigError
 
 from tests.conftest import settled, wait_for
 from tests.helpers import runbook_lines, say
@@ -114,3 +119,29 @@ async def test_expiry_is_never_approval(make_settings, start_bot, policy_file):
     assert thread.results[request.call_id].status == "expired"
     assert runbook_lines(settings) == []
     assert await rt.store.pending_approval_ids() == []
+
+
+async def test_with_no_approvers_only_those_who_may_talk_to_the_agent_decide(make_settings, start_bot,
+                                                                              policy_file):
+    settings = make_settings(policy_file=policy_file('[agents.deploy]\nusers = ["bob", "dave"]\n'))
+    rt = await start_bot(settings)
+    thread_id = await say(rt, "/rollback api prod", user="bob")
+    request = await pending(rt, thread_id)
+    assert request.approvers == []
+    stranger = await rt.approvals.decide(request.approval_id, True, "mallory", "api")
+    assert stranger.status == "refused" and "may not talk to this agent" in stranger.message
+    allowed = await rt.approvals.decide(request.approval_id, True, "dave", "api")
+    assert allowed.status == "decided"
+    await wait_for(lambda: _ran(settings), what="the rollback to run")
+
+
+@pytest.mark.parametrize("policy, named", [
+    ('approvers = ["group:oncal"]\n[groups]\noncall = ["alice"]\n', "approvers names group 'oncal'"),
+    ('[groups]\noncall = []\n[tools.deploy]\napprovers = ["group:oncall"]\n', "which has no members"),
+    ('[tools.deploi]\napprovers = ["alice"]\n', "setting 'tools.deploi'"),
+    ('[agents.deplyo]\nusers = ["bob"]\n', "setting 'agents.deplyo'"),
+    ('[routes]\nC0123 = "nope"\n', "setting 'routes.C0123'"),
+])
+async def test_a_policy_that_would_fail_open_stops_the_bot(make_settings, runtime, policy_file, policy, named):
+    with pytest.raises(ConfigError, match=re.escape(named)):
+        await runtime(make_settings(policy_file=policy_file(policy)))
