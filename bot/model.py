@@ -65,13 +65,22 @@ class Model:
             raise ModelUnavailable(f"the model API answered {exc.status_code}: {_short(exc)}") from exc
         except anthropic.APIConnectionError as exc:  # includes timeouts
             raise ModelUnavailable(f"could not reach the model API: {exc}") from exc
-        text = "".join(b.text for b in reply.content if b.type == "text").strip()
-        uses = [ToolUse(b.id, b.name, dict(b.input)) for b in reply.content if b.type == "tool_use"]
-        usage = {k: v for k, v in reply.usage.model_dump().items() if isinstance(v, int)}
-        return ModelTurn(reply.id, text, uses, reply.stop_reason, usage)
+        except anthropic.APIError as exc:  # e.g. a response that is not the Messages API's
+            raise ModelUnavailable(f"the model API failed: {type(exc).__name__}: {exc}") from exc
+        try:
+            return _turn(reply)
+        except (AttributeError, TypeError, ValueError) as exc:  # the SDK does not validate answers
+            raise ModelUnavailable(f"the model API sent a malformed answer ({exc})") from exc
 
     async def close(self) -> None:
         await self.client.close()
+
+
+def _turn(reply: Any) -> ModelTurn:
+    text = "".join(b.text for b in reply.content if b.type == "text").strip()
+    uses = [ToolUse(b.id, b.name, dict(b.input)) for b in reply.content if b.type == "tool_use"]
+    usage = {k: v for k, v in reply.usage.model_dump().items() if isinstance(v, int)}
+    return ModelTurn(reply.id, text, uses, reply.stop_reason, usage)
 
 
 def _short(exc: anthropic.APIStatusError) -> str:

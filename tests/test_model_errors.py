@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+
 from tests.conftest import settled
 from tests.helpers import runbook_lines, say
 from tests.messages_api import error, text, tool_use
@@ -131,3 +133,32 @@ async def test_a_message_stored_as_user_message_still_answers_an_open_question(
     assert thread.state == "idle" and thread.events[-1].text == "staging it is"
     [result] = messages_api.requests[1]["messages"][-1]["content"]
     assert result["type"] == "tool_result" and result["content"] == "staging"
+
+
+async def test_a_model_that_times_out_is_shown_to_the_human(model_settings, start_bot, messages_api):
+    messages_api.latency = 1.0
+    rt = await start_bot(model_settings(model_timeout=0.2, model_retries=1))
+    thread = await settled(rt, await say(rt, "how is api?"), timeout=20)
+    assert [e.kind for e in thread.events if e.type == "error"] == ["model_unavailable"]
+    assert "could not reach the model" in thread.events[-1].text
+
+
+async def test_a_model_api_nobody_answers_is_shown_to_the_human(make_settings, start_bot):
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{s.getsockname()[1]}"
+    rt = await start_bot(make_settings(anthropic_api_key="k", anthropic_base_url=closed, model_retries=1))
+    thread = await settled(rt, await say(rt, "how is api?"), timeout=20)
+    assert [e.kind for e in thread.events if e.type == "error"] == ["model_unavailable"]
+    assert "could not reach the model" in thread.events[-1].text
+
+
+async def test_a_response_that_is_not_a_message_is_an_error_not_a_stuck_thread(
+    model_settings, start_bot, messages_api
+):
+    messages_api.add((200, {"type": "message", "content": "not a list"}))
+    rt = await start_bot(model_settings(model_retries=0))
+    thread = await settled(rt, await say(rt, "how is api?"))
+    assert thread.state == "idle"
+    assert [e.kind for e in thread.events if e.type == "error"] == ["model_unavailable"]
+    assert "malformed answer" in thread.events[-1].text
