@@ -6,10 +6,11 @@ the same everywhere: authorization on the server, expiry is never approval, one 
 
 from __future__ import annotations
 
+import logging
 import re
 import secrets
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -23,9 +24,12 @@ from bot.events import (
     Source,
     ToolCall,
 )
+from bot.outage import REDIS_DOWN
 from bot.policy import Policy
 from bot.store import Claim, Store, ThreadNotFound
 from bot.thread import Thread
+
+log = logging.getLogger("chatops.approvals")
 
 _APPROVAL_ID = re.compile(r"^([0-9a-f]{16})\.([0-9a-f]{8})$")
 
@@ -161,7 +165,7 @@ class Approvals:
     async def expire_due(self) -> int:
         due = await self.store.pending_approval_ids(due_before=self.clock())
         for approval_id in due:
-            await self.expire(approval_id)
+            await _one_of_many(self.expire(approval_id), "expiring", approval_id)
         return len(due)
 
     async def nudge_due(self) -> int:
@@ -171,8 +175,8 @@ class Approvals:
         for member in due:
             member = member.decode() if isinstance(member, bytes) else member
             kind, _, approval_id = member.partition(":")
-            await self._nudge(kind, approval_id)
-            await self.store.redis.zrem(keys.approval_timers, member)
+            if await _one_of_many(self._nudge(kind, approval_id), f"the {kind} of", approval_id):
+                await self.store.redis.zrem(keys.approval_timers, member)
         return len(due)
 
     async def _nudge(self, kind: str, approval_id: str) -> None:
@@ -207,6 +211,19 @@ class Approvals:
             thread = await self.store.load(thread_id)
             return _already(request, thread.decisions[request.approval_id])
         return Outcome("decided", describe(event), request, event)
+
+
+async def _one_of_many(work: Awaitable[object], doing: str, approval_id: str) -> bool:
+    """Run one approval's part of a sweep; a broken approval (a thread that no longer loads) is
+    logged and skipped so that it cannot hold up the others. An outage still stops the sweep."""
+    try:
+        await work
+        return True
+    except REDIS_DOWN:
+        raise
+    except Exception:
+        log.exception("%s approval %s failed; skipped until the next sweep", doing, approval_id)
+        return False
 
 
 def _already(request: ApprovalRequested, earlier: ApprovalDecided) -> Outcome:

@@ -109,7 +109,7 @@ def next_step(thread: Thread, agent: Agent, now: float, limits: Limits) -> Step:
     asked_command = isinstance(last, (UserMessage, ScheduleFired)) and is_command(last.text)
     if thread.turn and thread.turn_origin == "command" and not thread.input_since_turn:
         if asked_command or not (agent.prefetch and limits.model_available):
-            return Reply(_command_summary(thread))
+            return Reply(command_summary(thread))
     elif asked_command:
         return RunCommand(last.text)
     elif agent.prefetch and thread.input_since_turn:
@@ -163,7 +163,8 @@ def _next_for_calls(thread: Thread, agent: Agent, now: float) -> Step:
     return Wait(tuple(waiting))
 
 
-def _command_summary(thread: Thread) -> str:
+def command_summary(thread: Thread) -> str:
+    """The results of the latest turn of exact commands, as the reply to show."""
     lines = []
     for call_id in thread.turn:
         result = thread.results[call_id]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -19,7 +20,8 @@ from bot.keys import Keys
 from bot.thread import State, Thread, ThreadMeta
 
 # KEYS: log, meta, claim
-# ARGV: event, fence, claim?, claim ttl ms, meta json, now, state, event id, event if awaiting_human
+# ARGV: event, fence, claim?, claim ttl ms, meta json, now, state, event id, event if awaiting_human,
+#       then any further events appended with it (all or none)
 _APPEND = """
 local log, meta, claim = KEYS[1], KEYS[2], KEYS[3]
 local event = ARGV[1]
@@ -38,7 +40,7 @@ if ARGV[3] == '1' then
   end
   if not ok then return {-2, redis.call('LLEN', log)} end
 end
-local n = redis.call('RPUSH', log, event)
+local n = redis.call('RPUSH', log, event, unpack(ARGV, 10))
 redis.call('HSET', meta, 'updated', ARGV[6])
 if ARGV[7] ~= '' then redis.call('HSET', meta, 'state', ARGV[7]) end
 return {n, n}
@@ -114,12 +116,14 @@ class Store:
         state: State | None = None,
         wake: bool = False,
         answer: Event | None = None,
+        followed_by: Sequence[Event] = (),
     ) -> Appended:
         """Append one event. `create` makes the thread if it does not exist yet; `claim` drops a
         second append with the same claim; `fence` refuses the append unless the caller still
         holds the thread's lease; `wake` asks a worker to advance the thread afterwards; `answer`
         is appended instead of `event` when the thread waits for a human (decided in the script,
-        so it costs no extra round trip)."""
+        so it costs no extra round trip); `followed_by` are appended with `event`, atomically
+        (the parallel calls of one model turn)."""
         k = self.keys
         claim_key = k.claim(thread_id, claim.name) if claim else k.meta(thread_id)
         ttl_ms = int(claim.ttl_seconds * 1000) if claim and claim.ttl_seconds else 0
@@ -137,6 +141,7 @@ class Store:
                 state or "",
                 event.id,
                 dump_event(answer) if answer is not None else "",
+                *(dump_event(e) for e in followed_by),
             ],
             client=pipe,
         )
@@ -153,7 +158,23 @@ class Store:
         if wake:
             pipe.xadd(k.inbox, {"thread": thread_id})
         code, version = (await pipe.execute(raise_on_error=True))[0]
-        return Appended(_OUTCOMES.get(code, "appended"), version)
+        appended = Appended(_OUTCOMES.get(code, "appended"), version)
+        if not appended.ok:
+            await self._unindex(thread_id, event, appended)
+        return appended
+
+    async def _unindex(self, thread_id: str, event: Event, appended: Appended) -> None:
+        """Undo the index updates that rode with an append the script refused (they cannot be
+        made conditional without a transaction across slots): rare, so one more round trip."""
+        k = self.keys
+        pipe = self.redis.pipeline(transaction=False)
+        if appended.outcome == "missing":
+            pipe.zrem(k.threads, thread_id)
+        if isinstance(event, ApprovalRequested):
+            pipe.zrem(k.pending_approvals, event.approval_id)
+            pipe.zrem(k.approval_timers, f"remind:{event.approval_id}", f"escalate:{event.approval_id}")
+        if len(pipe):
+            await pipe.execute()
 
     async def wake(self, thread_id: str) -> None:
         await self.redis.xadd(self.keys.inbox, {"thread": thread_id})

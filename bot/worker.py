@@ -21,6 +21,7 @@ from typing import AsyncIterator
 from redis.exceptions import ResponseError
 
 from bot import step as steps
+from bot.agent import Agent
 from bot.commands import CommandError, help_text, parse_command
 from bot.context import ContextBuilder
 from bot.events import (
@@ -47,6 +48,7 @@ log = logging.getLogger("chatops.worker")
 
 GROUP = "workers"
 MAX_STEPS_PER_WAKE = 200  # a guard against a reducer bug, far above the step budget
+MAX_DELIVERIES = 5  # a wake-up that failed this often with a bug is given up, visibly
 CACHE_SIZE = 10_000
 
 
@@ -152,6 +154,8 @@ class Worker:
             except REDIS_DOWN as exc:
                 stop_if_cancelled(exc)
                 log.warning("approval sweep failed: %s", exc)
+            except Exception:  # one bad approval must not stop the worker; the next sweep retries
+                log.exception("approval sweep failed")
             await asyncio.sleep(self.rt.settings.sweep_interval)
 
     async def _spawn(self, entry_id: bytes, fields: dict) -> None:
@@ -163,14 +167,42 @@ class Worker:
     async def _handle(self, entry_id: bytes, thread_id: str) -> None:
         try:
             if await self.advance(thread_id):
-                pipe = self.rt.redis.pipeline(transaction=False)
-                pipe.xack(self.rt.store.keys.inbox, GROUP, entry_id)
-                pipe.xdel(self.rt.store.keys.inbox, entry_id)
-                await pipe.execute()
-        except Exception:
+                await self._done(entry_id)
+        except REDIS_DOWN as exc:
+            log.warning("advancing thread %s failed (%s); the entry stays pending", thread_id, exc)
+        except Exception as exc:
             log.exception("advancing thread %s failed; the entry stays pending", thread_id)
+            await self._give_up_if_stuck(entry_id, thread_id, exc)
         finally:
             self.slots.release()
+
+    async def _done(self, entry_id: bytes) -> None:
+        pipe = self.rt.redis.pipeline(transaction=False)
+        pipe.xack(self.rt.store.keys.inbox, GROUP, entry_id)
+        pipe.xdel(self.rt.store.keys.inbox, entry_id)
+        await pipe.execute()
+
+    async def _give_up_if_stuck(self, entry_id: bytes, thread_id: str, exc: Exception) -> None:
+        """A wake-up that failed MAX_DELIVERIES times with a bug (not an outage) would be claimed
+        and retried forever, each time perhaps a paid model call, while the human hears nothing:
+        record the error, tell the human, and let the entry go."""
+        try:
+            [pending] = await self.rt.redis.xpending_range(
+                self.rt.store.keys.inbox, GROUP, min=entry_id, max=entry_id, count=1
+            )
+            if pending["times_delivered"] < MAX_DELIVERIES:
+                return
+            error = Error(kind="internal_error", message=f"{type(exc).__name__}: {exc}"[:500])
+            reply = AgentReply(text="Something went wrong on my side and I stopped working on this "
+                                    "request; the error is recorded in the thread. Try again, or "
+                                    "ask whoever runs me to look at the logs.")
+            await self.rt.store.append(thread_id, error, followed_by=[reply])
+            self.fresh.discard(thread_id)
+            await self._done(entry_id)
+            log.error("gave up on thread %s after %d failed attempts", thread_id, MAX_DELIVERIES)
+            await self._settle(await self.rt.store.load(thread_id))
+        except Exception:
+            log.exception("could not record the failure of thread %s", thread_id)
 
     async def drain(self) -> None:
         while self.tasks:
@@ -257,16 +289,21 @@ class Worker:
         thread = self.cache.get(thread_id) if thread_id in self.fresh and not wake else None
         thread = thread or await self._load(thread_id)
         agent = self.rt.agents.get(thread.agent)
-        if agent is None:
-            await self._append(thread, AgentReply(text=f"There is no agent {thread.agent!r}."), fence)
-            return True
+        if agent is None:  # e.g. an agent removed while its threads live on: say so once per input
+            if thread.needs_agent:
+                await self._append(thread, AgentReply(text=f"There is no agent {thread.agent!r} any more."), fence)
+            await self._settle(thread)
+            return False
         step = steps.next_step(thread, agent, time.time(), self.limits)
         if isinstance(step, (steps.Wait, steps.Idle)):
-            await self._render(thread)
-            await self.rt.store.set_state(thread_id, thread.state)
+            await self._settle(thread)
             return False
         await self._execute(step, thread, fence)
         return True
+
+    async def _settle(self, thread: Thread) -> None:
+        await self._render(thread)
+        await self.rt.store.set_state(thread.id, thread.state)
 
     async def _append(self, thread: Thread, event: Event, fence: int | None, claim: Claim | None = None) -> Appended:
         appended = await self.rt.store.append(thread.id, event, fence=fence, claim=claim)
@@ -275,12 +312,20 @@ class Worker:
         self._track(thread, event, appended)
         return appended
 
-    def _track(self, thread: Thread, event: Event, appended: Appended) -> None:
+    async def _append_all(self, thread: Thread, events: list[Event], fence: int) -> None:
+        first, *rest = events
+        appended = await self.rt.store.append(thread.id, first, fence=fence, followed_by=rest)
+        if appended.outcome == "fenced":
+            raise LeaseLost(thread.id)
+        self._track(thread, events, appended)
+
+    def _track(self, thread: Thread, events: Event | list[Event], appended: Appended) -> None:
         """Keep the cached thread in step with our own append, saving a reload, when the log's new
         length shows nothing else was appended meanwhile; else reload before the next step. An
         input a channel appends later comes with its own wake-up."""
-        if appended.ok and appended.version == thread.version + 1:
-            thread.apply(event)
+        events = events if isinstance(events, list) else [events]
+        if appended.ok and appended.version == thread.version + len(events):
+            thread.extend(events)
             self.fresh.add(thread.id)
         else:
             self.fresh.discard(thread.id)
@@ -375,17 +420,16 @@ class Worker:
             turn = await self.rt.model.next_turn(system, agent.model_tools, messages)
         except ModelUnavailable as exc:
             log.warning("model unavailable for thread %s: %s", thread.id, exc)
-            await self._append(thread, Error(kind="model_unavailable", message=str(exc)), fence)
-            text = f"I could not reach the model ({exc}). Nothing was run. Try again later, or use an exact command (/help)."
-            await self._append(thread, AgentReply(text=text), fence)
+            error = Error(kind="model_unavailable", message=str(exc))
+            await self._append_all(thread, [error, AgentReply(text=_unavailable(exc, thread, agent))], fence)
             return
         if turn.tool_uses:
-            for i, use in enumerate(turn.tool_uses):
-                call = ToolCall(
-                    call_id=use.id, tool=use.name, args=use.input, turn=turn.id,
-                    text=turn.text if i == 0 else "",
-                )
-                await self._append(thread, call, fence)
+            calls = [
+                ToolCall(call_id=use.id, tool=use.name, args=use.input, turn=turn.id,
+                         text=turn.text if i == 0 else "")
+                for i, use in enumerate(turn.tool_uses)
+            ]
+            await self._append_all(thread, calls, fence)  # all of the turn or none of it
         elif turn.stop_reason == "refusal":
             await self._append(thread, AgentReply(text="The model declined this request."), fence)
         elif turn.text:
@@ -415,6 +459,16 @@ class Worker:
                 await store.append(thread.id, failure)
                 self.fresh.discard(thread.id)
         await store.set_marker(thread.id, "rendered", thread.version)
+
+
+def _unavailable(exc: ModelUnavailable, thread: Thread, agent: Agent) -> str:
+    """What the human reads when the model cannot be reached: with the data an agent fetched
+    for the model (the digest's table), that data, unsummarized."""
+    fetched = agent.prefetch and thread.turn_origin == "command" and not thread.open_calls
+    if fetched:
+        return f"I could not reach the model ({exc}), so here is the data without a summary:\n" \
+               + steps.command_summary(thread)
+    return f"I could not reach the model ({exc}). Nothing was run. Try again later, or use an exact command (/help)."
 
 
 def _s(value: bytes | str) -> str:

@@ -1,0 +1,62 @@
+"""The store's guarantees, against a real Redis: duplicates dropped until their claim expires,
+fenced writers refused, a model turn appended whole, refused appends leave no index behind."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from bot.events import AgentReply, Source, ToolCall, UserMessage
+from bot.intake import new_thread_id
+from bot.thread import Origin, ThreadMeta
+
+
+def meta(thread_id: str) -> ThreadMeta:
+    return ThreadMeta(id=thread_id, agent="deploy", origin=Origin(channel="api"), created=time.time())
+
+
+async def test_a_delivery_seen_before_is_dropped_until_its_claim_expires(make_settings, runtime):
+    rt = await runtime(make_settings())
+    thread_id = new_thread_id()
+
+    async def deliver():
+        return await rt.intake.message(thread_id, agent="deploy", origin=Origin(channel="api"), text="hi",
+                                       source=Source(channel="api", external_id="delivery-1"), dedupe_ttl=0.3)
+
+    assert [(await deliver()).outcome, (await deliver()).outcome] == ["appended", "duplicate"]
+    await asyncio.sleep(0.4)
+    assert (await deliver()).outcome == "appended"
+    assert (await rt.store.load(thread_id)).version == 2
+
+
+async def test_a_writer_without_the_lease_is_refused(make_settings, runtime):
+    rt = await runtime(make_settings())
+    thread_id = new_thread_id()
+    await rt.store.append(thread_id, UserMessage(text="hi"), create=meta(thread_id))
+    old = await rt.store.acquire(thread_id, "worker-a", 0.2)
+    await asyncio.sleep(0.3)  # worker-a stalls past its lease; worker-b takes over
+    new = await rt.store.acquire(thread_id, "worker-b", 5)
+    assert new > old
+    late = await rt.store.append(thread_id, AgentReply(text="stale"), fence=old)
+    current = await rt.store.append(thread_id, AgentReply(text="fresh"), fence=new)
+    assert (late.outcome, current.outcome) == ("fenced", "appended")
+    assert [e.type for e in (await rt.store.load(thread_id)).events] == ["user_message", "agent_reply"]
+
+
+async def test_a_model_turn_is_appended_whole(make_settings, runtime):
+    rt = await runtime(make_settings())
+    thread_id = new_thread_id()
+    await rt.store.append(thread_id, UserMessage(text="hi"), create=meta(thread_id))
+    calls = [ToolCall(call_id=f"toolu_{i}", tool="service_status", args={}, turn="msg_1") for i in range(3)]
+    appended = await rt.store.append(thread_id, calls[0], followed_by=calls[1:])
+    assert appended.ok and appended.version == 4
+    thread = await rt.store.load(thread_id)
+    assert thread.turn == ["toolu_0", "toolu_1", "toolu_2"]
+
+
+async def test_an_append_to_a_missing_thread_leaves_no_trace(make_settings, runtime):
+    rt = await runtime(make_settings())
+    appended = await rt.store.append("0123456789abcdef", UserMessage(text="forged"))
+    assert appended.outcome == "missing"
+    assert await rt.redis.zscore(rt.store.keys.threads, "0123456789abcdef") is None
+    assert not await rt.redis.exists(rt.store.keys.log("0123456789abcdef"))
