@@ -44,10 +44,14 @@ def runbook_tool(
     return Tool(name, description, args, handler, needs_approval, tuple(argv_template))
 
 
+OUTPUT_LIMIT = 1 << 20  # bytes of a command's output kept in its event (head and tail)
+_MAY_HOLD_SECRETS = ("REDIS_URL",)  # redis://:password@host
+
+
 @cache
 def secret_env_names() -> frozenset[str]:
     """The environment variables that hold the bot's own secrets (every SecretStr setting)."""
-    names: set[str] = set()
+    names: set[str] = set(_MAY_HOLD_SECRETS)
     for field in Settings.model_fields.values():
         secret = field.annotation is SecretStr or SecretStr in typing.get_args(field.annotation)
         if secret and isinstance(field.validation_alias, AliasChoices):
@@ -78,7 +82,7 @@ async def run_command(argv: list[str], timeout: float, ctx: ToolContext) -> str:
     except OSError as exc:
         raise ToolError(f"could not start {argv[0]}: {exc.strerror or exc}") from None
     try:
-        out, _ = await asyncio.wait_for(proc.communicate(), timeout)
+        out = await asyncio.wait_for(_output(proc), timeout)
     except asyncio.TimeoutError:
         _kill_group(proc.pid)  # the command's own children too: it leads its own session
         await proc.wait()
@@ -87,6 +91,24 @@ async def run_command(argv: list[str], timeout: float, ctx: ToolContext) -> str:
     if proc.returncode != 0:
         raise ToolError(f"exit status {proc.returncode}: {text}")
     return text
+
+
+async def _output(proc: asyncio.subprocess.Process) -> bytes:
+    """The command's output once it exits; past OUTPUT_LIMIT only its head and tail are kept
+    (a runaway log must not become one huge event in Redis), with a note of what was cut."""
+    assert proc.stdout is not None
+    half = OUTPUT_LIMIT // 2
+    head, tail, total = bytearray(), bytearray(), 0
+    while chunk := await proc.stdout.read(1 << 16):
+        total += len(chunk)
+        room = half - len(head)
+        head += chunk[:max(room, 0)]
+        tail += chunk[max(room, 0):]
+        del tail[:-half]
+    await proc.wait()
+    cut = total - len(head) - len(tail)
+    note = f"\n[… {cut} bytes of output not kept …]\n".encode() if cut else b""
+    return bytes(head + note + tail)
 
 
 def _kill_group(pid: int) -> None:

@@ -8,7 +8,7 @@ import pytest
 from pydantic import BaseModel
 
 from bot.policy import Policy, ToolPolicy
-from bot.runbook import runbook_tool
+from bot.runbook import OUTPUT_LIMIT, runbook_tool
 from bot.tools import ToolContext, ToolError
 
 
@@ -50,11 +50,12 @@ async def test_policy_replaces_the_command_and_a_missing_program_is_an_error(tmp
 async def test_the_bots_secrets_never_reach_a_command(tmp_path, monkeypatch):
     monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-hidden-1")
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-hidden-2")
+    monkeypatch.setenv("REDIS_URL", "redis://:hidden-3@10.0.0.5:6379/0")
     monkeypatch.setenv("DEPLOY_REGION", "eu-west-1")  # the operator's own settings still pass
     tool = runbook_tool("env", "", Args, ["/usr/bin/env"], policy=Policy())
     out = await tool.handler(Args(name="x"), ctx(tmp_path))
     assert "DEPLOY_REGION=eu-west-1" in out and "CHATOPS_THREAD=t" in out
-    assert "hidden-1" not in out and "hidden-2" not in out
+    assert "hidden-1" not in out and "hidden-2" not in out and "hidden-3" not in out
 
 
 async def test_timeout_kills_what_the_command_started(tmp_path):
@@ -66,3 +67,11 @@ async def test_timeout_kills_what_the_command_started(tmp_path):
         await tool.handler(Args(name="x"), ctx(tmp_path))
     await asyncio.sleep(1.2)
     assert not marker.exists()
+
+
+async def test_a_runaway_output_keeps_its_head_and_tail(tmp_path):
+    script = "echo first; head -c 3000000 /dev/zero | tr '\\0' x; echo; echo last"
+    tool = runbook_tool("noisy", "", Args, ["/bin/sh", "-c", script], policy=Policy())
+    out = await tool.handler(Args(name="x"), ctx(tmp_path))
+    assert out.startswith("first") and out.endswith("last")
+    assert len(out) < OUTPUT_LIMIT + 100 and "bytes of output not kept" in out
