@@ -1,6 +1,6 @@
 """The HTTP API (factor 6: launch, read, answer, decide), JSON, bearer token on everything but
-health. FastAPI publishes its OpenAPI description at /openapi.json (and docs at /docs).
-Other channels (Slack's /slack/events) mount their routes on the same app."""
+health, its OpenAPI description included (at /openapi.json). Other channels (Slack's
+/slack/events) mount their routes on the same app."""
 
 from __future__ import annotations
 
@@ -46,7 +46,9 @@ _STATUS_CODES = {"decided": 200, "already_decided": 409, "refused": 403, "expire
 
 
 def create_app(rt: Runtime) -> FastAPI:
-    app = FastAPI(title="chatops-bot", version="1", summary="Durable agent threads with approvals")
+    # no open /docs or /openapi.json: the description is served below, behind the token
+    app = FastAPI(title="chatops-bot", version="1", summary="Durable agent threads with approvals",
+                  openapi_url=None, docs_url=None, redoc_url=None)
     bearer = HTTPBearer(auto_error=False)
 
     def authorized(creds: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
@@ -75,6 +77,10 @@ def create_app(rt: Runtime) -> FastAPI:
         return {"ok": True}
 
     auth = [Depends(authorized)]
+
+    @app.get("/openapi.json", dependencies=auth, include_in_schema=False)
+    async def openapi() -> dict[str, Any]:
+        return app.openapi()
 
     @app.post("/v1/threads", dependencies=auth, status_code=201, tags=["threads"])
     async def start_thread(body: NewThread) -> dict[str, Any]:

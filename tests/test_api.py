@@ -26,7 +26,8 @@ async def test_without_the_token_everything_but_health_is_refused(api):
     rt, client, _ = api
     assert (await client.get("/healthz")).status_code == 200
     for method, path in [("GET", "/v1/threads"), ("POST", "/v1/threads"), ("GET", "/v1/approvals"),
-                         ("POST", "/v1/approvals/0123456789abcdef.01234567"), ("GET", "/v1/threads/x")]:
+                         ("POST", "/v1/approvals/0123456789abcdef.01234567"), ("GET", "/v1/threads/x"),
+                         ("GET", "/openapi.json")]:
         assert (await client.request(method, path, json={})).status_code == 401
         wrong = {"Authorization": "Bearer nope"}
         assert (await client.request(method, path, json={}, headers=wrong)).status_code == 401
@@ -73,7 +74,8 @@ async def test_bad_input_gets_clear_errors(api):
     assert (await client.get("/v1/threads/ffffffffffffffff", headers=AUTH)).status_code == 404
     missing = await client.post("/v1/approvals/not-an-id", json={"decision": "approve", "user": "a"}, headers=AUTH)
     assert missing.status_code == 404
-    assert (await client.get("/openapi.json")).json()["paths"]["/v1/approvals/{approval_id}"]
+    assert (await client.get("/openapi.json", headers=AUTH)).json()["paths"]["/v1/approvals/{approval_id}"]
+    assert (await client.get("/docs")).status_code == 404
 
 
 async def test_redis_down_answers_503(make_settings, runtime, serve):
