@@ -208,29 +208,36 @@ class Store:
         return int(value or 0)
 
     async def list_threads(self, state: str | None = None, limit: int = 100) -> list[dict]:
-        ids = await self.redis.zrevrange(self.keys.threads, 0, max(limit * 10, 100) - 1)
+        """The most recently active threads (in `state`, if given), newest first. Filtering by
+        state reads the index page by page to its end if need be: an old thread waiting for an
+        approval must not be missing from the list."""
+        rows: list[dict] = []
+        page = max(limit, 500) if state else limit
+        start = 0
+        while len(rows) < limit:
+            ids = await self.redis.zrevrange(self.keys.threads, start, start + page - 1)
+            rows += [r for r in await self._rows(ids) if not state or r["state"] == state]
+            if len(ids) < page:
+                break
+            start += page
+        return rows[:limit]
+
+    async def _rows(self, ids: list) -> list[dict]:
         pipe = self.redis.pipeline(transaction=False)
         for tid in ids:
             pipe.hmget(self.keys.meta(_s(tid)), "info", "state", "updated")
         rows = []
-        for info, row_state, updated in await pipe.execute():
+        for info, state, updated in await pipe.execute():
             if info is None:
                 continue
-            row_state = _s(row_state) if row_state else "working"
-            if state and row_state != state:
-                continue
             meta = json.loads(info)
-            rows.append(
-                {
-                    "id": meta["id"],
-                    "agent": meta["agent"],
-                    "state": row_state,
-                    "origin": meta["origin"],
-                    "updated": float(updated or meta["created"]),
-                }
-            )
-            if len(rows) >= limit:
-                break
+            rows.append({
+                "id": meta["id"],
+                "agent": meta["agent"],
+                "state": _s(state) if state else "working",
+                "origin": meta["origin"],
+                "updated": float(updated or meta["created"]),
+            })
         return rows
 
     async def pending_approval_ids(self, due_before: float | None = None) -> list[str]:

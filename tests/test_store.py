@@ -60,3 +60,19 @@ async def test_an_append_to_a_missing_thread_leaves_no_trace(make_settings, runt
     assert appended.outcome == "missing"
     assert await rt.redis.zscore(rt.store.keys.threads, "0123456789abcdef") is None
     assert not await rt.redis.exists(rt.store.keys.log("0123456789abcdef"))
+
+
+async def test_listing_by_state_finds_old_threads_behind_many_new_ones(make_settings, runtime):
+    rt = await runtime(make_settings())
+    waiting = new_thread_id()
+    await rt.store.append(waiting, UserMessage(text="old"), create=meta(waiting))
+    await rt.store.set_state(waiting, "awaiting_approval")
+    pipe = rt.redis.pipeline(transaction=False)
+    for i in range(1200):  # newer activity, all idle
+        tid = f"{i:016x}"
+        pipe.hset(rt.store.keys.meta(tid), mapping={"info": meta(tid).model_dump_json(), "state": "idle"})
+        pipe.zadd(rt.store.keys.threads, {tid: time.time() + 1 + i})
+    await pipe.execute()
+    [row] = await rt.store.list_threads("awaiting_approval", limit=10)
+    assert row["id"] == waiting
+    assert len(await rt.store.list_threads(limit=50)) == 50
