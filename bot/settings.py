@@ -6,6 +6,7 @@ Policy (who approves what, runbook commands, schedules) lives in the policy file
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -24,6 +25,10 @@ class Settings(BaseSettings):
     redis_url: str | None = Field(None, validation_alias=_env("REDIS_URL"))
     data_dir: Path = Field(Path(".chatops"), validation_alias=_env("CHATOPS_DATA_DIR"))
     key_prefix: str = Field("chatops:", validation_alias=_env("CHATOPS_KEY_PREFIX"))
+
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", validation_alias=_env("CHATOPS_LOG_LEVEL")
+    )
 
     # policy file
     policy_file: Path | None = Field(None, validation_alias=_env("CHATOPS_POLICY"))
@@ -73,6 +78,11 @@ class Settings(BaseSettings):
         if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("must start with redis://, rediss:// or unix://")
         return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
 
     @field_validator("key_prefix")
     @classmethod

@@ -119,3 +119,15 @@ async def test_run_with_embedded_redis_keeps_threads_across_restarts(make_settin
     finally:
         bot.send_signal(signal.SIGTERM)
         bot.wait(20)
+
+
+async def test_startup_problems_are_one_line_naming_the_setting(make_settings, tmp_path):
+    settings = make_settings()
+    bad_level = await chatops(settings, "threads", "list", CHATOPS_LOG_LEVEL="chatty")
+    assert bad_level.returncode != 0 and "CHATOPS_LOG_LEVEL" in bad_level.stderr
+    assert "Traceback" not in bad_level.stderr
+    not_a_dir = tmp_path / "a-file"
+    not_a_dir.write_text("")
+    no_dir = await chatops(settings, "threads", "list", REDIS_URL="", CHATOPS_DATA_DIR=str(not_a_dir))
+    assert no_dir.returncode != 0 and "CHATOPS_DATA_DIR: cannot write" in no_dir.stderr
+    assert "Traceback" not in no_dir.stderr
