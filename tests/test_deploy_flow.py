@@ -38,7 +38,20 @@ async def test_deploy_to_prod_waits_for_approval_then_runs_once(model_settings, 
     assert last_user["role"] == "user"
     [result] = last_user["content"]
     assert result["type"] == "tool_result" and "Deployed api 1.2.3 to prod" in result["content"]
-    assert messages_api.requests[1]["tools"][-1]["cache_control"] == {"type": "ephemeral"}
+    # the stable prefix is cacheable: tools, the system prompt, and the conversation so far
+    first, second = messages_api.requests
+    assert second["tools"][-1]["cache_control"] == {"type": "ephemeral"}
+    assert second["system"][-1]["cache_control"] == {"type": "ephemeral"}
+    assert result["cache_control"] == {"type": "ephemeral"}
+    # ...and prefix-stable: the second request starts with the bytes of the first
+    assert second["system"] == first["system"] and second["tools"] == first["tools"]
+    assert _plain(second["messages"][:len(first["messages"])]) == _plain(first["messages"])
+
+
+def _plain(messages: list[dict]) -> list[dict]:
+    """Messages without their cache breakpoints (which move to the newest block)."""
+    return [{**m, "content": [{k: v for k, v in b.items() if k != "cache_control"} for b in m["content"]]}
+            for m in messages]
 
 
 async def test_safe_tool_runs_without_approval(model_settings, start_bot, messages_api):
