@@ -60,4 +60,4 @@ async def _console(rt: Runtime) -> None:
 
     print("chatops console: talk to the bot; `approve <id>`, `reject <id> <reason>`; Ctrl-D quits.",
           file=sys.stderr)
-    await Console(rt, user=getpass.getuser()).run(stdin_lines())
+    await Console(rt, user=getpass.getuser()).run(stdin_lines(prompt="you> "))

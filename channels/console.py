@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import re
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator
 from datetime import datetime, timezone
@@ -79,10 +80,25 @@ def format_event(event: Event) -> str | None:
     return None
 
 
-async def stdin_lines() -> AsyncIterator[str]:
+async def stdin_lines(prompt: str = "") -> AsyncIterator[str]:
+    """Lines typed on stdin. A daemon thread reads them: a read blocked on a terminal must not
+    hold up shutdown (the default executor's threads are waited for; Ctrl-C would hang)."""
     loop = asyncio.get_running_loop()
+    lines: asyncio.Queue[str] = asyncio.Queue()
+
+    def read() -> None:
+        try:
+            for line in iter(sys.stdin.readline, ""):
+                loop.call_soon_threadsafe(lines.put_nowait, line)
+            loop.call_soon_threadsafe(lines.put_nowait, "")
+        except RuntimeError:  # the loop closed while we were reading
+            pass
+
+    threading.Thread(target=read, name="stdin", daemon=True).start()
     while True:
-        line = await loop.run_in_executor(None, sys.stdin.readline)
+        if prompt:
+            print(prompt, end="", flush=True)
+        line = await lines.get()
         if not line:
             return
         yield line

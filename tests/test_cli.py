@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import pty
 import re
 import signal
 import socket
@@ -131,3 +133,38 @@ async def test_startup_problems_are_one_line_naming_the_setting(make_settings, t
     no_dir = await chatops(settings, "threads", "list", REDIS_URL="", CHATOPS_DATA_DIR=str(not_a_dir))
     assert no_dir.returncode != 0 and "CHATOPS_DATA_DIR: cannot write" in no_dir.stderr
     assert "Traceback" not in no_dir.stderr
+
+
+async def test_run_attaches_the_console_only_to_a_terminal(make_settings):
+    settings = make_settings()
+    master, terminal = pty.openpty()
+    log_path = settings.data_dir / "tty.log"
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "wb") as log:
+        bot = subprocess.Popen([sys.executable, "-m", "bot", "run"], env=bot_env(settings, PORT="0"), cwd=ROOT,
+                               stdin=terminal, stdout=log, stderr=subprocess.STDOUT)
+    os.close(terminal)
+    try:
+        async def prompted():
+            return "you> " in log_path.read_text()
+
+        await wait_for(prompted, 30, "the console prompt")
+        os.write(master, b"/help\n")
+
+        async def answered():
+            return "bot> Commands of the deploy agent" in log_path.read_text()
+
+        await wait_for(answered, 20, "the console to answer")
+    finally:
+        bot.send_signal(signal.SIGTERM)
+        bot.wait(20)
+        os.close(master)
+    headless = spawn_bot(settings, "run", PORT="0")  # stdin is /dev/null here
+    try:
+        async def up():
+            return "worker" in headless.log_path.read_text() and "started" in headless.log_path.read_text()
+
+        await wait_for(up, 30, "the headless bot to start")
+    finally:
+        headless.send_signal(signal.SIGTERM)
+        assert "chatops console" not in headless.output(20) and "you> " not in headless.output()
