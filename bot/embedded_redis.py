@@ -17,10 +17,12 @@ import logging
 import os
 import shutil
 import socket
+import subprocess
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import redis
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
@@ -66,8 +68,10 @@ class EmbeddedRedis:
         self.data_dir = data_dir.resolve()
         self.url_file = self.data_dir / "redis.url"
         self.lock_file = self.data_dir / "redis.lock"
-        self.process: asyncio.subprocess.Process | None = None
-        self.presence: Redis | None = None  # our one connection: it tells others we use the server
+        self.process: subprocess.Popen | None = None
+        # our one connection, which tells the others we use the server; a blocking client, so that
+        # it outlives the event loop that opened it (tests and benchmarks start and stop in two)
+        self.presence: redis.Redis | None = None
 
     async def start(self) -> str:
         try:
@@ -77,8 +81,8 @@ class EmbeddedRedis:
             raise ConfigError(f"CHATOPS_DATA_DIR: cannot write to {self.data_dir}: {exc.strerror}") from None
         async with self._locked():
             url = await self._running() or await self._spawn()
-            self.presence = Redis.from_url(url)
-            await self.presence.ping()
+            self.presence = redis.Redis.from_url(url, single_connection_client=True)
+            await asyncio.to_thread(self.presence.ping)
         return url
 
     async def stop(self) -> None:
@@ -87,27 +91,25 @@ class EmbeddedRedis:
             return
         async with self._locked():
             try:
-                clients = (await self.presence.info("clients"))["connected_clients"]
+                clients = (await asyncio.to_thread(self.presence.info, "clients"))["connected_clients"]
             except (ConnectionError, RedisConnectionError):
                 log.warning("embedded Redis was already gone at shutdown")
-                await self.presence.aclose()
-                self.presence = None
-                return
+                clients = 0
             if clients > 1:
                 log.info("embedded Redis left running: %d other connection(s) use it", clients - 1)
-                await self.presence.aclose()
-            else:
+                self.presence.close()
+            elif clients == 1:
                 await self.shutdown()
         self.presence = None
 
     async def shutdown(self) -> None:
         """Shut the server down whoever uses it (tests use this to cut Redis off)."""
-        client = self.presence or Redis.from_url(self.url_file.read_text().strip())
-        await client.shutdown()  # fsyncs the AOF; the server closes our connection
-        await client.aclose()
+        client = self.presence or redis.Redis.from_url(self.url_file.read_text().strip())
+        await asyncio.to_thread(client.shutdown)  # fsyncs the AOF; the server closes our connection
+        client.close()
         self.presence = None
         if self.process is not None:
-            await self.process.wait()
+            await asyncio.to_thread(self.process.wait, 10)
         self.url_file.unlink(missing_ok=True)
 
     async def _running(self) -> str | None:
@@ -130,18 +132,19 @@ class EmbeddedRedis:
     async def _spawn(self) -> str:
         port = _free_port()
         url = f"redis://127.0.0.1:{port}/0"
-        self.process = await asyncio.create_subprocess_exec(
-            redis_server_binary(),
-            "--bind", "127.0.0.1",
-            "--port", str(port),
-            "--dir", str(self.data_dir),
-            "--appendonly", "yes",
-            "--appendfsync", "everysec",
-            "--save", "",
-            "--logfile", str(self.data_dir / "redis.log"),
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.DEVNULL,
+        # a plain Popen, not asyncio's: the process must not belong to one event loop
+        self.process = subprocess.Popen(
+            [redis_server_binary(),
+             "--bind", "127.0.0.1",
+             "--port", str(port),
+             "--dir", str(self.data_dir),
+             "--appendonly", "yes",
+             "--appendfsync", "everysec",
+             "--save", "",
+             "--logfile", str(self.data_dir / "redis.log")],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
             env={k: v for k, v in os.environ.items() if k in _SERVER_ENV},
             start_new_session=True,  # survives our crash: a restart finds it and its data
         )
@@ -150,7 +153,7 @@ class EmbeddedRedis:
                 self.url_file.write_text(url)
                 log.info("started redis-server on %s with data in %s", url, self.data_dir)
                 return url
-            if self.process.returncode is not None:
+            if self.process.poll() is not None:
                 break
             await asyncio.sleep(0.05)
         raise ConfigError(f"REDIS_URL: not set, and the embedded redis-server did not start; "

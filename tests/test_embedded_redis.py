@@ -52,3 +52,11 @@ async def test_a_url_file_pointing_at_another_server_is_not_trusted(tmp_path, re
         assert url != redis_url and embedded.process is not None
     finally:
         await embedded.stop()
+
+
+def test_started_and_stopped_from_two_event_loops(tmp_path):
+    """As the test suite's fallback Redis and the benchmarks use it: asyncio.run twice."""
+    embedded = EmbeddedRedis(tmp_path)
+    url = asyncio.run(embedded.start())
+    asyncio.run(embedded.stop())
+    assert not asyncio.run(ping(url))
