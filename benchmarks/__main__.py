@@ -4,26 +4,23 @@
 
 Sections: (1) step loop overhead at 10/100/1,000 events, (2) resume latency, (3) Redis bytes,
 (4) 1,000 concurrent threads waiting on the model, (5) Slack ack and SMTP intake (modules
-benchmarks/slack_ack.py and benchmarks/smtp_intake.py, when present), (6) context size.
+benchmarks/slack_ack.py and benchmarks/smtp_intake.py), (6) context size.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib
-import inspect
 import logging
 import statistics
 import sys
 from typing import Any
 
-from benchmarks import env, ours
+from benchmarks import env, ours, slack_ack, smtp_intake
 from benchmarks.model_stub import model_stub
 from benchmarks.table import Row, note, percentiles, ratio, render, row
 
 LENGTHS = (10, 100, 1000)
-OPTIONAL = ("slack_ack", "smtp_intake")  # built with their channels; each has main() -> rows
 MS = 1000.0
 
 
@@ -150,7 +147,7 @@ def rows_for(o: dict[str, Any], p: dict[str, Any] | None) -> list[Row]:
     rows.append(row("the same 1,000 model calls from the anthropic SDK alone (no bot)", o["sdk_alone"], "s",
                     note="the floor under the row above: SDK + stub server on the same 2 cores"))
     # (5) channels, built with their own modules
-    rows += optional_rows()
+    rows += channel_rows()
     # (6) context
     ctx = o["context"]
     saved = 100.0 * (1 - ctx["ours"] / ctx["plain"])
@@ -163,20 +160,11 @@ def rows_for(o: dict[str, Any], p: dict[str, Any] | None) -> list[Row]:
     return rows
 
 
-def optional_rows() -> list[Row]:
+def channel_rows() -> list[Row]:
+    """Slack ack latency and SMTP intake, each measured by its own module (own processes)."""
     rows: list[Row] = []
-    for name in OPTIONAL:
-        try:
-            module = importlib.import_module(f"benchmarks.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"benchmarks.{name}":
-                raise
-            rows.append(note(name, f"benchmarks/{name}.py is not there yet (its channel is not merged)"))
-            continue
-        result = module.main()
-        if inspect.iscoroutine(result):
-            result = asyncio.run(result)
-        rows += [{"unit": "", **r} for r in result]
+    for module in (slack_ack, smtp_intake):
+        rows += [{"unit": "", **r} for r in module.main()]
     return rows
 
 
