@@ -2,7 +2,8 @@
 
 Our code reads the event logs and builds the facts (what was asked, approved, rejected, expired,
 failed, by whom) as a compact table: the agent's prefetch command, so it is in the context before
-the model is asked, and with no model configured it is the digest itself.
+the model is asked, and with no model configured it is the digest itself. Only what happened in
+the period counts: a thread active in it shows its events of the period, not its older history.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from datetime import datetime, timezone
 from pydantic import BaseModel, Field
 
 from bot.agent import Agent
-from bot.events import ApprovalDecided, Error, ScheduleFired, ScheduleMissed, ToolResult
+from bot.events import INPUT_TYPES, ApprovalDecided, Error, ScheduleFired, ScheduleMissed, ToolResult
 from bot.policy import Policy
 from bot.store import Store, ThreadNotFound
 from bot.thread import Thread
@@ -46,8 +47,10 @@ class Row:
     failed: int = 0
 
 
-def row_of(thread: Thread) -> Row:
-    first = next((e for e in thread.events if e.type in ("user_message", "schedule_fired")), None)
+def row_of(thread: Thread, since: float = 0.0) -> Row:
+    """The thread's row, counting only what happened at or after `since`."""
+    asks = [e for e in thread.events if e.type in ("user_message", "schedule_fired")]
+    first = next((e for e in asks if e.ts >= since), asks[0] if asks else None)  # the day's request
     if isinstance(first, ScheduleFired):
         asked_by, request = f"schedule {first.schedule}", first.text
     else:
@@ -55,7 +58,10 @@ def row_of(thread: Thread) -> Row:
         request = getattr(first, "text", "")
     row = Row(thread.id, thread.meta.created, thread.agent, thread.meta.origin.channel, asked_by,
               _short(request), [])
+    ran = []
     for event in thread.events:
+        if event.ts < since:
+            continue
         if isinstance(event, ApprovalDecided):
             request_ = thread.approvals.get(event.approval_id)
             what = _call(request_.tool, request_.args) if request_ else event.approval_id
@@ -65,6 +71,8 @@ def row_of(thread: Thread) -> Row:
             else:
                 setattr(row, event.decision, getattr(row, event.decision) + 1)
                 row.outcomes.append(f"{what} {event.decision} by {event.by} via {event.via}")
+        elif isinstance(event, ToolResult) and event.status == "ok" and event.call_id in thread.calls:
+            ran.append(thread.calls[event.call_id])
         elif isinstance(event, ToolResult) and event.status in ("error", "unknown"):
             call = thread.calls.get(event.call_id)
             row.failed += 1
@@ -76,7 +84,6 @@ def row_of(thread: Thread) -> Row:
             row.outcomes.append(f"error {event.kind}")
         elif isinstance(event, ScheduleMissed):
             row.outcomes.append(f"schedule {event.schedule} missed {event.missed} run(s), not run")
-    ran = [thread.calls[c] for c, r in thread.results.items() if r.status == "ok" and c in thread.calls]
     if ran:
         row.outcomes.append("ran " + ", ".join(_call(c.tool, c.args) for c in ran))
     if thread.state != "idle":
@@ -95,7 +102,7 @@ async def recent(store: Store, since: float, exclude_agent: str = NAME) -> tuple
         except ThreadNotFound:
             continue
         if thread.agent != exclude_agent:
-            rows.append(row_of(thread))
+            rows.append(row_of(thread, since))
     return sorted(rows, key=lambda r: r.when), max(0, len(ids) - MAX_THREADS)
 
 
@@ -118,20 +125,38 @@ def table(rows: list[Row], hours: float, left_out: int = 0) -> str:
 
 
 def recent_threads_handler(allowed_users: set[str]):
-    """The digest reports on every thread, whatever channel it came from: it answers scheduled
-    threads, and people only if `[agents.digest] users` names them (never everyone by default)."""
+    """The digest reports on every thread, whatever channel it came from: it answers its schedule
+    (and whoever fired it with `chatops schedules run`), and people only if `[agents.digest] users`
+    names them, also in a scheduled digest's Slack or mail thread (never everyone by default)."""
 
     async def recent_threads(args: RecentThreads, ctx: ToolContext) -> str:
         if ctx.store is None:
             raise ToolError("recent_threads needs the thread store")
         thread = await ctx.store.load(ctx.thread_id)
-        if thread.meta.origin.channel != "schedule" and (ctx.user or "").lower() not in allowed_users:
+        user = (ctx.user or asker(thread, ctx.call_id) or "").lower()
+        if user not in allowed_users and user not in fired_by(thread):
             raise ToolError("the digest runs on a schedule; to ask for it, be listed in "
                             "[agents.digest] users in the policy file")
         rows, left_out = await recent(ctx.store, time.time() - args.hours * 3600)
         return table(rows, args.hours, left_out)
 
     return recent_threads
+
+
+def fired_by(thread: Thread) -> set[str]:
+    """Who fired this thread's schedule: `schedule:<name>`, or whoever ran `chatops schedules run`."""
+    return {(e.source.user or "").lower() for e in thread.events if isinstance(e, ScheduleFired)} - {""}
+
+
+def asker(thread: Thread, call_id: str) -> str | None:
+    """Who made the model call `call_id`: the author of the latest input before it."""
+    user = None
+    for event in thread.events:
+        if getattr(event, "call_id", None) == call_id and event.type == "tool_call":
+            break
+        if event.type in INPUT_TYPES:
+            user = event.source.user
+    return user
 
 
 def _call(tool: str, args: dict) -> str:

@@ -15,6 +15,7 @@ from apscheduler.triggers.cron import CronTrigger
 
 FIELDS = ("minute", "hour", "day", "month", "day_of_week")
 _NUMERIC = re.compile(r"^(\*|\d+)(?:-(\d+))?(?:/(\d+))?$")
+MAX_FIRES = 20_000  # fire times counted one by one in a catch-up; past that, counts are capped
 
 
 def zone(name: str) -> ZoneInfo:
@@ -54,7 +55,7 @@ def _weekdays(expr: str) -> str:
     return ",".join(parts)
 
 
-def due(trigger: CronTrigger, after: float, until: float, limit: int = 20_000) -> tuple[float | None, int]:
+def due(trigger: CronTrigger, after: float, until: float, limit: int = MAX_FIRES) -> tuple[float | None, int]:
     """The latest fire time in (after, until] and how many there were (at most `limit`: past
     that, only the last hour is scanned for the latest one)."""
     latest, count = None, 0
@@ -68,6 +69,16 @@ def due(trigger: CronTrigger, after: float, until: float, limit: int = 20_000) -
             break
         nxt = trigger.get_next_fire_time(nxt, nxt)
     return latest, count
+
+
+def between(trigger: CronTrigger, after: float, before: float, limit: int = MAX_FIRES) -> list[float]:
+    """The fire times in (after, before), oldest first: the first `limit` of them."""
+    out: list[float] = []
+    nxt = _first_after(trigger, after)
+    while nxt is not None and nxt.timestamp() < before and len(out) < limit:
+        out.append(nxt.timestamp())
+        nxt = trigger.get_next_fire_time(nxt, nxt)
+    return out
 
 
 def _first_after(trigger: CronTrigger, ts: float) -> datetime | None:

@@ -4,9 +4,11 @@ Every process may run the clock (`chatops run`, `chatops clock`): APScheduler 3.
 in-memory job store only says *when* to look. What is due is computed from the cron expression and
 the latest fire time handled (kept in Redis), and a fire is one append with a claim on a thread
 whose id is derived from the schedule's name and scheduled time: whichever process gets there
-first fires it, the others find it taken. A fire missed while no process ran happens on start if
-it is within the grace; older ones are recorded as missed, not run. Several missed fires coalesce
-into one run (its `missed` says how many were skipped).
+first fires it, the others find it taken (and log so). A fire missed while no process ran happens
+on start if it is within the grace; older ones are recorded as missed, not run. Several missed
+fires coalesce into one run (its `missed` says how many were skipped). If Redis is unreachable for
+longer than the grace at a fire time, the clock keeps retrying in the background and, once Redis
+is back, records the miss (or runs the fire, if still within the grace) like a start would.
 
 Where results go: the thread's origin is channel "schedule" with the destination in its address,
 and the `schedule` renderer forwards each visible event to the Slack and email channels (see
@@ -28,7 +30,17 @@ from redis.exceptions import RedisError
 
 from bot import cron, doctor, serve
 from bot.channel import RENDERERS
-from bot.events import Event, ScheduleFired, ScheduleMissed, Source
+from bot.events import (
+    ApprovalDecided,
+    ApprovalEscalated,
+    ApprovalRefused,
+    ApprovalReminder,
+    ApprovalRequested,
+    Event,
+    ScheduleFired,
+    ScheduleMissed,
+    Source,
+)
 from bot.intake import thread_id_for
 from bot.outage import stop_if_cancelled
 from bot.policy import ConfigError, Schedule
@@ -43,6 +55,7 @@ logging.getLogger("apscheduler.executors").setLevel(logging.WARNING)
 CHANNEL = "schedule"
 FIRE_CLAIM = Claim("fired")  # in the fire's own thread: one fire (or missed record) per time
 RETRY_DELAY = 2.0
+RECOVER_MAX_DELAY = 60.0  # the background retry after a long Redis outage backs off up to this
 
 
 def fire_thread_id(name: str, scheduled_for: float) -> str:
@@ -74,6 +87,9 @@ class Clock:
         self.rt = rt
         self.clock = clock
         self.stats: Counter[str] = Counter()  # fired / taken / missed / tick
+        self.seen: dict[str, float] = {}  # per schedule: the latest fire time this process looked at
+        self.locks: dict[str, asyncio.Lock] = {}  # one catch_up at a time per schedule
+        self.recovering: dict[str, asyncio.Task[None]] = {}
 
     def grace(self, schedule: Schedule) -> float:
         return self.rt.settings.schedule_grace if schedule.grace is None else schedule.grace
@@ -93,9 +109,13 @@ class Clock:
             await asyncio.Event().wait()
         finally:
             scheduler.shutdown(wait=False)
+            for task in self.recovering.values():
+                task.cancel()
+            await asyncio.gather(*self.recovering.values(), return_exceptions=True)
 
     async def tick(self, name: str) -> None:
-        """Handle what is due for `name`; retried while Redis is unreachable, within the grace."""
+        """Handle what is due for `name`; retried while Redis is unreachable, within the grace,
+        then in the background until it is back."""
         schedule = self.rt.policy.schedule(name)
         assert schedule is not None
         self.stats["tick"] += 1
@@ -107,28 +127,85 @@ class Clock:
             except (RedisError, OSError) as exc:
                 stop_if_cancelled(exc)
                 if self.clock() - started > self.grace(schedule):
-                    log.error("schedule %s: giving up after Redis errors: %s", name, exc)
+                    log.error("schedule %s: Redis unreachable for longer than the grace (%s); retrying in "
+                              "the background, to record what was due once it is back", name, exc)
+                    self.recover_later(schedule)
                     return
                 log.warning("schedule %s: Redis error (%s); retrying", name, exc)
                 await asyncio.sleep(RETRY_DELAY)
 
+    def recover_later(self, schedule: Schedule) -> None:
+        task = self.recovering.get(schedule.name)
+        if task is None or task.done():
+            self.recovering[schedule.name] = asyncio.create_task(
+                self.recover(schedule), name=f"schedule-recover-{schedule.name}")
+
+    async def recover(self, schedule: Schedule) -> None:
+        """catch_up with a bounded backoff until Redis answers: the fire given up on is then
+        recorded as missed (or run, if within the grace), once, like on start."""
+        delay = RETRY_DELAY
+        while True:
+            await asyncio.sleep(delay)
+            try:
+                await self.catch_up(schedule)
+            except (RedisError, OSError) as exc:
+                stop_if_cancelled(exc)
+                delay = min(delay * 2, RECOVER_MAX_DELAY)
+                log.warning("schedule %s: Redis still unreachable (%s); next try in %gs",
+                            schedule.name, exc, delay)
+                continue
+            log.info("schedule %s: Redis is back; caught up", schedule.name)
+            return
+
     async def catch_up(self, schedule: Schedule) -> Appended | None:
+        async with self.locks.setdefault(schedule.name, asyncio.Lock()):
+            return await self._catch_up(schedule)
+
+    async def _catch_up(self, schedule: Schedule) -> Appended | None:
         redis, key = self.rt.redis, self.rt.store.keys.schedule_last
         now = self.clock()
         last = await redis.zscore(key, schedule.name)
         if last is None:  # first start with this schedule: nothing before now was missed
             await redis.zadd(key, {schedule.name: now}, nx=True)
             last = await redis.zscore(key, schedule.name)
-        latest, count = cron.due(schedule.trigger(), float(last), now)
+        last = float(last)
+        self._note_taken(schedule, last)
+        latest, count = cron.due(schedule.trigger(), last, now)
         if latest is None:
             return None
+        skipped = await self.uncovered(schedule, last, latest) if count > 1 else 0
         grace = self.grace(schedule)
         if now - latest <= grace:
-            appended = await self.fire(schedule, latest, missed=count - 1)
+            appended = await self.fire(schedule, latest, missed=skipped)
         else:
-            appended = await self.record_missed(schedule, latest, count, grace)
+            appended = await self.record_missed(schedule, latest, skipped + 1, grace)
+        self.seen[schedule.name] = max(latest, self.seen.get(schedule.name, latest))
         await redis.zadd(key, {schedule.name: latest}, gt=True)
         return appended
+
+    def _note_taken(self, schedule: Schedule, last: float) -> None:
+        """Fire times handled by another process since this one last looked: it competed for
+        them too, and lost before it could even try."""
+        seen = self.seen.get(schedule.name)
+        self.seen[schedule.name] = last if seen is None else max(seen, last)
+        if seen is None or last <= seen:
+            return
+        latest, count = cron.due(schedule.trigger(), seen, last)
+        if latest is not None:
+            self.stats["taken"] += count
+            _log_taken(schedule.name, latest, count)
+
+    async def uncovered(self, schedule: Schedule, after: float, before: float) -> int:
+        """How many fire times in (after, before) no process handled: those after the latest one
+        that has a thread (a fire or a missed record accounts for the times before it, as its
+        `missed`). One pipelined round trip; at most cron.MAX_FIRES times are looked at."""
+        times = cron.between(schedule.trigger(), after, before)
+        pipe = self.rt.redis.pipeline(transaction=False)
+        for t in times:
+            pipe.hexists(self.rt.store.keys.meta(fire_thread_id(schedule.name, t)), "info")
+        found = await pipe.execute() if times else []
+        handled = [i for i, exists in enumerate(found) if exists]
+        return len(times) - (handled[-1] + 1 if handled else 0)
 
     async def fire(self, schedule: Schedule, scheduled_for: float, *, missed: int = 0,
                    user: str | None = None) -> Appended:
@@ -144,6 +221,8 @@ class Clock:
             log.info("schedule %s fired for %s (thread %s%s)", schedule.name, _clock(scheduled_for),
                      fire_thread_id(schedule.name, scheduled_for),
                      f", {missed} earlier missed fires coalesced" if missed else "")
+        else:
+            _log_taken(schedule.name, scheduled_for)
         return appended
 
     async def record_missed(self, schedule: Schedule, latest: float, count: int, grace: float) -> Appended:
@@ -154,6 +233,8 @@ class Clock:
         if appended.ok:
             log.warning("schedule %s: %d fire(s) up to %s missed while no process ran; older than "
                         "the grace (%gs), so not run", schedule.name, count, _clock(latest), grace)
+        else:
+            _log_taken(schedule.name, latest)
         return appended
 
     async def _append(self, schedule: Schedule, scheduled_for: float, event: Event) -> Appended:
@@ -187,7 +268,8 @@ class ScheduleRenderer:
     for email. It renders `event` as it would for its own threads (approval buttons, approval mail
     to those addresses) and keeps whatever it needs to continue the conversation (the Slack
     thread ts, the email Message-ID) keyed by `thread.id`. Where it is missing, the event is
-    logged instead, and stays readable with `chatops threads show`.
+    logged instead, and stays readable with `chatops threads show`. A schedule without `emails`
+    still mails its approval events to the approvers that are email addresses.
     """
 
     name = CHANNEL
@@ -196,13 +278,15 @@ class ScheduleRenderer:
         self.rt = rt
 
     @staticmethod
-    def destinations(thread: Thread) -> list[tuple[str, dict[str, Any]]]:
+    def destinations(thread: Thread, event: Event) -> list[tuple[str, dict[str, Any]]]:
         address = thread.meta.origin.address
         out: list[tuple[str, dict[str, Any]]] = []
         if address.get("slack_channel"):
             out.append(("slack", {"channel": address["slack_channel"]}))
-        if address.get("emails"):
+        if address.get("emails"):  # the email channel copies approvers with an address itself
             out.append(("email", {"to": list(address["emails"])}))
+        elif mailed := approver_addresses(thread, event):
+            out.append(("email", {"to": mailed}))
         return out
 
     async def render(self, thread: Thread, event: Event) -> None:
@@ -210,7 +294,7 @@ class ScheduleRenderer:
 
         failures = []
         delivered = False
-        for kind, address in self.destinations(thread):
+        for kind, address in self.destinations(thread, event):
             deliver = getattr(self.rt.renderers.get(kind), "render_to", None)
             if deliver is None:
                 log.warning("schedule thread %s: no %s channel to deliver to %s", thread.id, kind, address)
@@ -227,6 +311,22 @@ class ScheduleRenderer:
 
     async def close(self) -> None:
         pass
+
+
+def approver_addresses(thread: Thread, event: Event) -> list[str]:
+    """The email addresses an approval event is for: its approvers (an escalation's are the
+    escalation list), or whoever answered by mail and was refused. A schedule without `emails`
+    mails them these events, so that an approver known only by address hears of them."""
+    if isinstance(event, (ApprovalRequested, ApprovalReminder, ApprovalEscalated)):
+        people = list(event.approvers)
+    elif isinstance(event, ApprovalDecided):
+        people = [a for e in thread.events if isinstance(e, (ApprovalRequested, ApprovalEscalated))
+                  and e.approval_id == event.approval_id for a in e.approvers]
+    elif isinstance(event, ApprovalRefused) and event.via == "email":
+        people = [event.by or ""]
+    else:
+        people = []
+    return list(dict.fromkeys(p for p in people if "@" in p))
 
 
 def service(rt: Runtime, _app: object) -> Awaitable[None] | None:
@@ -257,6 +357,11 @@ def doctor_check(settings: Any, policy: Any) -> list[tuple[str, str]]:
         if not where:
             out.append(("warn", f"schedule {s.name}: no slack_channel or emails, so nobody sees its results"))
     return out
+
+
+def _log_taken(name: str, scheduled_for: float, count: int = 1) -> None:
+    earlier = f" (with {count - 1} earlier fire times)" if count > 1 else ""
+    log.info("schedule %s at %s: taken by another process%s", name, _clock(scheduled_for), earlier)
 
 
 def _clock(ts: float) -> str:

@@ -3,14 +3,19 @@ without a model the digest is our table."""
 
 from __future__ import annotations
 
+import asyncio
+import time
+
+import pytest
+
+from agents.digest import recent
 from bot.events import Source
 from bot.intake import new_thread_id
 from bot.runtime import Runtime
 from bot.thread import Origin
-from channels import schedule as schedule_channel
 from channels.schedule import Clock
 from tests.conftest import settled, wait_for
-from tests.messages_api import text
+from tests.messages_api import text, tool_use
 
 POLICY = """
 [tools.service_status]
@@ -77,8 +82,7 @@ async def a_day_of_threads(rt: Runtime) -> dict[str, str]:
 
 async def run_digest(rt: Runtime):
     slack = Slack()
-    rt.renderers["slack"] = slack
-    schedule_channel.service(rt, None).close()  # registers the schedule renderer
+    rt.renderers["slack"] = slack  # the schedule renderer (installed at start) forwards to it
     thread_id, appended = await Clock(rt).run_now("daily-digest")
     assert appended.ok
     return await settled(rt, thread_id), slack
@@ -139,3 +143,88 @@ async def test_digest_answers_people_only_if_the_policy_names_them(make_settings
         replies[user] = (await settled(rt, thread_id)).events[-1].text
     assert "error: the digest runs on a schedule" in replies["mallory"] and "bob" not in replies["mallory"]
     assert replies["alice"].startswith("Digest of the last 24 h: 4 threads")
+
+
+async def reply(rt: Runtime, thread_id: str, line: str, user: str) -> str:
+    """`user` answers in a scheduled digest's thread (as in its Slack thread or mail thread)."""
+    thread = await rt.store.load(thread_id)
+    await rt.intake.message(thread_id, agent="digest", origin=thread.meta.origin, text=line,
+                            source=Source(channel="slack", user=user))
+    return (await settled(rt, thread_id)).events[-1].text
+
+
+REFUSED = "error: the digest runs on a schedule"
+DIGEST_USERS = "\n[agents.digest]\nusers = {}\n"
+ALICE_MAY_ASK = DIGEST_USERS.format('["alice"]')
+
+
+@pytest.mark.parametrize("users", ['["alice"]', "[]"])
+async def test_in_a_scheduled_thread_only_the_schedule_its_runner_and_listed_users_get_the_digest(
+        make_settings, policy_file, start_bot, users):
+    rt = await start_bot(make_settings(policy_file=policy_file(POLICY + DIGEST_USERS.format(users))))
+    await say(rt, "/deploy api 1.2.3 prod", "bob")
+    scheduled, _ = await run_digest(rt)  # the schedule itself: source user schedule:daily-digest
+    assert scheduled.events[0].source.user == "schedule:daily-digest"
+    assert scheduled.events[-1].text.startswith("Digest of the last 24 h: 1 threads")
+    assert REFUSED in await reply(rt, scheduled.id, "/recent_threads 744", "U0MALLORY")
+    answer = await reply(rt, scheduled.id, "/recent_threads 744", "alice")
+    if users == "[]":  # nobody listed: people get nothing, even in the schedule's own thread
+        assert REFUSED in answer and "bob" not in answer
+    else:
+        assert answer.startswith("Digest of the last 744 h: 1 threads") and "bob" in answer
+
+    ran, appended = await Clock(rt).run_now("daily-digest", user="carol")  # `schedules run --as carol`
+    assert appended.ok
+    thread = await settled(rt, ran)
+    assert thread.events[-1].text.startswith("Digest of the last 24 h")
+    assert (await reply(rt, ran, "/recent_threads 48", "carol")).startswith("Digest of the last 48 h")
+    assert REFUSED in await reply(rt, ran, "/recent_threads 744", "U0MALLORY")
+
+
+async def test_a_model_call_in_a_scheduled_thread_is_checked_against_who_asked(
+        model_settings, policy_file, start_bot, messages_api):
+    rt = await start_bot(model_settings(policy_file=policy_file(POLICY + ALICE_MAY_ASK)))
+    await say(rt, "/deploy api 1.2.3 prod", "bob")
+    messages_api.add(text("1 thread: api 1.2.3 deployed by bob."))
+    scheduled, _ = await run_digest(rt)
+    assert scheduled.events[-1].text == "1 thread: api 1.2.3 deployed by bob."
+
+    async def asks(user: str, line: str, hours: float) -> list:
+        """`user` writes in the digest's thread; the model then calls recent_threads(hours)."""
+        messages_api.add(tool_use("recent_threads", {"hours": hours}), text(f"answer for {user}"))
+        assert await reply(rt, scheduled.id, line, user) == f"answer for {user}"
+        thread = await rt.store.load(scheduled.id)
+        said = max(i for i, e in enumerate(thread.events) if e.type == "user_message")
+        calls = [e for e in thread.events[said:] if e.type == "tool_call"]
+        # the prefetch runs as the reply's author; the model's own call is checked against them too
+        assert [(c.origin, float(c.args["hours"])) for c in calls] == [("command", 24), ("model", hours)]
+        return [thread.results[c.call_id] for c in calls]
+
+    refused = await asks("U0MALLORY", "show me the last month", 744)
+    assert [r.status for r in refused] == ["error", "error"]
+    assert all("runs on a schedule" in r.output and "bob" not in r.output for r in refused)
+    allowed = await asks("alice", "and the last two days?", 48)
+    assert [r.status for r in allowed] == ["ok", "ok"]
+    assert allowed[1].output.startswith("Digest of the last 48 h") and "bob" in allowed[1].output
+
+
+async def test_digest_counts_only_what_happened_in_the_period(make_settings, policy_file, start_bot):
+    rt = await start_bot(make_settings(policy_file=policy_file(POLICY)))
+    thread_id = await say(rt, "/rollback web prod", "dave")
+    [pending] = (await settled(rt, thread_id)).pending_approvals()
+    assert (await rt.approvals.decide(pending.approval_id, True, "alice", "slack")).status == "decided"
+    assert (await settled(rt, thread_id)).state == "idle"
+    await asyncio.sleep(0.05)
+    since = time.time()  # "the last day" starts after the thread, its approval and its run
+    await asyncio.sleep(0.05)
+    await rt.intake.message(thread_id, agent="deploy", origin=Origin(channel="console"),
+                            text="/service_status api prod", source=Source(channel="console", user="frank"))
+    await settled(rt, thread_id)
+
+    [row] = [r for r in (await recent(rt.store, since))[0] if r.thread == thread_id]
+    assert (row.approved, row.rejected, row.expired, row.failed) == (0, 0, 0, 1)
+    assert (row.asked_by, row.request) == ("frank", "/service_status api prod")
+    assert not [o for o in row.outcomes if "approved" in o or o.startswith("ran ")], row.outcomes
+    [whole] = [r for r in (await recent(rt.store, since - 3600))[0] if r.thread == thread_id]
+    assert (whole.approved, whole.failed, whole.asked_by) == (1, 1, "dave")
+    assert "ran rollback(web, prod)" in whole.outcomes

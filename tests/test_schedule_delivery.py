@@ -51,6 +51,21 @@ emails = ["{OPS}"]
 """
 
 
+CAROL = "carol@example.com"
+SLACK_ONLY = f"""
+[tools.rollback]
+approvers = ["U0BOB001"]
+escalate_after = 1
+escalate_to = ["{CAROL}"]
+
+[[schedules]]
+name = "undo"
+cron = "0 9 * * *"
+agent = "deploy"
+message = "/rollback api prod"
+slack_channel = "{OPS_CHANNEL}"
+"""
+
 h = header  # short, for the many header checks
 
 
@@ -84,11 +99,17 @@ class Bot:
 
 
 @pytest.fixture
-async def bot(make_settings, start_bot, policy_file, serve) -> AsyncIterator[Bot]:
+def policy() -> str:
+    """The policy file's text; a test parametrizes `policy` to use another."""
+    return POLICY
+
+
+@pytest.fixture
+async def bot(make_settings, start_bot, policy_file, serve, policy) -> AsyncIterator[Bot]:
     api, sink = await SlackAPI().start(), Sink()
     sink_port = await sink.start()
     settings = make_settings(
-        policy_file=policy_file(POLICY),
+        policy_file=policy_file(policy),
         slack_bot_token="xoxb-test", slack_signing_secret=SECRET, slack_api_url=api.url,
         email_domain="ops.test", smtp_url=f"smtp://127.0.0.1:{sink_port}", smtp_port=0, smtp_send_backoff=0.05,
     )
@@ -223,6 +244,33 @@ async def test_a_missed_fire_is_reported_at_the_destination(bot):
     assert "missed 3 run(s)" in blocks_text(posted)
     [mail] = await bot.mails(OPS, 1)
     assert "missed 3 run(s)" in text_of(mail) and "2023-11-14 22:13 UTC" in h(mail, "Subject")
+
+
+@pytest.mark.parametrize("policy", [SLACK_ONLY])
+async def test_escalation_to_an_address_is_mailed_from_a_slack_only_schedule(bot):
+    thread = await fire(bot, "undo")
+    [request] = thread.pending_approvals()
+    assert request.escalate_to == [CAROL]
+    [posted] = await bot.calls("chat.postMessage", channel=OPS_CHANNEL)
+    assert request.approval_id in button(posted, "approval_approve")
+    # the schedule has no emails, but the escalation is for an address: it is mailed there
+    [escalation] = await bot.mails(CAROL, 1)
+    assert "Escalated" in text_of(escalation) and request.approval_id in text_of(escalation)
+    assert h(escalation, "X-Chatops-Thread") == thread.id
+    [_, nudge] = await bot.calls("chat.postMessage", 2, channel=OPS_CHANNEL)
+    assert "Escalated" in blocks_text(nudge) and nudge.args["thread_ts"] == posted.result["ts"]
+
+    # carol decides by answering that mail; the decision is mailed to her and shown in Slack
+    assert await bot.mail(reply_to(escalation, CAROL, gmail("approve", escalation))) == 250
+    thread = await settled(bot.rt, thread.id)
+    decided = thread.decisions[request.approval_id]
+    assert (decided.decision, decided.by, decided.via) == ("approved", CAROL, "email")
+    assert bot.runbook() == ["rollback api prod"]
+    [update] = await bot.calls("chat.update")
+    assert f"Approved by {CAROL} via email" in blocks_text(update)
+    [_, confirmation] = await bot.mails(CAROL, 2)
+    assert f"by {CAROL}" in text_of(confirmation)
+    assert h(escalation, "Message-ID") in h(confirmation, "References").split()
 
 
 async def _async(value):

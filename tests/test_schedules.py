@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import math
+import re
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 
 import pytest
@@ -18,7 +21,11 @@ from bot import cron
 from bot.policy import ConfigError, load_policy
 from bot.runtime import Runtime
 from channels.schedule import Clock, fire_thread_id
-from tests.conftest import ROOT, bot_env, settled, spawn_bot, wait_for
+from tests.conftest import ROOT, Bot, bot_env, settled, spawn_bot, wait_for
+from tests.redis_process import RedisProcess
+
+FIRED = re.compile(r"schedule (\S+) fired for (\S+ \S+) UTC")
+TAKEN = re.compile(r"schedule (\S+) at (\S+ \S+) UTC: taken by another process(?: \(with (\d+) earlier)?")
 
 
 def schedule_toml(name: str, cron_expr: str, message: str, agent: str = "deploy", extra: str = "") -> str:
@@ -45,6 +52,51 @@ async def fires(rt: Runtime, name: str) -> list:
 def runbook_ran(settings) -> list[str]:
     log = settings.data_dir / "runbook.log"
     return log.read_text().splitlines() if log.exists() else []
+
+
+@pytest.fixture
+def own_redis(tmp_path) -> Iterator[RedisProcess]:
+    """A redis-server of this test's own, to pause or stop (never the shared one)."""
+    server = RedisProcess(tmp_path / "own-redis")
+    server.start()
+    yield server
+    server.stop()
+
+
+async def start_together(rt: Runtime, spawn: Callable[[], list[Bot]]) -> list[Bot]:
+    """A start barrier: spawn the clocks while writes are paused, wait until each is stopped at its
+    first write, then let them all go at once, so they race from the same state."""
+    await rt.redis.client_pause(60_000, all=False)
+    procs: list[Bot] = []
+    try:
+        procs = spawn()
+
+        async def all_waiting():
+            return sum("b" in c["flags"] for c in await rt.redis.client_list()) >= len(procs)
+        await wait_for(all_waiting, timeout=30, what="every clock to wait at its first write")
+    except BaseException:
+        for proc in procs:
+            proc.kill()
+        raise
+    finally:
+        await rt.redis.client_unpause()
+    return procs
+
+
+def attempts(log: str, name: str) -> tuple[list[float], list[tuple[float, int]]]:
+    """From a clock's log: the fire times of `name` it won, and those it found taken (each with
+    how many fire times it stands for)."""
+    won = [_ts(m[2]) for m in FIRED.finditer(log) if m[1] == name]
+    lost = [(_ts(m[2]), 1 + int(m[3] or 0)) for m in TAKEN.finditer(log) if m[1] == name]
+    return won, lost
+
+
+async def _done(task: asyncio.Task) -> bool:
+    return task.done()
+
+
+def _ts(text: str) -> float:
+    return datetime.strptime(text, "%Y-%m-%d %H:%M:%S").replace(tzinfo=timezone.utc).timestamp()
 
 
 # ---- cron and policy ----------------------------------------------------------------------------
@@ -106,14 +158,15 @@ async def test_two_clocks_racing_for_the_same_fire_times_fire_each_once(make_set
         await b.close()
 
 
-async def test_two_clock_processes_fire_each_time_once(make_settings, policy_file):
-    settings = make_settings(policy_file=policy_file(schedule_toml("every-second", "* * * * * *", "/help")))
-    procs = [spawn_bot(settings, "clock") for _ in range(2)]
+async def test_two_clock_processes_race_for_each_fire_and_fire_it_once(make_settings, policy_file, own_redis):
+    settings = make_settings(redis_url=own_redis.url,
+                             policy_file=policy_file(schedule_toml("every-second", "* * * * * *", "/help")))
     rt = await Runtime.start(settings)
+    procs = await start_together(rt, lambda: [spawn_bot(settings, "clock") for _ in range(2)])
     try:
         async def enough():
-            return len({e.scheduled_for for e in await fires(rt, "every-second")}) >= 4
-        await wait_for(enough, timeout=30, what="four fire times")
+            return len({e.scheduled_for for e in await fires(rt, "every-second")}) >= 5
+        await wait_for(enough, timeout=30, what="five fire times")
     finally:
         for proc in procs:
             proc.terminate()
@@ -123,8 +176,16 @@ async def test_two_clock_processes_fire_each_time_once(make_settings, policy_fil
     assert all("clock started: every-second" in log for log in logs), logs
     assert len(fired) == len({e.scheduled_for for e in fired}), "a fire time fired twice"
     assert all(e.type == "schedule_fired" and e.scheduled_for == int(e.scheduled_for) for e in fired)
-    winners = [log.count("schedule every-second fired") for log in logs]
-    assert sum(winners) == len(fired)
+    seen = [attempts(log, "every-second") for log in logs]
+    assert sum(len(won) for won, _ in seen) == len(fired)
+    # while both ran (until the first was stopped), each competed for every fire: won it or found it taken
+    end = min(max([*won, *(t for t, _ in lost)]) for won, lost in seen)
+    contested = [e for e in fired if e.scheduled_for <= end]
+    assert len(contested) >= 3, (logs, end)
+    for won, lost in seen:
+        tried = sum(t <= end for t in won) + sum(n for t, n in lost if t <= end)
+        assert tried >= len(contested), (won, lost, [e.scheduled_for for e in contested])
+    assert all(lost for _, lost in seen), "a process never lost a fire: they did not compete"
 
 
 # ---- misses while no process ran ----------------------------------------------------------------
@@ -144,30 +205,35 @@ async def _sleep_past(ts: float) -> None:
 
 
 async def test_fire_missed_while_down_happens_once_on_start_within_the_grace(
-        make_settings, policy_file, start_bot):
+        make_settings, policy_file, start_bot, own_redis):
     fire_at = math.ceil(time.time()) + 2
-    settings = make_settings(policy_file=policy_file(
+    settings = make_settings(redis_url=own_redis.url, policy_file=policy_file(
         schedule_toml("nightly", cron_at(fire_at), "/service_status api prod")))
-    rt = await start_bot(settings)  # a worker, no clock
+    rt = await Runtime.start(settings)  # no worker yet: nothing but the clocks may write at the barrier
     await _run_clock_until_baseline(rt, "nightly")
     assert time.time() < fire_at, "the first clock must be down before the fire time"
     await _sleep_past(fire_at + 0.5)
     assert await fires(rt, "nightly") == []  # nothing ran the schedule at its time
 
-    clocks = [spawn_bot(settings, "clock"), spawn_bot(settings, "clock")]  # both start after it
+    # both start after it, together: both see the fire as due and race for it
+    clocks = await start_together(rt, lambda: [spawn_bot(settings, "clock"), spawn_bot(settings, "clock")])
     try:
+        worker = await start_bot(settings)
         thread_id = fire_thread_id("nightly", fire_at)
-        await wait_for(lambda: rt.store.exists(thread_id), timeout=20, what="the late fire")
-        thread = await settled(rt, thread_id)
+        await wait_for(lambda: worker.store.exists(thread_id), timeout=20, what="the late fire")
+        thread = await settled(worker, thread_id)
         await wait_for(lambda: rt.redis.zscore(rt.store.keys.schedule_last, "nightly"), what="bookkeeping")
     finally:
         for proc in clocks:
             proc.terminate()
-            proc.wait(timeout=10)
+        logs = [proc.output() for proc in clocks]
     [fired] = await fires(rt, "nightly")
     assert fired.type == "schedule_fired" and fired.scheduled_for == fire_at and fired.missed == 0
     assert thread.events[-1].type == "agent_reply" and "api in prod: healthy" in thread.events[-1].text
     assert await rt.redis.zscore(rt.store.keys.schedule_last, "nightly") == fire_at
+    # one won, the other lost the claim on the same fire
+    assert sorted(attempts(log, "nightly") for log in logs) == [([], [(fire_at, 1)]), ([fire_at], [])], logs
+    await rt.close()
 
 
 async def test_fire_missed_outside_the_grace_is_recorded_as_missed_not_run(
@@ -206,6 +272,71 @@ async def test_older_misses_coalesce_into_one_run(make_settings, policy_file, st
     [fired] = await fires(rt, "often")
     assert fired.type == "schedule_fired" and fired.scheduled_for == math.floor(now)
     assert fired.missed == 29  # 30 fire times in (last, now], one run
+
+
+async def test_missed_leaves_out_fire_times_another_process_already_handled(
+        make_settings, policy_file, start_bot):
+    settings = make_settings(policy_file=policy_file(
+        schedule_toml("often", "* * * * * *", "/help") + schedule_toml("sparse", "*/30 * * * * *", "/help",
+                                                                     extra="grace = 10")))
+    rt = await start_bot(settings)
+    schedule = rt.policy.schedule("often")
+    now = time.time()
+    down = math.floor(now) - 30
+    await rt.redis.zadd(rt.store.keys.schedule_last, {"often": down})  # as this clock read it
+    # meanwhile another process fired a later time, coalescing the ones before it (its missed = 19),
+    # and has not yet moved the bookkeeping
+    assert (await Clock(rt).fire(schedule, down + 20, missed=19)).ok
+    appended = await Clock(rt, clock=lambda: now).catch_up(schedule)
+    assert appended.ok
+    fired = {e.scheduled_for: e for e in await fires(rt, "often")}
+    assert sorted(fired) == [down + 20, math.floor(now)]
+    assert fired[math.floor(now)].missed == 9  # only down+21 .. now-1: nobody handled those
+    assert fired[down + 20].missed + fired[math.floor(now)].missed + 2 == 30  # each of the 30, once
+
+    # outside the grace (10 s), the missed record counts the same way
+    sparse = rt.policy.schedule("sparse")
+    base = 30 * math.floor(now / 30) - 300
+    await rt.redis.zadd(rt.store.keys.schedule_last, {"sparse": base})
+    assert (await Clock(rt).record_missed(sparse, base + 60, 2, 10)).ok  # another process, meanwhile
+    assert (await Clock(rt, clock=lambda: base + 165).catch_up(sparse)).ok
+    records = {e.scheduled_for: e.missed for e in await fires(rt, "sparse")}
+    assert records == {base + 60: 2, base + 150: 3}  # base+90, +120 and +150: not +30 and +60 again
+
+
+async def test_a_fire_given_up_on_while_redis_is_down_is_recorded_once_it_is_back(
+        make_settings, policy_file, own_redis, caplog):
+    fire_at = math.ceil(time.time()) + 2
+    settings = make_settings(redis_url=own_redis.url, policy_file=policy_file(
+        schedule_toml("nightly", cron_at(fire_at), "/service_status api prod", extra="grace = 1")))
+    rt = await Runtime.start(settings)
+    clock = Clock(rt)
+    task = asyncio.create_task(clock.run())
+    caplog.set_level(logging.INFO, logger="chatops.schedule")
+    try:
+        await wait_for(lambda: rt.redis.zscore(rt.store.keys.schedule_last, "nightly"), what="the baseline")
+        await rt.redis.save()  # the restarted server loads this snapshot: the baseline survives
+        own_redis.stop()
+        assert time.time() < fire_at, "Redis must be down before the fire time"
+
+        async def gave_up():
+            return any("retrying in the background" in r.getMessage() for r in caplog.records)
+        await wait_for(gave_up, timeout=20, what="the clock to give up past the grace")
+        assert clock.stats["missed"] == 0 and not task.done()
+        own_redis.start()
+        thread_id = fire_thread_id("nightly", fire_at)
+        await wait_for(lambda: rt.store.exists(thread_id), timeout=20, what="the miss to be recorded")
+        [missed] = await fires(rt, "nightly")
+        assert missed.type == "schedule_missed" and missed.scheduled_for == fire_at and missed.missed == 1
+        await wait_for(lambda: _done(clock.recovering["nightly"]), what="the background retry to end")
+        assert clock.stats["missed"] == 1
+        assert await rt.redis.zscore(rt.store.keys.schedule_last, "nightly") == fire_at
+        assert any("Redis is back; caught up" in r.getMessage() for r in caplog.records)
+        assert not task.done()
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await rt.close()
 
 
 # ---- the CLI ------------------------------------------------------------------------------------
