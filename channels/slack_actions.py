@@ -3,6 +3,8 @@
 A click is checked twice: the button value must carry our signature for that approval and that
 action, and the clicking user must be an approver, decided on the server by `Approvals.decide`
 (which records refusals, lets the first decision win and turns a late click into "expired").
+Reject opens the form that asks why only for an undecided, unexpired approval the clicker may
+decide; any other click on it is answered (and recorded) as one on Approve would be.
 The message itself is updated by the renderer when the worker sees the decision, the same way
 as for a decision taken on any other channel; the clicker gets a private word for the rest.
 """
@@ -15,6 +17,7 @@ import logging
 from slack_bolt.async_app import AsyncAck, AsyncApp
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.events import ApprovalRequested
 from bot.runtime import Runtime
 from channels import slack_blocks as blocks
 from channels.slack_inbound import later
@@ -57,19 +60,31 @@ class Actions:
             log.warning("refused a reject click by %s with an invalid value", user)
             self._tell(channel, user, thread_ts, INVALID)
             return
-        found = await self.rt.approvals.find(approval_id)
+        request = await self._to_reject(approval_id, user)
         await ack()
-        if found is None:
-            self._tell(channel, user, thread_ts, f"There is no approval {approval_id} any more.")
-            return
-        thread, request = found
-        if earlier := thread.decisions.get(approval_id):
-            self._tell(channel, user, thread_ts, f"Already decided: {blocks.outcome_text(earlier)}")
+        if isinstance(request, str):
+            self._tell(channel, user, thread_ts, request)
             return
         metadata = json.dumps({"value": value, "channel": channel, "thread_ts": thread_ts})
         later(self.client.views_open(
             trigger_id=body["trigger_id"], view=blocks.reject_view(metadata, request.tool)
         ))
+
+    async def _to_reject(self, approval_id: str, user: str) -> ApprovalRequested | str:
+        """The approval `user` may be asked a reason to reject, or why not: it is gone, decided,
+        expired, or not theirs to decide. The last two go through `decide`, which records the
+        expiry or the refusal as a click on Approve would (and authorizes again, so it records no
+        decision by someone not allowed)."""
+        approvals = self.rt.approvals
+        found = await approvals.find(approval_id)
+        if found is None:
+            return f"There is no approval {approval_id} any more."
+        thread, request = found
+        if earlier := thread.decisions.get(approval_id):
+            return f"Already decided: {blocks.outcome_text(earlier)}"
+        if approvals.clock() >= request.expires_at or approvals.authorize(thread, request, user):
+            return (await approvals.decide(approval_id, False, user, "slack")).message
+        return request
 
     async def on_reject_reason(self, ack: AsyncAck, body: dict, view: dict) -> None:
         user = body["user"]["id"]

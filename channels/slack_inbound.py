@@ -5,6 +5,9 @@ A listener only verifies (Bolt checked the signature), drops what is not for us,
 (process_before_response), so nothing is acknowledged that is not stored, and if Redis is down
 the listener raises and Slack gets a 500 and retries. No agent work runs here; Web API calls
 (the working reaction, refusals) are sent after the ack, in the background.
+
+A typed `approve` / `reject <reason>` in a thread waiting for an approval is decided here instead,
+under the same dedupe claim of the message, so that a retry or the twin event has no second effect.
 """
 
 from __future__ import annotations
@@ -19,21 +22,26 @@ from slack_bolt.async_app import AsyncApp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.events import Source
-from bot.intake import thread_id_for
+from bot.events import ApprovalRequested, Source
+from bot.intake import DEDUPE_TTL, thread_id_for
 from bot.policy import Policy
 from bot.routing import route
 from bot.runtime import Runtime
 from bot.store import ThreadNotFound
 from bot.thread import Origin, ThreadMeta
-from channels.slack_render import address_key, posted_key, show_working
+from channels.slack_render import address_key, posted_key, show_working, track_working
 
 log = logging.getLogger("chatops.slack")
 
 # Message subtypes that are a person (or, if allowed, a bot) saying something; edits, joins,
 # deletions and the like are not.
 _SAYING = {None, "file_share", "thread_broadcast", "bot_message"}
-_DECISION = re.compile(r"^(approve|reject)\b[\s:,-]*(.*)$", re.IGNORECASE | re.DOTALL)
+# A typed decision is the whole message: `approve`, `approved` or `reject [reason]`, with no
+# more than a closing `.`/`!`. Anything else ("approve? what does it touch") goes to the agent.
+_APPROVE = re.compile(r"approved?[.!\s]*", re.IGNORECASE)
+_REJECT = re.compile(r"reject(?:[.!\s]*|[\s:,-]+(.*))", re.IGNORECASE | re.DOTALL)
+DECIDING_TTL = 60  # the claim of a typed decision until it is recorded: if deciding fails (Redis
+# down), Slack's retry a minute later is processed instead of dropped
 _tasks: set[asyncio.Task] = set()
 
 
@@ -50,6 +58,21 @@ def later(coro: Coroutine[Any, Any, Any]) -> None:
     task = asyncio.get_running_loop().create_task(run())
     _tasks.add(task)
     task.add_done_callback(_tasks.discard)
+
+
+async def flush() -> None:
+    """Wait for the Web API calls `later` started (tests; a shutdown that wants them sent)."""
+    while _tasks:
+        await asyncio.gather(*list(_tasks), return_exceptions=True)
+
+
+def typed_decision(text: str) -> tuple[bool, str] | None:
+    """(approve, reason) if `text` (its mention stripped) is a decision, else None."""
+    if _APPROVE.fullmatch(text):
+        return True, ""
+    if match := _REJECT.fullmatch(text):
+        return False, (match.group(1) or "").strip()
+    return None
 
 
 def strip_mention(text: str, bot_user_id: str | None) -> str:
@@ -96,24 +119,26 @@ class Inbound:
         meta = await self._known(thread_id, channel, event.get("thread_ts"))
         if meta is None and not mentioned:
             return  # a message in a conversation the bot is not part of
+        message_id = f"slack:{team}:{channel}:{ts}"
         if meta is not None:
             thread_id, agent = meta.id, meta.agent
-            if await self._typed_decision(thread_id, text, user, channel, thread_ts):
+            if await self._typed_decision(thread_id, message_id, text, user, channel, thread_ts):
                 return
         else:
             agent, text = self._route(channel, text)
         if why := refusal(self.rt.policy, agent, user, channel):
             later(self.client.chat_postEphemeral(channel=channel, user=user, thread_ts=thread_ts, text=why))
             return
+        await track_working(self.rt, thread_id, channel, ts)
         appended = await self.rt.intake.message(
             thread_id, agent=agent, text=text or "(empty message)",
             origin=Origin(channel="slack", address={"team": team, "channel": channel, "thread_ts": thread_ts}),
             # one message, one event: Slack's retries and the app_mention + message pair of the
             # same message share (team, channel, ts), a stricter key than the event_id
-            source=Source(channel="slack", user=user, external_id=f"slack:{team}:{channel}:{ts}"),
+            source=Source(channel="slack", user=user, external_id=message_id),
         )
         if appended.ok:
-            later(show_working(self.client, self.rt.settings.slack_working_reaction, channel, ts))
+            later(show_working(self.rt, self.client, thread_id, channel, ts))
 
     async def _known(self, thread_id: str, channel: str, thread_ts: str | None) -> ThreadMeta | None:
         """The thread this Slack conversation already belongs to: its own (`thread_id`), or, for
@@ -145,12 +170,12 @@ class Inbound:
         return route(text, self.rt.agents, self.rt.settings.default_agent)
 
     async def _typed_decision(
-        self, thread_id: str, text: str, user: str | None, channel: str, thread_ts: str
+        self, thread_id: str, message_id: str, text: str, user: str | None, channel: str, thread_ts: str
     ) -> bool:
-        """`approve` or `reject <reason>` in a thread waiting for an approval decides the latest
-        pending one (authorized like any decision). True if it was a decision."""
-        match = _DECISION.match(text)
-        if match is None:
+        """`approve` or `reject <reason>` in a thread waiting for one approval decides it
+        (authorized like any decision). True if the message was taken as a decision."""
+        decision = typed_decision(text)
+        if decision is None:
             return False
         try:
             pending = (await self.rt.store.load(thread_id)).pending_approvals()
@@ -158,12 +183,30 @@ class Inbound:
             return False
         if not pending:
             return False
-        verb, reason = match.groups()
-        outcome = await self.rt.approvals.decide(
-            pending[-1].approval_id, verb.lower() == "approve", user, "slack", reason.strip()
-        )
-        if outcome.status != "decided":  # the message update shows a decision; explain the rest
-            later(self.client.chat_postEphemeral(
-                channel=channel, user=user, thread_ts=thread_ts, text=outcome.message
-            ))
+        # Intake's dedupe claim of this message: a retry, or the app_mention/message twin of it,
+        # finds it taken here or in intake, and has no second effect.
+        claim = self.rt.store.keys.claim(thread_id, f"ext:{message_id}")
+        if not await self.rt.redis.set(claim, "decision", nx=True, ex=DECIDING_TTL):
+            return True
+        if len(pending) > 1:
+            said: str | None = self._which_one(pending)
+        else:
+            approve, reason = decision
+            outcome = await self.rt.approvals.decide(pending[0].approval_id, approve, user, "slack", reason)
+            # the message update shows a decision; explain the rest
+            said = outcome.message if outcome.status != "decided" else None
+        await self.rt.redis.expire(claim, int(DEDUPE_TTL))
+        if said:
+            later(self.client.chat_postEphemeral(channel=channel, user=user, thread_ts=thread_ts, text=said))
         return True
+
+    def _which_one(self, pending: list[ApprovalRequested]) -> str:
+        """Several approvals wait in this thread: a typed decision would be a guess."""
+        tools = ", ".join(f"`{p.tool}`" for p in pending)
+        if self.rt.settings.signing_key is not None:
+            how = "use the Approve / Reject buttons on the approval you mean"
+        else:
+            how = "decide by id with `chatops approve ID` or `chatops reject ID --reason WHY` (or the " \
+                  "HTTP API); the ids: " + ", ".join(f"`{p.approval_id}`" for p in pending)
+        return f"{len(pending)} approvals are waiting in this thread ({tools}), so I can't tell which one " \
+               f"you mean; nothing was decided. Please {how}."

@@ -40,12 +40,7 @@ from channels.slack_signing import sign
 log = logging.getLogger("chatops.slack")
 
 KEEP_MESSAGE_REF = 7 * 86400.0  # after the approval's expiry, for late decisions of other channels
-
-
-def message_ts(event: Event) -> str | None:
-    """The Slack ts of the message an input came from (its external id ends with it)."""
-    ext = event.source.external_id or ""
-    return ext.rsplit(":", 1)[1] if ext.startswith("slack:") else None
+WORKING_TTL = 86400  # a turn is far shorter; the expiry only bounds what a lost clear leaves behind
 
 
 def address_key(team: str, channel: str, thread_ts: str) -> str:
@@ -85,6 +80,13 @@ class SlackRenderer:
         await self.show(thread, event, Place(channel, _s(root) if root else None, thread.meta))
 
     async def show(self, thread: Thread, event: Event, place: Place) -> None:
+        try:
+            await self._show(thread, event, place)
+        finally:  # even if showing the turn's last event failed: nothing else would clear it
+            if thread.state != "working" and event is _last_visible(thread):
+                await clear_working(self.rt, self.client, thread.id)
+
+    async def _show(self, thread: Thread, event: Event, place: Place) -> None:
         if isinstance(event, AgentReply):
             await self.say(place, event.text)
         elif isinstance(event, HumanQuestion):
@@ -106,8 +108,6 @@ class SlackRenderer:
                    f"{blocks.when(event.scheduled_for)} while the bot was down; not run (older than " \
                    f"the grace of {event.grace:g} s)."
             await self.post(place, text, [blocks.section(text)])
-        if thread.state != "working" and event is _last_visible(thread):
-            await self.clear_working(thread, place.channel)
 
     async def close(self) -> None:
         session = getattr(self.client, "session", None)
@@ -166,25 +166,48 @@ class SlackRenderer:
             blocks=blocks.decided_blocks(request, decision),
         )
 
-    # ---- the working indicator ---------------------------------------------------------------
 
-    async def clear_working(self, thread: Thread, channel: str) -> None:
-        ts = message_ts(thread.last_input) if thread.last_input else None
-        if ts is None:
-            return
-        try:
-            await self.client.reactions_remove(
-                channel=channel, timestamp=ts, name=self.rt.settings.slack_working_reaction
-            )
-        except SlackApiError as exc:  # no_reaction and the like: the indicator is cosmetic
-            log.info("could not clear the working reaction: %s", exc.response.get("error"))
+# ---- the working indicator: a reaction on each message the bot took while the thread works -----
+
+async def track_working(rt: Runtime, thread_id: str, channel: str, ts: str) -> None:
+    """Note a message the thread is about to take, before it is appended: the worker's
+    `clear_working` at the end of that turn, however soon, then finds it."""
+    key = rt.store.keys.slack_working(thread_id)
+    pipe = rt.redis.pipeline(transaction=False)
+    pipe.sadd(key, f"{channel} {ts}")
+    pipe.expire(key, WORKING_TTL)
+    await pipe.execute()
 
 
-async def show_working(client: AsyncWebClient, reaction: str, channel: str, ts: str) -> None:
+async def show_working(rt: Runtime, client: AsyncWebClient, thread_id: str, channel: str, ts: str) -> None:
+    """React to a tracked message. This runs after the ack, so the turn may be over already:
+    if `clear_working` took the message meanwhile, its remove may have come first; undo the add."""
+    reaction = rt.settings.slack_working_reaction
     try:
         await client.reactions_add(channel=channel, timestamp=ts, name=reaction)
     except SlackApiError as exc:
         log.info("could not add the working reaction: %s", exc.response.get("error"))
+    if not await rt.redis.sismember(rt.store.keys.slack_working(thread_id), f"{channel} {ts}"):
+        await _unreact(client, reaction, channel, ts)
+
+
+async def clear_working(rt: Runtime, client: AsyncWebClient, thread_id: str) -> None:
+    """Take the working reaction off every message of the thread that has it."""
+    key = rt.store.keys.slack_working(thread_id)
+    pipe = rt.redis.pipeline(transaction=True)  # read and forget at once: each is removed once
+    pipe.smembers(key)
+    pipe.delete(key)
+    members, _ = await pipe.execute()
+    for member in sorted(_s(m) for m in members):
+        channel, ts = member.split(" ", 1)
+        await _unreact(client, rt.settings.slack_working_reaction, channel, ts)
+
+
+async def _unreact(client: AsyncWebClient, reaction: str, channel: str, ts: str) -> None:
+    try:
+        await client.reactions_remove(channel=channel, timestamp=ts, name=reaction)
+    except SlackApiError as exc:  # no_reaction and the like: the indicator is cosmetic
+        log.info("could not clear the working reaction: %s", exc.response.get("error"))
 
 
 def _last_visible(thread: Thread) -> Event | None:

@@ -84,12 +84,17 @@ class SlackAPI:
     def to(self, method: str) -> list[Call]:
         return [c for c in self.calls if c.method == method and not c.failed]
 
+    def matching(self, method: str, **match: Any) -> list[Call]:
+        """The successful calls of `method` so far whose args match."""
+        return [c for c in self.to(method) if all(c.args.get(k) == v for k, v in match.items())]
+
     async def wait_calls(self, method: str, n: int = 1, **match: Any) -> list[Call]:
-        """The first `n` successful calls of `method` whose args match, once there are `n`."""
+        """The first `n` matching calls, once there are `n`. Says nothing of further calls: to
+        show there are none, let the bot finish and count `matching`."""
         from tests.conftest import wait_for
 
         async def enough() -> list[Call] | None:
-            found = [c for c in self.to(method) if all(c.args.get(k) == v for k, v in match.items())]
+            found = self.matching(method, **match)
             return found[:n] if len(found) >= n else None
 
         return await wait_for(enough, 15, f"{n} call(s) to {method} with {match}")

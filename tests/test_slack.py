@@ -21,10 +21,11 @@ from bot.intake import thread_id_for
 from bot.runtime import Runtime
 from bot.settings import Settings
 from bot.thread import Thread
-from channels import slack
+from channels import slack, slack_inbound
 from tests.conftest import settled, wait_for
 from tests.messages_api import MessagesAPI, text, tool_use
 from tests.slack_api import (
+    BOT_USER,
     TEAM,
     Call,
     Sender,
@@ -59,6 +60,16 @@ class Bot:
 
     async def calls(self, method: str, n: int = 1, **match: Any) -> list[Call]:
         return await self.api.wait_calls(method, n, **match)
+
+    def count(self, method: str, **match: Any) -> int:
+        return len(self.api.matching(method, **match))
+
+    async def done(self, *thread_ids: str) -> None:
+        """The bot is done: the threads settled (so their events were shown) and the Web API
+        calls sent after an ack returned were made. Then `count` is exact."""
+        for thread_id in thread_ids:
+            await settled(self.rt, thread_id)
+        await slack_inbound.flush()
 
 
 @pytest.fixture
@@ -326,16 +337,37 @@ async def test_approval_buttons_unauthorized_click_then_double_click_runs_once(s
     assert again.args["text"].startswith("Already decided")
     [_, reply] = await bot.calls("chat.postMessage", 2, thread_ts=ts)
     assert "api 1.2.3 is live." in all_text(reply.args["blocks"])
+    # and nothing more: one update, one word for each click that did nothing, one refusal
+    await bot.done(thread.id)
+    assert bot.count("chat.update") == 1 and bot.count("chat.postMessage", thread_ts=ts) == 2
+    assert bot.count("chat.postEphemeral", user="U0BOB001") == 3
+    assert bot.count("chat.postEphemeral", user="U0CAROL1") == 1
+    thread = await bot.rt.store.load(thread.id)
+    assert [e.type for e in thread.events].count("approval_refused") == 1
+    assert len(messages_api.requests) == 2
 
 
 async def test_reject_through_the_modal_gives_the_reason_to_the_model(slack_bot, messages_api):
     bot = await slack_bot()
     ts, thread, posted = await ask_for_prod_deploy(bot, messages_api, text("Understood, not deploying."))
     values = button_values(posted)
-    click = block_action("approval_reject", values["approval_reject"], user="U0BOB001", channel=CHANNEL,
-                         message_ts="1.0", thread_ts=ts)
-    assert (await bot.send.interaction(click)).status_code == 200
-    [opened] = await bot.calls("views.open", trigger_id=click["trigger_id"])
+
+    def click(user: str) -> dict:
+        return block_action("approval_reject", values["approval_reject"], user=user, channel=CHANNEL,
+                            message_ts="1.0", thread_ts=ts)
+
+    # Carol may not decide: no form for her; told privately and recorded, as on Approve
+    assert (await bot.send.interaction(click("U0CAROL1"))).status_code == 200
+    [told] = await bot.calls("chat.postEphemeral", user="U0CAROL1")
+    assert "not an approver" in told.args["text"]
+    thread = await bot.rt.store.load(thread.id)
+    [refused] = [e for e in thread.events if e.type == "approval_refused"]
+    assert refused.by == "U0CAROL1" and thread.state == "awaiting_approval"
+
+    bobs = click("U0BOB001")
+    assert (await bot.send.interaction(bobs)).status_code == 200
+    [opened] = await bot.calls("views.open")
+    assert opened.args["trigger_id"] == bobs["trigger_id"]
     view = opened.args["view"]
     assert view["type"] == "modal" and view["blocks"][0]["block_id"] == "reason"
 
@@ -356,13 +388,24 @@ async def test_reject_through_the_modal_gives_the_reason_to_the_model(slack_bot,
     assert "Rejected by <@U0BOB001>" in all_text(update.args["blocks"])
     assert "change freeze until Monday" in all_text(update.args["blocks"])
 
+    # a later click on Reject opens no form either
+    assert (await bot.send.interaction(click("U0DAVE01"))).status_code == 200
+    [late] = await bot.calls("chat.postEphemeral", user="U0DAVE01")
+    assert late.args["text"].startswith("Already decided")
+    await bot.done(thread.id)
+    assert bot.count("views.open") == 1 and bot.count("chat.update") == 1
+    assert bot.count("chat.postEphemeral") == 2
+    thread = await bot.rt.store.load(thread.id)
+    assert [e.type for e in thread.events].count("approval_refused") == 2
 
-async def test_click_after_expiry_is_expired_never_approved(slack_bot, messages_api):
+
+@pytest.mark.parametrize("button", ["approval_approve", "approval_reject"])
+async def test_click_after_expiry_is_expired_never_approved(slack_bot, messages_api, button):
     bot = await slack_bot(POLICY + "[tools.deploy]\napproval_ttl = 1\n", sweep_interval=3600)
     ts, thread, posted = await ask_for_prod_deploy(bot, messages_api, text("It expired."))
     [request] = thread.pending_approvals()
     await asyncio.sleep(max(0.0, request.expires_at - time.time()) + 0.05)
-    click = block_action("approval_approve", button_values(posted)["approval_approve"], user="U0BOB001",
+    click = block_action(button, button_values(posted)[button], user="U0BOB001",
                          channel=CHANNEL, message_ts="1.0", thread_ts=ts)
     assert (await bot.send.interaction(click)).status_code == 200
     [told] = await bot.calls("chat.postEphemeral", user="U0BOB001")
@@ -373,6 +416,9 @@ async def test_click_after_expiry_is_expired_never_approved(slack_bot, messages_
     assert runbook_lines(bot.settings) == []
     [update] = await bot.calls("chat.update")
     assert "Expired" in all_text(update.args["blocks"])
+    await bot.done(thread.id)
+    assert bot.count("chat.update") == 1 and bot.count("views.open") == 0
+    assert bot.count("chat.postEphemeral") == 1
 
 
 async def test_reminder_and_escalation_show_in_the_thread_and_the_escalated_user_may_click(
@@ -409,23 +455,109 @@ async def test_decision_through_the_http_api_updates_the_slack_message(slack_bot
     [update] = await bot.calls("chat.update")
     assert update.args["channel"] == CHANNEL
     assert "Approved by <@U0DAVE01> via api" in all_text(update.args["blocks"])
-    await settled(bot.rt, thread.id)
+    await bot.done(thread.id)
     assert runbook_lines(bot.settings) == ["deploy api 1.2.3 prod"]
+    assert bot.count("chat.update") == 1
 
 
-async def test_typing_approve_or_reject_in_the_thread_decides(slack_bot, messages_api):
+@pytest.mark.parametrize(("said", "decision"), [
+    ("approve", (True, "")), ("Approved!", (True, "")), ("APPROVE .", (True, "")),
+    ("reject not today", (False, "not today")), ("Reject: change freeze", (False, "change freeze")),
+    ("reject", (False, "")),
+    ("approve? wait, what does this touch", None), ("approve?", None), ("approve it", None),
+    ("approved by whom?", None), ("rejection rates are up", None), ("reject? why", None),
+    ("please approve", None), ("", None),
+])
+def test_a_typed_decision_is_the_whole_message(said, decision):
+    assert slack_inbound.typed_decision(said) == decision
+
+
+async def test_only_exactly_approve_approves_anything_else_goes_to_the_agent(slack_bot, messages_api):
+    bot = await slack_bot()
+    ts, thread, _ = await ask_for_prod_deploy(bot, messages_api, text("api 1.2.3 is live."))
+    await bot.send.event(message("approve? wait, what does this touch", user="U0BOB001", thread_ts=ts))
+
+    async def taken():
+        thread = await bot.rt.store.load(bot.thread_id(ts))
+        return [e for e in thread.events if e.type == "user_message" and e.text.startswith("approve?")]
+
+    await wait_for(taken, what="the question to be appended as an ordinary message")
+    thread = await settled(bot.rt, thread.id)
+    assert not thread.decisions and thread.pending_approvals() and runbook_lines(bot.settings) == []
+
+    await bot.send.event(message("Approved!", user="U0BOB001", thread_ts=ts))
+    [update] = await bot.calls("chat.update")
+    assert "Approved by <@U0BOB001>" in all_text(update.args["blocks"])
+    thread = await settled(bot.rt, thread.id)
+    [decided] = thread.decisions.values()
+    assert (decided.decision, decided.by) == ("approved", "U0BOB001")
+    assert runbook_lines(bot.settings) == ["deploy api 1.2.3 prod"]
+    # the model read the question as a message in the thread
+    assert "approve? wait, what does this touch" in json.dumps(messages_api.requests[-1]["messages"])
+    await bot.done(thread.id)
+    assert bot.count("chat.update") == 1 and bot.count("chat.postEphemeral") == 0
+
+
+async def test_a_typed_decision_has_one_effect_whatever_slack_delivers(slack_bot, messages_api):
     bot = await slack_bot()
     ts, thread, _ = await ask_for_prod_deploy(bot, messages_api, text("Not deploying."))
-    await bot.send.event(message("approve", user="U0CAROL1", thread_ts=ts))
+
+    # Carol may not decide, and Slack retries her message: one refusal, one private word
+    carol = message("approve", user="U0CAROL1", thread_ts=ts)
+    assert (await bot.send.event(carol, event_id="Ev0CAROL01")).status_code == 200
+    assert (await bot.send.event(carol, event_id="Ev0CAROL01", retry=1)).status_code == 200
     [told] = await bot.calls("chat.postEphemeral", user="U0CAROL1")
     assert "not an approver" in told.args["text"]
-    await bot.send.event(message("<@UBOT0001> reject not today", user="U0BOB001", thread_ts=ts))
+
+    # Bob's "@bot reject not today" arrives as an app_mention and as a message, at once
+    said = new_ts()
+    as_mention = mention("reject not today", user="U0BOB001", ts=said, thread_ts=ts)
+    as_message = message(f"<@{BOT_USER}> reject not today", user="U0BOB001", ts=said, thread_ts=ts)
+    responses = await asyncio.gather(bot.send.event(as_mention), bot.send.event(as_message))
+    assert [r.status_code for r in responses] == [200, 200]
     thread = await settled(bot.rt, thread.id)
     [decided] = [e for e in thread.events if e.type == "approval_decided"]
     assert decided.decision == "rejected" and decided.by == "U0BOB001" and decided.reason == "not today"
-    assert not [e for e in thread.events if e.type == "user_message" and "reject" in e.text]
-    assert runbook_lines(bot.settings) == []
     await bot.calls("chat.update")
+    # and a retry of it once decided is no message for the model either
+    assert (await bot.send.event(as_message, retry=1)).status_code == 200
+
+    await bot.done(thread.id)
+    thread = await bot.rt.store.load(thread.id)
+    assert [e.type for e in thread.events].count("approval_refused") == 1
+    assert [e.type for e in thread.events].count("approval_decided") == 1
+    assert [e.text for e in thread.events if e.type in ("user_message", "human_response")] == \
+        ["deploy api 1.2.3 to prod"]
+    assert runbook_lines(bot.settings) == []
+    assert bot.count("chat.update") == 1
+    assert bot.count("chat.postEphemeral", user="U0CAROL1") == 1
+    assert bot.count("chat.postEphemeral", user="U0BOB001") == 0
+    assert len(messages_api.requests) == 2  # the request, then the rejection's result
+
+
+async def test_a_typed_decision_with_two_approvals_waiting_decides_nothing(slack_bot, messages_api):
+    bot = await slack_bot()
+    web = {**DEPLOY_PROD, "service": "web"}
+    messages_api.add(tool_use("deploy", DEPLOY_PROD, ("deploy", web)))
+    ts = new_ts()
+    await bot.send.event(mention("deploy api and web 1.2.3 to prod", ts=ts))
+    thread = await settled(bot.rt, bot.thread_id(ts))
+    assert len(thread.pending_approvals()) == 2
+
+    said = new_ts()
+    as_mention = mention("approve", user="U0BOB001", ts=said, thread_ts=ts)
+    as_message = message(f"<@{BOT_USER}> approve", user="U0BOB001", ts=said, thread_ts=ts)
+    await asyncio.gather(bot.send.event(as_mention), bot.send.event(as_message))
+    await bot.send.event(as_message, retry=1)
+    [told] = await bot.calls("chat.postEphemeral", user="U0BOB001")
+    assert "2 approvals are waiting" in told.args["text"] and "buttons" in told.args["text"]
+    assert told.args["thread_ts"] == ts
+
+    await bot.done(thread.id)
+    after = await bot.rt.store.load(thread.id)
+    assert after.version == thread.version and len(after.pending_approvals()) == 2
+    assert bot.count("chat.postEphemeral") == 1 and bot.count("chat.update") == 0
+    assert runbook_lines(bot.settings) == [] and len(messages_api.requests) == 1
 
 
 # ---- outbound ----------------------------------------------------------------------------------
@@ -454,6 +586,37 @@ async def test_a_429_is_retried_after_retry_after_and_other_failures_are_recorde
 
     [failure] = await wait_for(recorded, 10, "the delivery failure to be recorded")
     assert "channel_not_found" in failure.message
+
+
+async def test_the_working_reaction_comes_off_every_message_of_the_turn_even_if_showing_fails(
+    slack_bot, messages_api
+):
+    bot = await slack_bot()
+    messages_api.latency = 0.5  # the second message arrives while the model thinks about the first
+    messages_api.add(text("api is fine."), text("web too."), text("this one is lost"))
+    first, second = new_ts(), new_ts()
+    await bot.send.event(mention("how is api?", ts=first))
+    await bot.calls("reactions.add", timestamp=first)
+    await bot.send.event(message("and web?", ts=second, thread_ts=first))
+    await bot.calls("reactions.add", timestamp=second)
+
+    async def removed(*timestamps: str) -> bool:
+        return {c.args["timestamp"] for c in bot.api.to("reactions.remove")} >= set(timestamps)
+
+    await wait_for(lambda: removed(first, second), what="both reactions to be cleared")
+
+    # showing the answer fails: the reaction still comes off
+    messages_api.latency = 0
+    await bot.done(bot.thread_id(first))
+    bot.api.fail("chat.postMessage", 200, retry_after=None, error="channel_not_found")
+    third = new_ts()
+    await bot.send.event(message("and db?", ts=third, thread_ts=first))
+    await bot.calls("reactions.add", timestamp=third)
+    await wait_for(lambda: removed(third), what="the reaction of the failed turn to be cleared")
+    await bot.done(bot.thread_id(first))
+    thread = await bot.rt.store.load(bot.thread_id(first))
+    assert [e for e in thread.events if e.type == "error" and e.kind == "delivery_failed"]
+    assert await bot.rt.redis.exists(bot.rt.store.keys.slack_working(thread.id)) == 0
 
 
 # ---- socket mode -------------------------------------------------------------------------------
