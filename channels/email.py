@@ -45,7 +45,11 @@ def renderer(rt: Runtime) -> EmailRenderer | None:
     if rt.settings.smtp_url is None:
         log.warning("SMTP_URL is not set: threads started by email get no answer by mail")
         return None
-    return EmailRenderer(identity(rt.settings), Sender(rt.settings, rt.redis, rt.store.keys))
+    try:
+        sender = Sender(rt.settings, rt.redis, rt.store.keys)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    return EmailRenderer(identity(rt.settings), sender)
 
 
 def service(rt: Runtime, _app: object) -> Awaitable[None] | None:
@@ -68,7 +72,8 @@ def checks(settings: Settings, policy: Policy) -> list[tuple[str, str]]:
     else:
         try:
             relay = Relay.from_url(settings.smtp_url.get_secret_value())
-            tls = "TLS" if relay.use_tls else "STARTTLS required" if relay.start_tls else "STARTTLS if offered"
+            tls = "TLS" if relay.use_tls else "STARTTLS required" if relay.start_tls else \
+                "no TLS" if relay.start_tls is False else "STARTTLS if offered"
             out.append(("ok", f"email: sending through {relay.hostname}:{relay.port} ({tls})"))
         except ValueError as exc:
             out.append(("error", f"SMTP_URL: {exc}"))
@@ -84,6 +89,8 @@ def checks(settings: Settings, policy: Policy) -> list[tuple[str, str]]:
     if not settings.email_authserv_id:
         out.append(("warn", "CHATOPS_EMAIL_AUTHSERV_ID is not set: approvals by email trust the From "
                             "address without checking DMARC; put a verifying MTA in front and set it"))
+    else:
+        out.append(("ok", f"email: decisions by mail need dmarc=pass from {settings.email_authserv_id}"))
     approvers = {a for entries in [policy.approvers, *[t.approvers or [] for t in policy.tools.values()]]
                  for a in policy.expand(entries)}
     if approvers and not any("@" in a for a in approvers):

@@ -2,8 +2,13 @@
 
 Every mail carries the thread's headers (In-Reply-To, References, `Re: <original subject>`) so
 that Gmail and Outlook show one conversation, a Reply-To with a signed token, a Message-ID that
-carries the same token (derived from the event, so a re-sent mail has the same id), and
+carries the thread's token (derived from the event, so a re-sent mail has the same id), and
 `Auto-Submitted` so that well-behaved auto-responders stay quiet.
+
+An approval (its request, reminder, escalation) is mailed to each approver alone, with a reply
+address that decides it for that approver only; everyone else (the requester) gets a copy whose
+reply address reaches the thread but decides nothing. Approval tokens appear in nothing else: not
+in Message-IDs, hence never in the References others see.
 
 A scheduled thread's mails go to the schedule's addresses (`to`): its first mail starts the
 conversation under the schedule's name, the others answer it like any thread's.
@@ -11,12 +16,14 @@ conversation under the schedule's name, the others answer it like any thread's.
 
 from __future__ import annotations
 
+import hashlib
 import html
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from email.message import EmailMessage
 from email.utils import formataddr, formatdate, parseaddr
 
+from bot.approvals import escalated_to
 from bot.events import (
     AgentReply,
     ApprovalDecided,
@@ -33,6 +40,7 @@ from channels import email_tokens
 
 REPLY_LOCAL = "bot"  # replies come back to bot+<token>@domain
 MAX_REFERENCES = 20
+APPROVAL_MAILS = (ApprovalRequested, ApprovalReminder, ApprovalEscalated)  # the mails that can decide
 
 
 @dataclass(frozen=True)
@@ -66,29 +74,48 @@ def is_sent(event: Event) -> bool:
                               ApprovalReminder, ApprovalEscalated))
 
 
-def token_for(me: Identity, thread: Thread, event: Event) -> str:
-    if isinstance(event, (ApprovalRequested, ApprovalReminder, ApprovalEscalated)):
-        # reminders and escalations carry the approval's own token: a reply to them decides it
-        return email_tokens.mint(me.key, thread.id, event.approval_id, event.expires_at)
-    return email_tokens.mint(me.key, thread.id, None, event.ts + me.reply_ttl)
+def thread_token(me: Identity, thread: Thread, event: Event) -> str:
+    return email_tokens.thread_token(me.key, thread.id, event.ts + me.reply_ttl)
 
 
-def message_id(me: Identity, thread: Thread, event: Event) -> str:
-    return f"<{token_for(me, thread, event)}.{event.id.split('_')[-1]}@{me.domain}>"
+def deciders(thread: Thread, event: Event, to: list[str]) -> list[str]:
+    """Who gets an approval event in a mail of their own, whose reply address decides it: the
+    event's approvers (an escalation's: the escalation list) that are email addresses; when the
+    approval names no approvers (anyone who may talk to the agent decides), the recipients."""
+    if not isinstance(event, APPROVAL_MAILS):
+        return []
+    request = thread.approvals.get(event.approval_id, event if isinstance(event, ApprovalRequested) else None)
+    people = list(event.approvers)
+    if not people and request is not None and not request.approvers:
+        people = list(to)
+    return list(dict.fromkeys(email_tokens.normalize(p) for p in people if "@" in p))
 
 
-def chain(me: Identity, thread: Thread, upto: Event) -> list[str]:
-    """The ids of the conversation's mails before `upto`, oldest first: theirs and ours."""
+def _personal(address: str) -> str:
+    return hashlib.sha256(email_tokens.normalize(address).encode()).hexdigest()[:8]
+
+
+def message_id(me: Identity, thread: Thread, event: Event, decider: str | None = None) -> str:
+    """Our Message-ID for `event`'s mail (a decider's own mail has its own): it carries the
+    thread token, never an approval token, since others see it in References."""
+    personal = f".{_personal(decider)}" if decider else ""
+    return f"<{thread_token(me, thread, event)}.{event.id.split('_')[-1]}{personal}@{me.domain}>"
+
+
+def chain(me: Identity, thread: Thread, upto: Event, to: list[str]) -> list[tuple[str, str | None]]:
+    """The ids of the conversation's mails before `upto`, oldest first, theirs and ours, each with
+    the decider it was sent to alone (None: a mail to the thread's recipients)."""
     address = thread.meta.origin.address
-    ids = [address["message_id"]] if address.get("message_id") else []
+    ids: list[tuple[str, str | None]] = [(address["message_id"], None)] if address.get("message_id") else []
     for event in thread.events:
         if event.id == upto.id:
             break
         external = event.source.external_id or ""
         if event.source.channel == "email" and external.startswith("<"):
-            ids.append(external)
+            ids.append((external, None))
         elif is_sent(event) and not isinstance(event, ApprovalRefused):
-            ids.append(message_id(me, thread, event))
+            ids.append((message_id(me, thread, event), None))
+            ids += [(message_id(me, thread, event, d), d) for d in deciders(thread, event, to)]
     unique = list(dict.fromkeys(ids))
     if len(unique) > MAX_REFERENCES:
         unique = unique[:1] + unique[-(MAX_REFERENCES - 1):]
@@ -109,65 +136,99 @@ def subject(thread: Thread, first: bool = False) -> str:
     return f"Re: {stripped or original}"
 
 
-def compose(me: Identity, thread: Thread, event: Event, to: list[str] | None = None) -> Outgoing | None:
-    """The mail for `event`, to the thread's sender, or to `to` (a scheduled thread's)."""
+def compose(me: Identity, thread: Thread, event: Event, to: list[str] | None = None) -> list[Outgoing]:
+    """The mails for `event`: one to the thread's sender (or to `to`, a scheduled thread's
+    addresses), and for an approval event one more per decider, the only mail whose reply
+    address decides it."""
     if not is_sent(event):
-        return None
+        return []
     address = thread.meta.origin.address
     if to is None:
         to = [address["to"]] if address.get("to") else []
+    people = deciders(thread, event, to)
+    to = [r for r in to if email_tokens.normalize(r) not in people]
     cc: list[str] = []
-    refs = chain(me, thread, event)
-    in_reply_to = refs[-1] if refs else None
     kind = "auto-generated"
+    in_reply_to: str | None = None
     if isinstance(event, AgentReply):
         text, kind = event.text, "auto-replied"
     elif isinstance(event, HumanQuestion):
         text, kind = f"{event.question}\n\nReply to this mail to answer.", "auto-replied"
     elif isinstance(event, ApprovalRequested):
-        cc = [a for a in event.approvers if "@" in a and a not in to]
-        text = approval_text(thread, event)
+        text = approval_text(thread, event, decides=False)
     elif isinstance(event, ApprovalDecided):
-        cc = [a for a in thread.approvals[event.approval_id].approvers if "@" in a and a not in to] \
-            if event.approval_id in thread.approvals else []
+        cc = [a for a in _approvers(thread, event.approval_id) if a not in to]
         text = decision_text(thread, event)
     elif isinstance(event, (ApprovalReminder, ApprovalEscalated)):
-        cc = [a for a in event.approvers if "@" in a and a not in to]
-        text = nudge_text(event)
+        text = nudge_text(event, decides=False)
     elif isinstance(event, ScheduleMissed):
         text = (f"The schedule {event.schedule} missed {event.missed} run(s) up to {clock(event.scheduled_for)} "
                 f"while the bot was down; they were not run (older than the grace of {event.grace:g} s).")
     else:
         assert isinstance(event, ApprovalRefused)
         to, kind = [event.by or ""], "auto-replied"
-        in_reply_to = event.source.external_id if (event.source.external_id or "").startswith("<") else in_reply_to
+        if (event.source.external_id or "").startswith("<"):
+            in_reply_to = event.source.external_id
         text = f"Your answer to the approval {event.approval_id} was not accepted: {event.reason}.\n" \
                "Nothing was decided by it."
-    if not to and not cc:
-        return None
+    refs = chain(me, thread, event, list(dict.fromkeys([*to, *people])))
+    out = []
+    if to or cc:
+        token = thread_token(me, thread, event)
+        out.append(_mail(me, thread, event, to or cc, cc if to else [], refs, in_reply_to, token, None,
+                         text, _html(text, event, thread, decides=False), kind))
+    for decider in people:
+        assert isinstance(event, APPROVAL_MAILS)
+        token = email_tokens.approval_token(me.key, event.approval_id, decider, event.expires_at)
+        own = approval_text(thread, event, decides=True) if isinstance(event, ApprovalRequested) \
+            else nudge_text(event, decides=True)
+        out.append(_mail(me, thread, event, [decider], [], refs, None, token, decider,
+                         own, _html(own, event, thread, decides=True), kind))
+    return out
+
+
+def _approvers(thread: Thread, approval_id: str) -> list[str]:
+    """The email addresses that could decide an approval: its approvers and its escalations'."""
+    request = thread.approvals.get(approval_id)
+    people = [*(request.approvers if request else []), *escalated_to(thread, approval_id)]
+    return list(dict.fromkeys(email_tokens.normalize(p) for p in people if "@" in p))
+
+
+def _mail(me: Identity, thread: Thread, event: Event, to: list[str], cc: list[str],
+          refs: list[tuple[str, str | None]], in_reply_to: str | None, token: str, decider: str | None,
+          text: str, html_text: str, kind: str) -> Outgoing:
+    # a mail answers the latest mail its recipient has seen: not another decider's own
+    seen = [mid for mid, owner in refs if owner is None or owner == decider]
+    in_reply_to = in_reply_to or (seen[-1] if seen else None)
+    ids = [mid for mid, _ in refs]
     msg = EmailMessage()
     msg["From"] = me.from_address
-    msg["To"] = ", ".join(to or cc)
-    if to and cc:
+    msg["To"] = ", ".join(to)
+    if cc:
         msg["Cc"] = ", ".join(cc)
-    msg["Subject"] = subject(thread, first=not refs)
+    msg["Subject"] = subject(thread, first=not ids)
     msg["Date"] = formatdate(event.ts, usegmt=True)
-    msg["Message-ID"] = message_id(me, thread, event)
+    msg["Message-ID"] = message_id(me, thread, event, decider)
     if in_reply_to:
         msg["In-Reply-To"] = in_reply_to
-        msg["References"] = " ".join(refs if in_reply_to in refs else [*refs, in_reply_to])
-    msg["Reply-To"] = formataddr((parseaddr(me.from_address)[0] or "chatops",
-                                  me.reply_address(token_for(me, thread, event))))
+        msg["References"] = " ".join(ids if in_reply_to in ids else [*ids, in_reply_to])
+    msg["Reply-To"] = formataddr((parseaddr(me.from_address)[0] or "chatops", me.reply_address(token)))
     msg["Auto-Submitted"] = kind
     msg["X-Auto-Response-Suppress"] = "All"
     msg["X-Chatops-Thread"] = thread.id
-    body = f"{text}\n\n-- \nchatops · {thread.agent} agent · thread {thread.id}\n"
-    msg.set_content(body)
-    msg.add_alternative(_html(text, event, thread), subtype="html")
+    msg.set_content(f"{text}\n\n-- \nchatops · {thread.agent} agent · thread {thread.id}\n")
+    msg.add_alternative(html_text, subtype="html")
     return Outgoing(msg, list(dict.fromkeys([*to, *cc])))
 
 
-def approval_text(thread: Thread, event: ApprovalRequested) -> str:
+HOW_TO_DECIDE = ("To approve, reply with \"approve\" as the first word.\n"
+                 "To reject, reply with \"reject\" followed by your reason.\n"
+                 "Only the first words of your reply count; the quoted mail is ignored.")
+NOT_YOURS = ("The approvers were asked in mails of their own; only their replies decide.\n"
+             "A reply to this mail reaches the thread as a message; it cannot decide the approval.")
+
+
+def approval_text(thread: Thread, event: ApprovalRequested, decides: bool) -> str:
     width = max((len(k) for k in event.args), default=0)
     rows = "\n".join(f"  {k.ljust(width)}  {v}" for k, v in event.args.items()) or "  (no arguments)"
     approvers = ", ".join(event.approvers) if event.approvers else "anyone"
@@ -176,22 +237,21 @@ def approval_text(thread: Thread, event: ApprovalRequested) -> str:
         f"Asked by: {event.requester or 'unknown'}\n"
         f"Approvers: {approvers}\n"
         f"Expires: {clock(event.expires_at)}\n\n"
-        "To approve, reply with \"approve\" as the first word.\n"
-        "To reject, reply with \"reject\" followed by your reason.\n"
-        "Only the first words of your reply count; the quoted mail is ignored.\n"
+        f"{HOW_TO_DECIDE if decides else NOT_YOURS}\n"
         f"Approval id: {event.approval_id}"
     )
 
 
-def nudge_text(event: ApprovalReminder | ApprovalEscalated) -> str:
+def nudge_text(event: ApprovalReminder | ApprovalEscalated, decides: bool) -> str:
     call = f"{event.tool}(" + ", ".join(f"{k}={v}" for k, v in event.args.items()) + ")"
     if isinstance(event, ApprovalReminder):
         head = f"Reminder: the approval of {call} is still undecided."
-    else:
+    elif decides:
         head = f"Escalated: nobody decided the approval of {call} in time, so you may decide it too."
+    else:
+        head = f"Escalated: nobody decided the approval of {call} in time, so more approvers may decide it."
     return (f"{head}\nIt expires {clock(event.expires_at)}.\n\n"
-            "To approve, reply with \"approve\" as the first word.\n"
-            "To reject, reply with \"reject\" followed by your reason.\n"
+            f"{HOW_TO_DECIDE if decides else NOT_YOURS}\n"
             f"Approval id: {event.approval_id}")
 
 
@@ -204,22 +264,24 @@ def decision_text(thread: Thread, event: ApprovalDecided) -> str:
     return f"{event.decision.capitalize()} {what}: {event.decision} by {event.by} via {event.via}{reason}."
 
 
-def _html(text: str, event: Event, thread: Thread) -> str:
-    if isinstance(event, ApprovalRequested):
-        rows = "".join(
-            f"<tr><th align=\"left\" style=\"padding:2px 12px 2px 0\">{html.escape(str(k))}</th>"
-            f"<td style=\"font-family:monospace\">{html.escape(str(v))}</td></tr>"
-            for k, v in event.args.items()
-        )
-        approvers = ", ".join(event.approvers) if event.approvers else "anyone"
-        return (
-            f"<p><b>Approval needed</b>: the {html.escape(thread.agent)} agent wants to run "
-            f"<code>{html.escape(event.tool)}</code> with</p><table>{rows}</table>"
-            f"<p>Asked by: {html.escape(event.requester or 'unknown')}<br>"
-            f"Approvers: {html.escape(approvers)}<br>Expires: {clock(event.expires_at)}</p>"
-            "<p>To approve, reply with <b>approve</b> as the first word.<br>"
-            "To reject, reply with <b>reject</b> followed by your reason.<br>"
-            "Only the first words of your reply count; the quoted mail is ignored.</p>"
-            f"<p style=\"color:#666\">Approval id: {html.escape(event.approval_id)}</p>"
-        )
+def _paragraphs(text: str) -> str:
     return "".join(f"<p>{html.escape(p).replace(chr(10), '<br>')}</p>" for p in text.split("\n\n"))
+
+
+def _html(text: str, event: Event, thread: Thread, decides: bool) -> str:
+    if not isinstance(event, ApprovalRequested):
+        return _paragraphs(text)
+    rows = "".join(
+        f"<tr><th align=\"left\" style=\"padding:2px 12px 2px 0\">{html.escape(str(k))}</th>"
+        f"<td style=\"font-family:monospace\">{html.escape(str(v))}</td></tr>"
+        for k, v in event.args.items()
+    )
+    approvers = ", ".join(event.approvers) if event.approvers else "anyone"
+    return (
+        f"<p><b>Approval needed</b>: the {html.escape(thread.agent)} agent wants to run "
+        f"<code>{html.escape(event.tool)}</code> with</p><table>{rows}</table>"
+        f"<p>Asked by: {html.escape(event.requester or 'unknown')}<br>"
+        f"Approvers: {html.escape(approvers)}<br>Expires: {clock(event.expires_at)}</p>"
+        f"{_paragraphs(HOW_TO_DECIDE if decides else NOT_YOURS)}"
+        f"<p style=\"color:#666\">Approval id: {html.escape(event.approval_id)}</p>"
+    )

@@ -3,6 +3,11 @@
 The SMTP server asks `check_recipient` at RCPT and `receive` at DATA; `receive` returns the SMTP
 reply only once the mail's effect is in Redis (and raises when Redis is down, so the server
 answers 451). Automatic mail is accepted and ignored: answering it is how mail loops start.
+
+A mail tries to decide an approval when its first words are a decision and it goes to an approval
+token's reply address or names the approval; with a thread token only, it is a message. A decision
+that no valid token ties to the approval's thread is refused at SMTP level and writes nothing,
+since anyone can send mail naming an approval id; the others' refusals are recorded in the thread.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from dataclasses import dataclass
 
 from bot.approvals import describe
 from bot.events import ApprovalRefused, Source
-from bot.intake import DEDUPE_TTL, thread_id_for
+from bot.intake import thread_id_for
 from bot.routing import route
 from bot.runtime import Runtime
 from bot.store import Claim, ThreadNotFound
@@ -25,6 +30,7 @@ from channels.email_tokens import Token
 
 log = logging.getLogger("chatops.email")
 UNAUTHENTICATED = "email-unauthenticated"  # `via` of refusals that get no mail back
+DEDUPE_TTL = 7 * 86400.0  # mail servers retry for days (RFC 5321 §4.5.4.1: give up after 4-5)
 
 
 @dataclass(frozen=True)
@@ -72,23 +78,23 @@ class Inbound:
         if mail.automatic:
             log.info("ignored automatic mail from %s: %s", mail.sender, mail.automatic)
             return _ok("ignored", f"accepted and ignored: automatic mail ({mail.automatic})")
-        if self._dmarc(mail) == "fail":
-            target = await self._target(decision(mail.text), self._tokens(rcpt_tos, mail))
-            if target is not None:
-                await self._refuse(mail, target, "sender authentication (DMARC) failed", UNAUTHENTICATED)
-            return Received("550 5.7.1 sender authentication (DMARC) failed", "refused")
         tokens = self._tokens(rcpt_tos, mail)
         wanted = decision(mail.text)
-        target = await self._target(wanted, tokens)
-        if wanted is not None and target is not None:
-            return await self._decide(mail, wanted, target, tokens)
+        approval_id = _decided(wanted, tokens)
+        if wanted is not None and approval_id is not None:
+            return await self._decide(mail, wanted, approval_id, tokens)
+        if self._dmarc(mail) == "fail":
+            return Received("550 5.7.1 sender authentication (DMARC) failed", "refused")
+        if wanted is not None and not tokens and _is_reply(mail):
+            return Received("554 5.7.1 this looks like an answer to an approval, but it carries no reply "
+                            "token: nothing was decided or recorded; reply to the approval mail itself", "rejected")
         return await self._message(mail, rcpt_tos, tokens)
 
     def _tokens(self, rcpt_tos: list[str], mail: Mail) -> list[Token]:
         """Valid tokens in the recipients, then in the ids the mail answers (In-Reply-To first)."""
         found: list[Token] = []
         places = [r.rpartition("@")[0].partition("+")[2] for r in rcpt_tos]
-        places += [mid.strip("<>").split("@")[0].rsplit(".", 1)[0] for mid in mail.answered_ids
+        places += [mid.strip("<>").rpartition("@")[0].split(".")[0] for mid in mail.answered_ids
                    if mid.lower().endswith(f"@{self.me.domain}>")]
         for place in places:
             token = email_tokens.verify(self.me.key, place) if place else None
@@ -97,55 +103,49 @@ class Inbound:
         return found
 
     def _dmarc(self, mail: Mail) -> str | None:
-        """The DMARC result our trusted MTA recorded, "missing" if it recorded none, None when
-        no trusted authserv-id is configured."""
+        """The DMARC result our trusted MTA recorded in its (topmost) Authentication-Results:
+        "pass", "fail", "none", ..., "absent" without one; None when no trusted authserv-id is
+        configured."""
         authserv = self.rt.settings.email_authserv_id
         if not authserv:
             return None
-        return mail.dmarc.get(authserv.lower(), "missing")
-
-    async def _target(self, wanted: Decision | None, tokens: list[Token]) -> str | None:
-        """The approval a decision in this mail is about, or None if the mail decides nothing."""
-        if wanted is None:
-            return None
-        if wanted.approval_id:
-            return wanted.approval_id
-        for token in tokens:
-            if token.approval_id:
-                return token.approval_id
-        for token in tokens:
-            try:
-                thread = await self.rt.store.load(token.thread_id)
-            except ThreadNotFound:
-                continue
-            pending = thread.pending_approvals()
-            if pending:
-                return pending[-1].approval_id
-        return None  # e.g. "yes" to a question: an ordinary answer
+        return mail.dmarc.get(authserv.lower(), "absent")
 
     # ---- approvals -------------------------------------------------------------------------
 
     async def _decide(self, mail: Mail, wanted: Decision, approval_id: str, tokens: list[Token]) -> Received:
         found = await self.rt.approvals.find(approval_id)
         if found is None:
-            return Received(f"554 5.7.1 there is no approval {approval_id}", "rejected")
+            return Received(f"554 5.7.1 there is no approval {approval_id}; nothing was recorded", "rejected")
         thread, request = found
-        if self._dmarc(mail) == "missing":
-            return await self._refuse(mail, approval_id, "the sender could not be authenticated "
-                                      "(no Authentication-Results from the trusted relay)", UNAUTHENTICATED)
-        matching = [t for t in tokens if t.approval_id == approval_id]
+        if not any(t.thread_id == thread.id for t in tokens):
+            # nothing ties this mail to that thread: answer here rather than write a stranger's words
+            return Received(f"554 5.7.1 not accepted as a decision on {approval_id}: the mail carries no "
+                            "reply token of its thread; reply to the approval mail itself", "rejected")
+        if not mail.single_from:
+            return await self._refuse(mail, approval_id, "the mail must have exactly one From address",
+                                      UNAUTHENTICATED)
+        dmarc = self._dmarc(mail)
+        if dmarc not in (None, "pass"):
+            return await self._refuse(mail, approval_id, f"sender authentication (DMARC) did not pass "
+                                      f"(dmarc={dmarc} from {self.rt.settings.email_authserv_id})", UNAUTHENTICATED)
+        matching = sorted((t for t in tokens if t.approval_id == approval_id),
+                          key=lambda t: not email_tokens.is_for(self.me.key, t, mail.sender))
         if not matching:
             why = ("the reply token belongs to another approval" if any(t.approval_id for t in tokens)
-                   else "the mail carries no reply token of this approval; reply to the approval mail itself")
+                   else "the mail carries no reply token of this approval; reply to your approval mail itself")
             return await self._refuse(mail, approval_id, why)
         token = matching[0]
-        if token.expired(time.time()):
-            return await self._refuse(mail, approval_id, "the reply address of this approval expired")
         if why := self.rt.approvals.authorize(thread, request, mail.sender):
             return await self._refuse(mail, approval_id, why)
+        if not email_tokens.is_for(self.me.key, token, mail.sender):
+            return await self._refuse(mail, approval_id, "this reply address was sent to another approver; "
+                                      "reply to the approval mail sent to you")
+        if token.expired(time.time()):
+            return await self._refuse(mail, approval_id, "the reply address of this approval expired")
         fresh = await self._use_token(token, mail, request.expires_at)
         if fresh is None:
-            earlier = (await self.rt.store.load(request.approval_id.split(".")[0])).decisions.get(approval_id)
+            earlier = (await self.rt.store.load(thread.id)).decisions.get(approval_id)
             done = f" ({describe(earlier)})" if earlier else ""
             return await self._refuse(mail, approval_id, f"this approval mail was already answered{done}; "
                                       "its reply address works once")
@@ -162,21 +162,26 @@ class Inbound:
         """Claim the token for this mail: True if newly claimed, False if this same mail claimed
         it before (a redelivery), None if another mail used it."""
         key = self.rt.store.keys.email_token_used(token.mac)
-        ttl = int(max(expires_at - time.time(), 0) + 7 * 86400)
+        ttl = int(max(expires_at - time.time(), 0) + DEDUPE_TTL)
         if await self.rt.redis.set(key, mail.external_id, nx=True, ex=ttl):
             return True
         holder = await self.rt.redis.get(key)
         return False if holder in (mail.external_id, mail.external_id.encode()) else None
 
     async def _refuse(self, mail: Mail, approval_id: str, why: str, via: str = "email") -> Received:
-        """Record the refusal in the approval's thread (the email renderer answers the sender)."""
-        thread_id = approval_id.split(".")[0]
+        """Record the refusal in the approval's thread, which the caller made sure exists and the
+        mail carries a token of. Refusals `via` email are answered by the email renderer; an
+        unauthenticated sender gets no mail (it would go to whoever the From names), only 550."""
         event = ApprovalRefused(
             approval_id=approval_id, by=mail.sender, via=via, reason=why,
             source=Source(channel="email", user=mail.sender, external_id=mail.external_id),
         )
         appended = await self.rt.store.append(
-            thread_id, event, claim=Claim(f"ext:{mail.external_id}", DEDUPE_TTL), wake=True)
+            approval_id.split(".")[0], event, claim=Claim(f"ext:{mail.external_id}", DEDUPE_TTL), wake=True)
+        if appended.outcome == "missing":
+            return Received(f"554 5.7.1 there is no approval {approval_id}; nothing was recorded", "rejected")
+        if via == UNAUTHENTICATED:
+            return Received(f"550 5.7.1 not accepted as a decision: {why}", "refused")
         if appended.outcome == "duplicate":
             return _ok("duplicate", "already received")
         log.info("refused an email decision on %s by %s: %s", approval_id, mail.sender, why)
@@ -204,7 +209,7 @@ class Inbound:
         if why := self._not_allowed(agent, mail.sender):
             return Received(f"550 5.7.1 {why}", "rejected")
         appended = await self.rt.intake.message(
-            thread_id, agent=agent, origin=origin, text=text,
+            thread_id, agent=agent, origin=origin, text=text, dedupe_ttl=DEDUPE_TTL,
             source=Source(channel="email", user=mail.sender, external_id=mail.external_id),
         )
         if appended.outcome == "duplicate":
@@ -238,6 +243,20 @@ class Inbound:
         if policy.users and sender not in self.rt.policy.expand(policy.users):
             return f"{sender} may not talk to the {agent} agent"
         return None
+
+
+def _decided(wanted: Decision | None, tokens: list[Token]) -> str | None:
+    """The approval a mail tries to decide: the one it names, else the one its approval token is
+    for. A thread token alone decides nothing: "No, use 1.2.4" is a message to the thread."""
+    if wanted is None:
+        return None
+    if wanted.approval_id:
+        return wanted.approval_id
+    return next((t.approval_id for t in tokens if t.approval_id), None)
+
+
+def _is_reply(mail: Mail) -> bool:
+    return bool(mail.answered_ids) or mail.subject[:3].lower() in ("re:", "aw:", "sv:")
 
 
 def _text(mail: Mail, new: bool) -> str:

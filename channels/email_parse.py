@@ -16,6 +16,7 @@ from email.message import Message
 from email.utils import getaddresses
 from html.parser import HTMLParser
 
+import authres
 from mailparser_reply import EmailReplyParser
 from mailparser_reply.constants import MAIL_LANGUAGES
 
@@ -23,6 +24,7 @@ _REPLY_PARSER = EmailReplyParser(languages=list(MAIL_LANGUAGES))
 _MSG_ID = re.compile(r"<([^<>\s]+@[^<>\s]+)>")
 APPROVE_WORDS = frozenset({"approve", "approved", "yes", "lgtm"})
 REJECT_WORDS = frozenset({"reject", "rejected", "no", "deny", "denied"})
+_RULE = re.compile(r"[_\-=]{10,}")
 _APPROVAL_ID = re.compile(r"^[0-9a-f]{16}\.[0-9a-f]{8}$")
 _AUTOMATIC_LOCALS = ("mailer-daemon", "postmaster", "noreply", "no-reply", "donotreply", "do-not-reply")
 MAX_TEXT = 20_000  # what the model may see of one mail
@@ -50,7 +52,8 @@ class Mail:
     attachments: list[Attachment]
     external_id: str  # the Message-ID, or a hash of the content when there is none
     automatic: str | None  # why it is automatic mail, or None
-    dmarc: dict[str, str] = field(default_factory=dict)  # authserv-id -> dmarc result (first seen)
+    single_from: bool = True  # exactly one From header with exactly one address
+    dmarc: dict[str, str] = field(default_factory=dict)  # authserv-id -> dmarc result (topmost header)
     defects: list[str] = field(default_factory=list)
 
     @property
@@ -87,6 +90,7 @@ def parse(raw: bytes, envelope_sender: str | None) -> Mail | None:
         attachments=attachments,
         external_id=message_id or f"sha256:{content_hash(msg, raw)}",
         automatic=automatic(msg, envelope_sender, sender),
+        single_from=single_from(msg),
         dmarc=dmarc_results(msg),
         defects=defects,
     )
@@ -149,6 +153,15 @@ def _from(msg: Message) -> tuple[str, str]:
     except Exception:
         pass
     return address.strip().lower(), name.strip()
+
+
+def single_from(msg: Message) -> bool:
+    """Whether the mail names exactly one author: one From header holding one address. With
+    more, which of them DMARC checked is anyone's guess, so such a mail decides nothing."""
+    values = msg.get_all("From", failobj=[])
+    if len(values) != 1:
+        return False
+    return len([a for _n, a in getaddresses([_text(values[0])]) if a.strip()]) == 1
 
 
 def _walk(msg: Message, defects: list[str]) -> tuple[str, str, list[Attachment]]:
@@ -270,6 +283,8 @@ def new_text(body: str) -> str:
     else:
         text = replies[0].body
     lines = [line for line in text.splitlines() if not line.lstrip().startswith(">")]
+    while lines and (not lines[-1].strip() or _RULE.fullmatch(lines[-1].strip())):
+        lines.pop()  # the rule Outlook puts above its quote header
     return "\n".join(lines).strip()
 
 
@@ -320,26 +335,36 @@ def automatic(msg: Message, envelope_sender: str | None, sender: str) -> str | N
 
 
 def dmarc_results(msg: Message) -> dict[str, str]:
-    """authserv-id -> dmarc result, from the topmost Authentication-Results of each authserv-id.
+    """authserv-id -> the dmarc result of the topmost Authentication-Results header of that
+    authserv-id: `pass`, `fail`, `none`, ... (RFC 8601, parsed by authres), `absent` when that
+    header has no dmarc result and `permerror` when it cannot be parsed. Several dmarc results in
+    one header give the first that is not `pass`.
 
     Only the header of a trusted authserv-id may be believed (see the channel's settings); the
-    topmost one is the one our own MTA added last.
+    topmost one is the one our own MTA added last, and the others are ignored.
     """
     out: dict[str, str] = {}
     for value in msg.get_all("Authentication-Results", failobj=[]):
-        text = re.sub(r"\([^)]*\)", " ", str(value))
-        parts = [p.strip() for p in text.split(";")]
-        if not parts or not parts[0]:
+        text = " ".join(_text(value).split())  # unfolded
+        try:
+            header = authres.AuthenticationResultsHeader.parse_value(text)
+        except Exception:  # authres raises its own SyntaxError and more on garbage
+            authserv = _leading_token(text)
+            if authserv:
+                out.setdefault(authserv, "permerror")
             continue
-        authserv = parts[0].split()[0].lower()
-        for part in parts[1:]:
-            match = re.match(r"dmarc\s*=\s*(\w+)", part, re.IGNORECASE)
-            if match:
-                out.setdefault(authserv, match.group(1).lower())
-                break
-        else:
-            out.setdefault(authserv, "none")
+        authserv = (header.authserv_id or "").lower()
+        if not authserv or authserv in out:
+            continue
+        results = [str(r.result).lower() for r in header.results if str(r.method).lower() == "dmarc"]
+        out[authserv] = next((r for r in results if r != "pass"), "pass") if results else "absent"
     return out
+
+
+def _leading_token(text: str) -> str:
+    """The authserv-id of a header authres could not parse: its first word, comments skipped."""
+    match = re.match(r"\s*(?:\([^()]*\)\s*)*([^\s;()]+)", text)
+    return match.group(1).lower() if match else ""
 
 
 def content_hash(msg: Message, raw: bytes) -> str:

@@ -28,17 +28,25 @@ class EmailRenderer:
         """Mail an event of another channel's thread (a schedule's) to `address["to"]`."""
         await self.send(thread, event, compose(self.identity, thread, event, to=list(address["to"])))
 
-    async def send(self, thread: Thread, event: Event, outgoing: Outgoing | None) -> None:
-        if outgoing is None:
-            return
-        allowed = [r for r in outgoing.recipients if await self.sender.allow(r)]
-        if not allowed:
-            raise SendFailed(f"not sent: the hourly limit of mails to {', '.join(outgoing.recipients)} is reached")
-        if len(allowed) < len(outgoing.recipients):
-            log.warning("thread %s: hourly mail limit reached for some recipients; sent to %s only",
-                        thread.id, ", ".join(allowed))
-        await self.sender.send(outgoing.message, allowed)
-        log.info("thread %s: mailed %s to %s", thread.id, event.type, ", ".join(allowed))
+    async def send(self, thread: Thread, event: Event, mails: list[Outgoing]) -> None:
+        """Send every mail; then, if any recipient went without (the hourly limit, a relay
+        failure), raise SendFailed: the worker records it in the thread as `delivery_failed`."""
+        failures: list[str] = []
+        for outgoing in mails:
+            allowed = [r for r in outgoing.recipients if await self.sender.allow(r)]
+            dropped = [r for r in outgoing.recipients if r not in allowed]
+            if dropped:
+                failures.append(f"not sent to {', '.join(dropped)}: the hourly limit of mails is reached")
+            if not allowed:
+                continue
+            try:
+                await self.sender.send(outgoing.message, allowed)
+            except SendFailed as exc:
+                failures.append(f"to {', '.join(allowed)}: {exc}")
+                continue
+            log.info("thread %s: mailed %s to %s", thread.id, event.type, ", ".join(allowed))
+        if failures:
+            raise SendFailed("; ".join(failures))
 
     async def close(self) -> None:
         return None

@@ -8,6 +8,7 @@ records in the thread as `delivery_failed`.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import random
 import time
@@ -35,16 +36,24 @@ class Relay:
     username: str | None
     password: str | None = field(repr=False)  # never in logs
     use_tls: bool = False  # smtps://: TLS from the first byte
-    start_tls: bool | None = None  # smtp://: STARTTLS when offered (None), or required (?starttls=require)
+    start_tls: bool | None = None  # smtp://: STARTTLS required (True), when offered (None), never (False)
 
     @classmethod
     def from_url(cls, url: str) -> Relay:
+        """The relay of SMTP_URL. A password never crosses the network in clear: with credentials
+        and a host that is not loopback, STARTTLS is required (or smtps://)."""
         parts = urlsplit(url)
         if parts.scheme not in ("smtp", "smtps") or not parts.hostname:
             raise ValueError("SMTP_URL must look like smtp://user:password@host:587")
         implicit = parts.scheme == "smtps"
         query = dict(p.split("=", 1) for p in parts.query.split("&") if "=" in p)
         start_tls = {"require": True, "off": False}.get(query.get("starttls", ""), None)
+        credentials = bool(parts.username or parts.password)
+        if credentials and not implicit and not _loopback(parts.hostname):
+            if start_tls is False:
+                raise ValueError("starttls=off would send the password in clear; "
+                                 "use STARTTLS or smtps://")
+            start_tls = True
         return cls(
             hostname=parts.hostname,
             port=parts.port or (465 if implicit else 587),
@@ -53,6 +62,15 @@ class Relay:
             use_tls=implicit,
             start_tls=False if implicit else start_tls,
         )
+
+
+def _loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _temporary(exc: Exception) -> bool:

@@ -101,6 +101,12 @@ def reply_to(original: EmailMessage, frm: str, body: str, html: str | None = Non
     return msg
 
 
+def with_headers(msg: EmailMessage, *lines: str) -> bytes:
+    """The message's bytes with raw header lines on top, in order: what a relay prepends (trace
+    and Authentication-Results headers), or what EmailMessage will not write (a second From)."""
+    return "".join(f"{line}\r\n" for line in lines).encode() + msg.as_bytes(policy=email_policy.SMTP)
+
+
 def address_of(header: object) -> str:
     text = str(header)
     return text[text.index("<") + 1:text.index(">")] if "<" in text else text

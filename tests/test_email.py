@@ -4,6 +4,7 @@ the real runbooks behind the deploy agent."""
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass
 
@@ -29,6 +30,7 @@ from tests.mail import (
     outlook,
     reply_to,
     text_of,
+    with_headers,
 )
 
 POLICY = 'approvers = ["alice@example.com", "carol@example.com"]\n'
@@ -148,8 +150,8 @@ async def test_unknown_recipients_are_refused_at_rcpt(email_bot):
     msg = new_mail(BOB, "nobody@ops.test", "hi", "hello")
     assert (await bot.send(msg))[0] == 550
     assert (await bot.send(msg, rcpts=["deploy@elsewhere.test"]))[0] == 550  # no relaying
-    assert (await bot.send(msg, rcpts=["bot+0123456789abcdef-ffffffff-00000000000000000000@ops.test"]))[0] == 550
-    expired = email_tokens.mint(b"test-signing-key", "0123456789abcdef", None, time.time() - 1)
+    assert (await bot.send(msg, rcpts=["bot+0123456789abcdef-ffffffff-0000000000000000@ops.test"]))[0] == 550
+    expired = email_tokens.thread_token(b"test-signing-key", "0123456789abcdef", time.time() - 1)
     code, text = await bot.send(msg, rcpts=[f"bot+{expired}@ops.test"])
     assert code == 550 and "expired" in text
 
@@ -159,17 +161,18 @@ async def test_unknown_recipients_are_refused_at_rcpt(email_bot):
 STYLES = {"gmail": gmail, "outlook": outlook, "iphone": iphone, "german": german, "html": gmail_html}
 
 
-@pytest.mark.parametrize("style,verb,decision", [
-    ("gmail", "Approve, go ahead", "approved"),
-    ("outlook", "reject: not during the freeze", "rejected"),
-    ("iphone", "lgtm", "approved"),
-    ("german", "yes", "approved"),
-    ("html", "approved", "approved"),
+@pytest.mark.parametrize("style,answer,reason", [
+    ("gmail", "reject: not during the freeze", "not during the freeze"),
+    ("outlook", "Reject - wait for the 1.2.4 hotfix", "wait for the 1.2.4 hotfix"),
+    ("iphone", "no, the api is paging right now", "the api is paging right now"),
+    # a German client: its signature and quote header ("Am ... schrieb ...:") are German
+    ("german", "reject: Bitte erst nach dem Freeze am Montag.", "Bitte erst nach dem Freeze am Montag."),
+    ("html", "Reject. Not today, the on-call is away", "Not today, the on-call is away"),
 ])
-async def test_approval_round_trip_by_reply(email_bot, sink, style, verb, decision):
+async def test_reply_styles_reject_with_the_exact_reason(email_bot, sink, style, answer, reason):
     bot = await email_bot()
     thread_id, approval_id, mail = await request_deploy(bot, sink)
-    assert mail["To"] == BOB and ALICE in str(mail["Cc"])
+    assert mail["To"] == ALICE and mail["Cc"] is None
     body = text_of(mail)
     for expected in ("deploy", "service", "api", "version", "1.2.3", "environment", "prod",
                      f"Asked by: {BOB}", "Expires:", "reply with \"approve\"", "\"reject\""):
@@ -177,27 +180,96 @@ async def test_approval_round_trip_by_reply(email_bot, sink, style, verb, decisi
     assert "<table>" in mail.get_body(preferencelist=("html",)).get_content()
 
     write = STYLES[style]
-    reply = reply_to(mail, ALICE, write(verb, mail)) if style != "html" else \
-        reply_to(mail, ALICE, "", html=write(verb, mail))
+    reply = reply_to(mail, ALICE, write(answer, mail)) if style != "html" else \
+        reply_to(mail, ALICE, "", html=write(answer, mail))
     code, _ = await bot.send(reply)
     assert code == 250
 
     thread = await settled(bot.rt, thread_id)
     decided = thread.decisions[approval_id]
-    assert (decided.decision, decided.by, decided.via) == (decision, ALICE, "email")
-    if decision == "approved":
-        assert runbook_lines(bot.settings) == ["deploy api 1.2.3 prod"]
-    else:
-        assert decided.reason == "not during the freeze"
-        assert runbook_lines(bot.settings) == []
+    assert (decided.decision, decided.by, decided.via) == ("rejected", ALICE, "email")
+    assert decided.reason == reason  # nothing of the quote, the signature or the client's header
+    assert runbook_lines(bot.settings) == []
     # the decision is confirmed in the same email thread, to bob and the approvers
     confirm = await wait_for(lambda: _async([m for m in sink.to(BOB) if "by alice" in text_of(m)]))
+    assert f"rejected by {ALICE} via email: {reason}" in text_of(confirm[0])
+    assert ALICE in str(confirm[0]["Cc"]) and CAROL in str(confirm[0]["Cc"])
     assert h(confirm[0], "Subject") == h(mail, "Subject")
     assert h(mail, "Message-ID") in h(confirm[0], "References").split()
 
 
+async def test_an_approval_by_reply_runs_the_tool_once(email_bot, sink):
+    bot = await email_bot()
+    thread_id, approval_id, mail = await request_deploy(bot, sink)
+    assert (await bot.send(reply_to(mail, ALICE, gmail("Approve, go ahead", mail))))[0] == 250
+    thread = await settled(bot.rt, thread_id)
+    decided = thread.decisions[approval_id]
+    assert (decided.decision, decided.by, decided.via, decided.reason) == ("approved", ALICE, "email", "go ahead")
+    assert runbook_lines(bot.settings) == ["deploy api 1.2.3 prod"]
+
+
 async def _async(value):
     return value
+
+
+def _tokens_in(msg) -> list[email_tokens.Token]:
+    """Every token a recipient can read in a mail's headers."""
+    text = " ".join(h(msg, name) for name in ("Reply-To", "Message-ID", "In-Reply-To", "References"))
+    words = re.findall(r"[0-9a-f-]{30,}", text)
+    return [t for t in (email_tokens.verify(b"test-signing-key", w) for w in words) if t is not None]
+
+
+async def test_each_approver_gets_a_token_of_their_own_and_the_requester_none(email_bot, sink):
+    bot = await email_bot()
+    thread_id, approval_id, to_alice = await request_deploy(bot, sink)
+    [to_carol] = await mails_to(sink, CAROL, 1)
+    [to_bob] = await mails_to(sink, BOB, 1)
+    for mail, who in ((to_alice, ALICE), (to_carol, CAROL)):
+        assert mail["To"] == who and mail["Cc"] is None
+        [token] = [t for t in _tokens_in(mail) if t.approval_id]
+        assert token.approval_id == approval_id and email_tokens.is_for(b"test-signing-key", token, who)
+    assert address_of(to_alice["Reply-To"]) != address_of(to_carol["Reply-To"])
+    # the requester's copy: the same request, a thread token only, and it says so
+    assert to_bob["To"] == BOB and to_bob["Cc"] is None and f"Asked by: {BOB}" in text_of(to_bob)
+    assert "cannot decide" in text_of(to_bob) and _tokens_in(to_bob)
+    assert all(t.approval_id is None for t in _tokens_in(to_bob))
+
+    # the requester forges alice's From on a reply to his copy: a message, not a decision
+    code, text = await bot.send(reply_to(to_bob, ALICE, "approve"))
+    assert code == 250 and "queued in thread" in text
+    # naming the approval does not make it one: refused, recorded, answered
+    code, text = await bot.send(reply_to(to_bob, ALICE, f"approve {approval_id}"))
+    assert code == 250 and "no reply token of this approval" in text
+    # carol answers alice's mail: its token is alice's
+    code, text = await bot.send(reply_to(to_alice, CAROL, "approve"))
+    assert code == 250 and "sent to another approver" in text
+    thread = await settled(bot.rt, thread_id)
+    assert approval_id not in thread.decisions and runbook_lines(bot.settings) == []
+    said = [e for e in thread.events if e.type in ("user_message", "human_response") and e.source.user == ALICE]
+    assert [e.text for e in said] == ["approve"]
+    refusals = [(e.by, e.reason) for e in thread.events if e.type == "approval_refused"]
+    assert [by for by, _ in refusals] == [ALICE, CAROL]
+    assert "no reply token of this approval" in refusals[0][1] and "another approver" in refusals[1][1]
+
+    # carol answers her own mail: that decides
+    assert (await bot.send(reply_to(to_carol, CAROL, "approve")))[0] == 250
+    thread = await settled(bot.rt, thread_id)
+    assert (thread.decisions[approval_id].decision, thread.decisions[approval_id].by) == ("approved", CAROL)
+    assert runbook_lines(bot.settings) == ["deploy api 1.2.3 prod"]
+
+
+async def test_a_yes_or_no_with_only_a_thread_token_is_a_message_to_the_thread(email_bot, sink):
+    bot = await email_bot()
+    thread_id, approval_id, _ = await request_deploy(bot, sink)
+    [to_bob] = await mails_to(sink, BOB, 1)
+    code, text = await bot.send(reply_to(to_bob, BOB, gmail("No, use 1.2.4", to_bob)))
+    assert code == 250 and f"queued in thread {thread_id}" in text
+    thread = await settled(bot.rt, thread_id)
+    [said] = [e for e in thread.events if e.type in ("user_message", "human_response") and e.source.user == BOB
+              and e.source.channel == "email" and e.text.startswith("No")]
+    assert said.text == "No, use 1.2.4"
+    assert approval_id not in thread.decisions
+    assert not [e for e in thread.events if e.type == "approval_refused"]
 
 
 async def test_a_decision_taken_elsewhere_is_confirmed_in_the_email_thread(email_bot, sink):
@@ -209,51 +281,60 @@ async def test_a_decision_taken_elsewhere_is_confirmed_in_the_email_thread(email
     assert "approved by carol@example.com via console" in text_of(confirm[0])
     assert confirm[0]["In-Reply-To"] is not None
     assert h(mail, "Message-ID") in h(confirm[0], "References").split()
+    assert all(t.approval_id is None for t in _tokens_in(confirm[0]))
     thread = await settled(bot.rt, thread_id)
     assert runbook_lines(bot.settings) == ["deploy api 1.2.3 prod"] and thread.state == "idle"
 
 
-async def test_forged_approvals_are_refused_recorded_and_answered(email_bot, sink):
+async def test_forged_approvals_are_refused_and_only_those_tied_to_the_thread_recorded(email_bot, sink):
     bot = await email_bot()
     thread_id, approval_id, mail = await request_deploy(bot, sink)
     other_thread, other_id, other_mail = await request_deploy(bot, sink, version="9.9.9")
+    versions = {t: (await settled(bot.rt, t)).version for t in (thread_id, other_thread)}
 
-    # a sender who is not an approver, with the right token
+    # answered at SMTP level, nothing written: mail that no token ties to the approval's thread
+    # - a token of another approval: approval A's address, naming approval B
+    code, text = await bot.send(reply_to(mail, ALICE, f"approve {other_id}"))
+    assert code == 554 and "no reply token of its thread" in text
+    # - no token: a new mail naming the approval
+    code, text = await bot.send(new_mail(ALICE, "deploy@ops.test", "approval", f"approve {approval_id}"))
+    assert code == 554 and "no reply token" in text
+    # - no token: a reply to the approval mail, sent to the bot's plain address, threading lost
+    bare = reply_to(mail, ALICE, gmail("approve", mail))
+    for name in ("To", "In-Reply-To", "References"):
+        del bare[name]
+    bare["To"] = "bot@ops.test"
+    code, text = await bot.send(bare)
+    assert code == 554 and "no reply token" in text
+    for t, version in versions.items():
+        assert (await bot.rt.store.load(t)).version == version
+    assert len(await bot.rt.store.list_threads()) == 2
+
+    # recorded in the thread and answered: a sender who is not an approver, with the right token
     code, text = await bot.send(reply_to(mail, MALLORY, gmail("approve", mail)))
     assert code == 250 and "not accepted" in text
-    # a token of another approval: mallory's mail to approval A's address names approval B
-    forged = reply_to(mail, ALICE, f"approve {other_id}")
-    code, _ = await bot.send(forged)
-    assert code == 250
-    # an expired token of the right approval
-    expired = email_tokens.mint(b"test-signing-key", thread_id, approval_id, time.time() - 1)
-    late = new_mail(ALICE, f"bot+{expired}@ops.test", "Re: ship api", "approve")
-    assert (await bot.send(late))[0] == 250
-    # no token at all: a new mail that names the approval
-    bare = new_mail(ALICE, "deploy@ops.test", "approval", f"approve {approval_id}")
-    assert (await bot.send(bare))[0] == 250
+    # an expired token of the right approval and approver
+    expired = email_tokens.approval_token(b"test-signing-key", approval_id, ALICE, time.time() - 1)
+    assert (await bot.send(new_mail(ALICE, f"bot+{expired}@ops.test", "Re: ship api", "approve")))[0] == 250
 
     thread = await settled(bot.rt, thread_id)
     assert approval_id not in thread.decisions
     reasons = [e.reason for e in thread.events if e.type == "approval_refused"]
-    assert len(reasons) == 3
+    assert len(reasons) == 2
     assert "mallory@example.com is not an approver" in reasons[0]
     assert "expired" in reasons[1]
-    assert "no reply token" in reasons[2]
     other = await settled(bot.rt, other_thread)
-    assert other_id not in other.decisions
-    [wrong] = [e for e in other.events if e.type == "approval_refused"]
-    assert "another approval" in wrong.reason and wrong.by == ALICE
+    assert other_id not in other.decisions and other.version == versions[other_thread]
     assert runbook_lines(bot.settings) == []
 
     # each refused sender got a short explanation, threaded on their own mail
     [to_mallory] = await mails_to(sink, MALLORY, 1)
     assert "not an approver" in text_of(to_mallory) and to_mallory["Auto-Submitted"] == "auto-replied"
-    await mails_to(sink, ALICE, 2 + 3)  # two approval mails + three explanations
+    await mails_to(sink, ALICE, 2 + 1)  # two approval mails + one explanation
 
-    # a reused token: alice approves, carol then answers the same mail
+    # a reused token: alice approves, then answers the same mail again
     assert (await bot.send(reply_to(mail, ALICE, "approve")))[0] == 250
-    code, text = await bot.send(reply_to(mail, CAROL, "reject wait"))
+    code, text = await bot.send(reply_to(mail, ALICE, "reject wait"))
     assert code == 250 and "already answered" in text
     thread = await settled(bot.rt, thread_id)
     assert thread.decisions[approval_id].by == ALICE and thread.decisions[approval_id].decision == "approved"
@@ -261,31 +342,59 @@ async def test_forged_approvals_are_refused_recorded_and_answered(email_bot, sin
     assert runbook_lines(bot.settings) == ["deploy api 1.2.3 prod"]
 
 
-async def test_dmarc_failure_from_the_trusted_relay_is_refused(email_bot, sink):
+OURS = ("Authentication-Results: mx.ops.test; spf=pass smtp.mailfrom=example.com; dkim=pass; "
+        "dmarc=pass header.from=example.com")  # what our relay adds on top
+
+
+@pytest.mark.parametrize("case,headers,why", [
+    ("dmarc=fail", ["Authentication-Results: mx.ops.test; dmarc=fail header.from=example.com"], "dmarc=fail"),
+    ("dmarc=none", ["Authentication-Results: mx.ops.test; spf=pass; dmarc=none header.from=example.com"], "dmarc=none"),
+    ("dmarc=temperror", ["Authentication-Results: mx.ops.test; dmarc=temperror"], "dmarc=temperror"),
+    ("no dmarc result", ["Authentication-Results: mx.ops.test; spf=pass smtp.mailfrom=example.com"], "dmarc=absent"),
+    ("no header", [], "dmarc=absent"),
+    ("a pass from another authserv-id", ["Authentication-Results: mx.evil.test; dmarc=pass"], "dmarc=absent"),
+    ("a pass in a quoted string", ['Authentication-Results: mx.ops.test; spf=fail smtp.mailfrom="x;dmarc=pass"'
+                                   '@evil.test; dmarc=fail'], "dmarc=fail"),
+    ("a pass below ours", ["Authentication-Results: mx.ops.test; dmarc=fail", OURS], "dmarc=fail"),
+    ("two From addresses", [OURS], "exactly one From"),
+    ("two From headers", [OURS, f"From: {ALICE}"], "exactly one From"),
+])
+async def test_a_decision_needs_dmarc_pass_from_our_relay_and_one_author(email_bot, sink, case, headers, why):
     bot = await email_bot(email_authserv_id="mx.ops.test")
     thread_id, approval_id, mail = await request_deploy_authenticated(bot, sink)
-    spoofed = reply_to(mail, ALICE, "approve", Authentication_Results="mx.ops.test; dmarc=fail header.from=example.com")
-    code, _ = await bot.send(spoofed)
-    assert code == 550
-    unverified = reply_to(mail, ALICE, "approve")  # did not come through the trusted relay
-    assert (await bot.send(unverified))[0] == 250
+    reply = reply_to(mail, ALICE, "approve")
+    if case == "two From addresses":
+        reply.replace_header("From", f"{ALICE}, {MALLORY}")
+    code, text = await deliver(bot.port, with_headers(reply, *headers), ALICE, [address_of(reply["To"])])
+    assert code == 550 and why in text
     thread = await settled(bot.rt, thread_id)
     assert approval_id not in thread.decisions
-    refusals = [e for e in thread.events if e.type == "approval_refused"]
-    assert [e.via for e in refusals] == ["email-unauthenticated", "email-unauthenticated"]
-    good = reply_to(mail, ALICE, "approve", Authentication_Results="mx.ops.test; spf=pass; dkim=pass; dmarc=pass")
-    assert (await bot.send(good))[0] == 250
+    [refusal] = [e for e in thread.events if e.type == "approval_refused"]
+    assert refusal.via == "email-unauthenticated" and why in refusal.reason
+
+    # no mail to whoever the From names; the real approver's authenticated reply still decides
+    good = reply_to(mail, ALICE, "approve")
+    assert (await deliver(bot.port, with_headers(good, OURS), ALICE, [address_of(good["To"])]))[0] == 250
     thread = await settled(bot.rt, thread_id)
     assert thread.decisions[approval_id].decision == "approved"
     await wait_for(lambda: _async([m for m in sink.to(ALICE) if "by alice" in text_of(m)]))
-    assert not [m for m in sink.mails if "not accepted" in text_of(m[2])]  # no mail to a spoofed sender
+    assert not [m for m in sink.mails if "not accepted" in text_of(m[2])]
+
+
+async def test_dmarc_failure_refuses_a_message_too_and_records_nothing(email_bot, sink):
+    bot = await email_bot(email_authserv_id="mx.ops.test")
+    msg = new_mail(BOB, "deploy@ops.test", "status", "/service_status api prod")
+    code, _ = await deliver(bot.port, with_headers(msg, "Authentication-Results: mx.ops.test; dmarc=fail"),
+                            BOB, ["deploy@ops.test"])
+    assert code == 550
+    assert await bot.rt.store.list_threads() == []
 
 
 async def request_deploy_authenticated(bot: Bot, sink: Sink):
     before = len(sink.to(ALICE))
-    msg = new_mail(BOB, "deploy@ops.test", "ship api", "/deploy api 1.2.3 prod",
-                   Authentication_Results="mx.ops.test; dmarc=pass header.from=example.com")
-    assert (await bot.send(msg))[0] == 250
+    msg = new_mail(BOB, "deploy@ops.test", "ship api", "/deploy api 1.2.3 prod")
+    code, _ = await deliver(bot.port, with_headers(msg, OURS), BOB, ["deploy@ops.test"])
+    assert code == 250
     mail = (await mails_to(sink, ALICE, before + 1))[-1]
     thread_id = str(mail["X-Chatops-Thread"])
     [request] = (await settled(bot.rt, thread_id)).pending_approvals()
@@ -344,6 +453,50 @@ async def test_outbound_mail_is_rate_limited_per_recipient(email_bot, sink):
     assert sum(e.type == "agent_reply" for e in thread.events) == 3
     [failure] = [e for e in thread.events if e.type == "error"]
     assert failure.kind == "delivery_failed" and "limit" in failure.message
+
+
+async def test_an_approver_over_the_mail_limit_is_recorded_as_a_delivery_failure(email_bot, sink):
+    bot = await email_bot(email_rate_limit=5)
+    window = int(time.time() // 3600)
+    for w in (window, window + 1):  # the test may straddle the hour
+        await bot.rt.redis.set(bot.rt.store.keys.email_rate(ALICE, w), 5, ex=7200)
+    code, _ = await bot.send(new_mail(BOB, "deploy@ops.test", "ship api", "/deploy api 1.2.3 prod"))
+    assert code == 250
+    [to_carol] = await mails_to(sink, CAROL, 1)
+    thread_id = h(to_carol, "X-Chatops-Thread")
+
+    async def failed():
+        thread = await bot.rt.store.load(thread_id)
+        return [e for e in thread.events if e.type == "error"]
+
+    [failure] = await wait_for(failed, what="the delivery failure in the thread")
+    assert failure.kind == "delivery_failed"
+    assert f"not sent to {ALICE}" in failure.message and "limit" in failure.message
+    assert CAROL not in failure.message and BOB not in failure.message
+    assert sink.to(ALICE) == [] and len(await mails_to(sink, BOB, 1)) == 1
+
+
+def test_a_relay_password_never_travels_without_tls():
+    from channels.email_send import Relay
+
+    assert Relay.from_url("smtp://bot:s3cret@smtp.example.com:587").start_tls is True
+    assert Relay.from_url("smtp://bot:s3cret@smtp.example.com:587?starttls=require").start_tls is True
+    assert Relay.from_url("smtps://bot:s3cret@smtp.example.com").use_tls is True
+    assert Relay.from_url("smtp://smtp.example.com:25").start_tls is None  # no password: when offered
+    assert Relay.from_url("smtp://bot:s3cret@127.0.0.1:25").start_tls is None  # loopback
+    with pytest.raises(ValueError) as refused:
+        Relay.from_url("smtp://bot:s3cret@smtp.example.com:587?starttls=off")
+    assert "s3cret" not in str(refused.value)
+    assert "s3cret" not in repr(Relay.from_url("smtp://bot:s3cret@smtp.example.com:587"))
+
+
+async def test_required_starttls_that_the_relay_does_not_offer_sends_nothing(email_bot, sink):
+    bot = await email_bot(smtp_url=f"smtp://bot:s3cret@127.0.0.1:{sink.port}?starttls=require")
+    assert (await bot.send(new_mail(BOB, "deploy@ops.test", "status", "/service_status api prod")))[0] == 250
+    thread = await wait_for(lambda: _failed(bot))
+    [failure] = [e for e in thread.events if e.type == "error"]
+    assert failure.kind == "delivery_failed" and "STARTTLS" in failure.message and "s3cret" not in failure.message
+    assert sink.mails == []
 
 
 async def test_temporary_relay_failures_are_retried(email_bot, sink):
@@ -409,6 +562,20 @@ async def test_a_duplicate_approval_reply_has_one_effect(email_bot, sink):
     thread = await settled(bot.rt, thread_id)
     assert [e.type for e in thread.events].count("approval_refused") == 1
     assert [e.type for e in thread.events].count("approval_decided") == 1
+
+
+async def test_mail_is_remembered_for_days_since_mail_servers_retry_for_days(email_bot, sink):
+    bot = await email_bot()
+    thread_id, approval_id, mail = await request_deploy(bot, sink)
+    request = new_mail(BOB, "deploy@ops.test", "status", "/service_status api prod")
+    assert (await bot.send(request))[0] == 250
+    refused = reply_to(mail, MALLORY, "approve")
+    assert (await bot.send(refused))[0] == 250
+    status_thread = next(r["id"] for r in await bot.rt.store.list_threads() if r["id"] != thread_id)
+    keys = bot.rt.store.keys
+    for thread, msg in ((status_thread, request), (thread_id, refused)):
+        ttl = await bot.rt.redis.ttl(keys.claim(thread, f"ext:{h(msg, 'Message-ID')}"))
+        assert 6 * 86400 < ttl <= 7 * 86400
 
 
 async def test_an_oversize_mail_is_refused_with_552(email_bot):

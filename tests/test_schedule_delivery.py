@@ -186,9 +186,12 @@ async def test_approval_clicked_in_slack_runs_once_and_updates_the_message(bot):
     assert request.requester == "schedule:undo"
     [posted] = await bot.calls("chat.postMessage", channel=OPS_CHANNEL)
     assert "thread_ts" not in posted.args and request.approval_id in button(posted, "approval_approve")
-    # the approval mail: to the schedule's addresses, the approvers with an address in Cc
+    # the approval mail: a copy to the schedule's addresses (it cannot decide), and each approver
+    # with an address their own, whose reply address alone can decide
     [approval_mail] = await bot.mails(OPS, 1)
-    assert ALICE in str(approval_mail["Cc"]) and request.approval_id in text_of(approval_mail)
+    [alices] = await bot.mails(ALICE, 1)
+    assert approval_mail["Cc"] is None and request.approval_id in text_of(approval_mail)
+    assert h(alices, "Reply-To") != h(approval_mail, "Reply-To")
 
     root_ts = posted.result["ts"]
     click = block_action("approval_approve", button(posted, "approval_approve"), user="U0BOB001",
