@@ -21,6 +21,7 @@ from bot.events import (
     ApprovalReminder,
     ApprovalRequested,
     Decision,
+    Event,
     Source,
     ToolCall,
 )
@@ -224,6 +225,22 @@ async def _one_of_many(work: Awaitable[object], doing: str, approval_id: str) ->
     except Exception:
         log.exception("%s approval %s failed; skipped until the next sweep", doing, approval_id)
         return False
+
+
+def approver_addresses(thread: Thread, event: Event) -> list[str]:
+    """The email addresses an approval event is for, wherever its thread lives: its approvers (an
+    escalation's: the escalation list), or whoever answered by mail and was refused. They hear of
+    it by mail, with a reply address that decides, even in a Slack or console thread."""
+    if isinstance(event, (ApprovalRequested, ApprovalReminder, ApprovalEscalated)):
+        people = list(event.approvers)
+    elif isinstance(event, ApprovalDecided):
+        people = [a for e in thread.events if isinstance(e, (ApprovalRequested, ApprovalEscalated))
+                  and e.approval_id == event.approval_id for a in e.approvers]
+    elif isinstance(event, ApprovalRefused) and event.via == "email":
+        people = [event.by or ""]
+    else:
+        people = []
+    return list(dict.fromkeys(p for p in people if "@" in p))
 
 
 def _already(request: ApprovalRequested, earlier: ApprovalDecided) -> Outcome:

@@ -16,12 +16,13 @@ import socket
 import time
 from collections import OrderedDict
 from contextlib import asynccontextmanager
-from typing import AsyncIterator
+from typing import AsyncIterator, Awaitable
 
 from redis.exceptions import ResponseError
 
 from bot import step as steps
 from bot.agent import Agent
+from bot.approvals import approver_addresses
 from bot.commands import CommandError, help_text, parse_command
 from bot.context import ContextBuilder
 from bot.events import (
@@ -48,6 +49,9 @@ log = logging.getLogger("chatops.worker")
 
 GROUP = "workers"
 MAX_STEPS_PER_WAKE = 200  # a guard against a reducer bug, far above the step budget
+# channels whose renderer already mails an approval's approvers (email threads; a schedule's
+# renderer forwards to the email channel itself)
+MAILS_ITSELF = frozenset({"email", "schedule"})
 MAX_DELIVERIES = 5  # a wake-up that failed this often with a bug is given up, visibly
 CACHE_SIZE = 10_000
 
@@ -441,24 +445,34 @@ class Worker:
     # ---- showing it ----------------------------------------------------------------------------
 
     async def _render(self, thread: Thread) -> None:
-        """Render new visible events through the thread's origin channel, at least once each."""
+        """Render new visible events, at least once each: through the thread's origin channel
+        (console and API clients read the thread themselves), and approval events also by mail
+        to the approvers that are email addresses, wherever the thread lives."""
         renderer = self.rt.renderers.get(thread.meta.origin.channel)
-        if renderer is None:
-            return  # console and API clients read the thread themselves
+        mail_to = getattr(self.rt.renderers.get("email"), "render_to", None) \
+            if thread.meta.origin.channel not in MAILS_ITSELF else None
+        if renderer is None and mail_to is None:
+            return
         store = self.rt.store
         done = await store.marker(thread.id, "rendered")
         for index in range(done, thread.version):
             event = thread.events[index]
             if event.type not in VISIBLE_TYPES:
                 continue
-            try:
-                await renderer.render(thread, event)
-            except Exception as exc:
-                log.warning("rendering %s of thread %s failed: %s", event.type, thread.id, exc)
-                failure = Error(kind="delivery_failed", message=f"{renderer.name}: {exc}")
-                await store.append(thread.id, failure)
-                self.fresh.discard(thread.id)
+            if renderer is not None:
+                await self._deliver(thread, event, renderer.name, renderer.render(thread, event))
+            if mail_to is not None and (to := approver_addresses(thread, event)):
+                await self._deliver(thread, event, "email", mail_to({"to": to}, thread, event))
         await store.set_marker(thread.id, "rendered", thread.version)
+
+    async def _deliver(self, thread: Thread, event: Event, channel: str, sending: Awaitable[None]) -> None:
+        try:
+            await sending
+        except Exception as exc:
+            log.warning("rendering %s of thread %s on %s failed: %s", event.type, thread.id, channel, exc)
+            failure = Error(kind="delivery_failed", message=f"{channel}: {exc}")
+            await self.rt.store.append(thread.id, failure)
+            self.fresh.discard(thread.id)
 
 
 def _unavailable(exc: ModelUnavailable, thread: Thread, agent: Agent) -> str:

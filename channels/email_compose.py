@@ -129,6 +129,9 @@ def subject(thread: Thread, first: bool = False) -> str:
     if address.get("schedule"):
         title = f"{address['schedule']} ({clock(address['scheduled_for'])}): {thread.agent} agent"
         return title if first else f"Re: {title}"
+    if thread.meta.origin.channel != "email":  # an approver mailed about a Slack/console thread
+        title = f"{thread.agent} agent: thread {thread.id} ({thread.meta.origin.channel})"
+        return title if first else f"Re: {title}"
     original = address.get("subject") or f"{thread.agent} request"
     stripped = original
     while stripped[:3].lower() in ("re:", "aw:", "sv:") or stripped[:4].lower() == "fwd:":

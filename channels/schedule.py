@@ -30,17 +30,8 @@ from redis.exceptions import RedisError
 
 from bot import cron, doctor, serve
 from bot.channel import RENDERERS
-from bot.events import (
-    ApprovalDecided,
-    ApprovalEscalated,
-    ApprovalRefused,
-    ApprovalReminder,
-    ApprovalRequested,
-    Event,
-    ScheduleFired,
-    ScheduleMissed,
-    Source,
-)
+from bot.approvals import approver_addresses
+from bot.events import Event, ScheduleFired, ScheduleMissed, Source
 from bot.intake import thread_id_for
 from bot.outage import stop_if_cancelled
 from bot.policy import ConfigError, Schedule
@@ -311,22 +302,6 @@ class ScheduleRenderer:
 
     async def close(self) -> None:
         pass
-
-
-def approver_addresses(thread: Thread, event: Event) -> list[str]:
-    """The email addresses an approval event is for: its approvers (an escalation's are the
-    escalation list), or whoever answered by mail and was refused. A schedule without `emails`
-    mails them these events, so that an approver known only by address hears of them."""
-    if isinstance(event, (ApprovalRequested, ApprovalReminder, ApprovalEscalated)):
-        people = list(event.approvers)
-    elif isinstance(event, ApprovalDecided):
-        people = [a for e in thread.events if isinstance(e, (ApprovalRequested, ApprovalEscalated))
-                  and e.approval_id == event.approval_id for a in e.approvers]
-    elif isinstance(event, ApprovalRefused) and event.via == "email":
-        people = [event.by or ""]
-    else:
-        people = []
-    return list(dict.fromkeys(p for p in people if "@" in p))
 
 
 def service(rt: Runtime, _app: object) -> Awaitable[None] | None:

@@ -17,6 +17,7 @@ from channels import email_tokens
 from channels.email_inbound import Inbound
 from channels.email_server import start_smtp
 from tests.conftest import settled, wait_for
+from tests.helpers import say
 from tests.mail import (
     header,
     Sink,
@@ -741,3 +742,21 @@ async def test_reminder_and_escalation_by_mail_and_the_escalated_approver_decide
     [decision] = thread.decisions.values()
     assert (decision.decision, decision.by, decision.via) == ("approved", dave, "email")
     assert (bot.settings.data_dir / "runbook.log").read_text().splitlines() == ["deploy api 1.2.3 prod"]
+
+
+# ---- approvers by mail, wherever the thread lives -------------------------------------------------
+
+async def test_an_approver_with_an_address_decides_a_console_thread_by_mail(email_bot, sink):
+    bot = await email_bot()
+    thread_id = await say(bot.rt, "/rollback api prod", user="bob", channel="console")
+    [request] = (await settled(bot.rt, thread_id)).pending_approvals()
+    [mail] = await mails_to(sink, ALICE, 1)
+    token = email_tokens.verify(bot.settings.signing_key.get_secret_value().encode(),
+                                h(mail, "Reply-To").split("+")[1].split("@")[0])
+    assert request.approval_id in text_of(mail) and token.approval_id == request.approval_id
+    assert h(mail, "Subject") == f"deploy agent: thread {thread_id} (console)"
+    code, _ = await bot.send(reply_to(mail, ALICE, gmail("approve", mail)))
+    assert code == 250
+    thread = await settled(bot.rt, thread_id)
+    assert thread.decisions[request.approval_id].via == "email" and thread.state == "idle"
+    assert runbook_lines(bot.settings) == ["rollback api prod"]
