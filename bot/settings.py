@@ -12,6 +12,9 @@ from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
+LOCAL_EMAIL_DOMAIN = "localhost"
+
+
 def _env(*names: str) -> AliasChoices:
     return AliasChoices(*names)
 
@@ -92,6 +95,11 @@ class Settings(BaseSettings):
         return value
 
     @property
+    def email_local(self) -> bool:
+        """Whether email is the no-configuration default: a loopback listener, receive only."""
+        return self.email_domain == LOCAL_EMAIL_DOMAIN
+
+    @property
     def model_configured(self) -> bool:
         return self.anthropic_api_key is not None and bool(self.anthropic_api_key.get_secret_value())
 
@@ -102,7 +110,10 @@ class Settings(BaseSettings):
         return default if default.exists() else None
 
     # ---- email
-    email_domain: str | None = Field(None, validation_alias=_env("CHATOPS_EMAIL_DOMAIN"))
+    # with no domain configured, the SMTP listener still runs on loopback for `<agent>@localhost`
+    # (receive only), so a fresh `make run` can be written to; `false` turns it off
+    email_domain: str = Field(LOCAL_EMAIL_DOMAIN, min_length=1, validation_alias=_env("CHATOPS_EMAIL_DOMAIN"))
+    smtp_enabled: bool = Field(True, validation_alias=_env("CHATOPS_SMTP_ENABLED"))
     email_from: str | None = Field(None, validation_alias=_env("CHATOPS_EMAIL_FROM"))
     smtp_host: str = Field("127.0.0.1", validation_alias=_env("CHATOPS_SMTP_HOST"))
     smtp_port: int = Field(2525, ge=0, le=65535, validation_alias=_env("CHATOPS_SMTP_PORT"))

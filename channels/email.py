@@ -1,12 +1,15 @@
 """The email channel, wired into the bot: its SMTP service, its renderer and its doctor checks.
 
-Importing this module registers them (see bot/channel.py CHANNEL_MODULES); nothing runs unless
-CHATOPS_EMAIL_DOMAIN is set.
+Importing this module registers them (see bot/channel.py CHANNEL_MODULES). With no configuration
+the SMTP server listens on loopback for `<agent>@localhost` and only receives: threads start by
+mail, nothing is sent, no reply token verifies. CHATOPS_EMAIL_DOMAIN, CHATOPS_SIGNING_KEY and
+SMTP_URL connect it for real; CHATOPS_SMTP_ENABLED=false turns the server off.
 """
 
 from __future__ import annotations
 
 import logging
+import secrets
 from collections.abc import Awaitable
 from email.utils import parseaddr
 
@@ -25,25 +28,29 @@ log = logging.getLogger("chatops.email")
 
 
 def identity(settings: Settings) -> Identity:
-    if not settings.email_domain:
-        raise ConfigError("CHATOPS_EMAIL_DOMAIN is not set")
-    if settings.signing_key is None or not settings.signing_key.get_secret_value():
-        raise ConfigError("CHATOPS_SIGNING_KEY: the email channel signs its reply addresses and needs a key")
     domain = settings.email_domain.lower()
     return Identity(
         domain=domain,
         from_address=settings.email_from or f"chatops <{REPLY_LOCAL}@{domain}>",
-        key=settings.signing_key.get_secret_value().encode(),
+        key=_signing_key(settings),
         reply_ttl=settings.email_reply_ttl,
     )
 
 
+def _signing_key(settings: Settings) -> bytes:
+    if settings.signing_key is not None and settings.signing_key.get_secret_value():
+        return settings.signing_key.get_secret_value().encode()
+    if settings.smtp_url is None and settings.email_local:
+        # receive only: nothing is sent, so no token exists; a key nobody knows verifies none
+        return secrets.token_bytes(32)
+    raise ConfigError("CHATOPS_SIGNING_KEY: the email channel signs its reply addresses and needs a key")
+
+
 def renderer(rt: Runtime) -> EmailRenderer | None:
     """The email renderer, so threads started by mail are answered by mail."""
-    if not rt.settings.email_domain:
-        return None
     if rt.settings.smtp_url is None:
-        log.warning("SMTP_URL is not set: threads started by email get no answer by mail")
+        if not rt.settings.email_local:
+            log.warning("SMTP_URL is not set: threads started by email get no answer by mail")
         return None
     try:
         sender = Sender(rt.settings, rt.redis, rt.store.keys)
@@ -53,14 +60,18 @@ def renderer(rt: Runtime) -> EmailRenderer | None:
 
 
 def service(rt: Runtime, _app: object) -> Awaitable[None] | None:
-    if not rt.settings.email_domain:
+    if not rt.settings.smtp_enabled:
         return None
     return serve_smtp(rt, Inbound(rt, identity(rt.settings)))
 
 
 def checks(settings: Settings, policy: Policy) -> list[tuple[str, str]]:
-    if not settings.email_domain:
-        return [("ok", "email: off (set CHATOPS_EMAIL_DOMAIN to receive mail)")]
+    if not settings.smtp_enabled:
+        return [("ok", "email: off (CHATOPS_SMTP_ENABLED=false)")]
+    if settings.email_local and settings.smtp_url is None:
+        return [("ok", f"email: local only, receiving on {settings.smtp_host}:{settings.smtp_port} for "
+                       "<agent>@localhost; set CHATOPS_EMAIL_DOMAIN, CHATOPS_SIGNING_KEY and SMTP_URL "
+                       "to connect it")]
     out = [("ok", f"email: SMTP server on {settings.smtp_host}:{settings.smtp_port} "
                   f"for @{settings.email_domain}, up to {settings.smtp_max_size // 1024} KB per mail")]
     try:

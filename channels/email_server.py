@@ -15,6 +15,7 @@ import ssl
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 from redis.exceptions import RedisError
 
+from bot.policy import ConfigError
 from bot.runtime import Runtime
 from bot.settings import Settings
 from channels.email_inbound import Inbound
@@ -103,9 +104,12 @@ async def start_smtp(rt: Runtime, inbound: Inbound, host: str | None = None,
                      port: int | None = None) -> asyncio.Server:
     settings = rt.settings
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(
-        server_factory(settings, inbound, loop), host or settings.smtp_host,
-        settings.smtp_port if port is None else port)
+    host, port = host or settings.smtp_host, settings.smtp_port if port is None else port
+    try:
+        server = await loop.create_server(server_factory(settings, inbound, loop), host, port)
+    except OSError as exc:
+        raise ConfigError(f"CHATOPS_SMTP_PORT: cannot listen on {host}:{port}: {exc.strerror or exc} "
+                          "(CHATOPS_SMTP_ENABLED=false turns the SMTP server off)") from None
     where = server.sockets[0].getsockname()
     log.info("SMTP server on %s:%d for @%s", where[0], where[1], settings.email_domain)
     return server

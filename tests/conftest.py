@@ -188,6 +188,7 @@ def bot_env(settings: Settings, **extra: str) -> dict[str, str]:
         "CHATOPS_CLAIM_IDLE": str(settings.claim_idle),
         "CHATOPS_SWEEP_INTERVAL": str(settings.sweep_interval),
         "CHATOPS_SIGNING_KEY": "test-signing-key",
+        "CHATOPS_SMTP_PORT": "0",  # `chatops run` listens for mail: never on a fixed port in tests
         "PYTHONPATH": str(ROOT),
     })
     if settings.policy_file:

@@ -8,9 +8,11 @@ import os
 import pty
 import re
 import signal
+import smtplib
 import socket
 import subprocess
 import sys
+from email.message import EmailMessage
 
 import httpx
 
@@ -168,3 +170,63 @@ async def test_run_attaches_the_console_only_to_a_terminal(make_settings):
     finally:
         headless.send_signal(signal.SIGTERM)
         assert "chatops console" not in headless.output(20) and "you> " not in headless.output()
+
+
+async def test_with_no_configuration_run_receives_mail_on_loopback(make_settings):
+    settings = make_settings()
+    smtp_port, api_port = _free_port(), _free_port()
+    env = dict(CHATOPS_SMTP_PORT=str(smtp_port), PORT=str(api_port), CHATOPS_API_TOKEN="tok",
+               CHATOPS_SIGNING_KEY="")  # nothing about email configured
+    bot = spawn_bot(settings, "run", **env)
+    try:
+        async def listening():
+            try:
+                return await asyncio.to_thread(_smtp_ehlo, smtp_port)
+            except OSError:
+                return False
+
+        await wait_for(listening, 30, "the SMTP listener")
+        mail = EmailMessage()
+        mail["From"], mail["To"], mail["Subject"] = "dev@example.com", "deploy@localhost", "status"
+        mail.set_content("/service_status api dev")
+        refused = await asyncio.to_thread(_send, smtp_port, mail, ["bot+0123456789abcdef-1-00@localhost"])
+        assert refused == {"bot+0123456789abcdef-1-00@localhost": (550, ANY_REPLY)}
+        assert await asyncio.to_thread(_send, smtp_port, mail, ["deploy@localhost"]) == {}
+
+        async def answered():
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{api_port}",
+                                         headers={"Authorization": "Bearer tok"}) as c:
+                rows = (await c.get("/v1/threads")).json()["threads"]
+                if not rows:
+                    return None
+                events = (await c.get(f"/v1/threads/{rows[0]['id']}")).json()["events"]
+                return events if events[-1]["type"] == "agent_reply" else None
+
+        events = await wait_for(answered, 20, "the mailed request to be answered")
+        assert events[0]["source"]["user"] == "dev@example.com" and "healthy" in events[-1]["text"]
+    finally:
+        bot.send_signal(signal.SIGTERM)
+        bot.wait(20)
+    doctor = await chatops(settings, "doctor", CHATOPS_SIGNING_KEY="")
+    assert "email: local only" in doctor.stdout
+
+
+class _AnyReply:
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, bytes)
+
+
+ANY_REPLY = _AnyReply()
+
+
+def _smtp_ehlo(port: int) -> bool:
+    with smtplib.SMTP("127.0.0.1", port, timeout=5) as smtp:
+        return smtp.ehlo()[0] == 250
+
+
+def _send(port: int, mail: EmailMessage, rcpts: list[str]) -> dict:
+    with smtplib.SMTP("127.0.0.1", port, timeout=5) as smtp:
+        try:
+            return smtp.send_message(mail, to_addrs=rcpts)
+        except smtplib.SMTPRecipientsRefused as exc:
+            return exc.recipients
