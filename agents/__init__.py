@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+from agents import deploy, digest
 from bot.agent import Agent
 from bot.policy import Policy
-
-from agents import deploy, digest
 
 MODULES = [deploy, digest]
 

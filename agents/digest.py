@@ -15,7 +15,14 @@ from datetime import datetime, timezone
 from pydantic import BaseModel, Field
 
 from bot.agent import Agent
-from bot.events import INPUT_TYPES, ApprovalDecided, Error, ScheduleFired, ScheduleMissed, ToolResult
+from bot.events import (
+    INPUT_TYPES,
+    ApprovalDecided,
+    Error,
+    ScheduleFired,
+    ScheduleMissed,
+    ToolResult,
+)
 from bot.policy import Policy
 from bot.store import Store, ThreadNotFound
 from bot.thread import Thread

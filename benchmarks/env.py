@@ -11,11 +11,11 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+from benchmarks import bench_agent
 from bot.embedded_redis import EmbeddedRedis
 from bot.runtime import Runtime
 from bot.settings import Settings
 from bot.worker import Worker
-from benchmarks import bench_agent
 
 
 @asynccontextmanager

@@ -9,14 +9,14 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from benchmarks import bench_agent
+from benchmarks.env import SDKTimer
 from bot.context import build_messages, serialized
 from bot.events import Source, ToolCall, ToolResult, ToolStarted, UserMessage, new_id
 from bot.intake import new_thread_id
 from bot.runtime import Runtime
 from bot.thread import Origin, Thread, ThreadMeta
 from bot.worker import Worker
-from benchmarks import bench_agent
-from benchmarks.env import SDKTimer
 
 USER = Source(channel="api", user="bench")
 

@@ -13,11 +13,11 @@ processes; each request is a new thread.
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
 import os
 import socket
 import statistics
 import tempfile
-import multiprocessing
 import time
 import uuid
 from pathlib import Path

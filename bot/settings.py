@@ -11,7 +11,6 @@ from typing import Literal
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-
 LOCAL_EMAIL_DOMAIN = "localhost"
 
 

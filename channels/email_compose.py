@@ -27,12 +27,12 @@ from bot.approvals import escalated_to
 from bot.events import (
     AgentReply,
     ApprovalDecided,
+    ApprovalEscalated,
     ApprovalRefused,
+    ApprovalReminder,
     ApprovalRequested,
     Event,
     HumanQuestion,
-    ApprovalEscalated,
-    ApprovalReminder,
     ScheduleMissed,
 )
 from bot.thread import Thread

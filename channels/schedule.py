@@ -29,8 +29,8 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from redis.exceptions import RedisError
 
 from bot import cron, doctor, serve
-from bot.channel import RENDERERS
 from bot.approvals import approver_addresses
+from bot.channel import RENDERERS
 from bot.events import Event, ScheduleFired, ScheduleMissed, Source
 from bot.intake import thread_id_for
 from bot.outage import stop_if_cancelled

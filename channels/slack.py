@@ -15,7 +15,6 @@ import logging
 from collections.abc import Awaitable
 
 import aiohttp
-
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from slack_bolt.adapter.fastapi.async_handler import AsyncSlackRequestHandler

@@ -21,16 +21,16 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.events import (
+    VISIBLE_TYPES,
     AgentReply,
     ApprovalDecided,
+    ApprovalEscalated,
     ApprovalRefused,
+    ApprovalReminder,
     ApprovalRequested,
     Event,
     HumanQuestion,
-    ApprovalEscalated,
-    ApprovalReminder,
     ScheduleMissed,
-    VISIBLE_TYPES,
 )
 from bot.runtime import Runtime
 from bot.thread import Thread, ThreadMeta

@@ -8,7 +8,6 @@ import re
 import pytest
 
 from bot.policy import ConfigError
-
 from tests.conftest import settled, wait_for
 from tests.helpers import runbook_lines, say
 from tests.messages_api import text, tool_use

@@ -19,13 +19,13 @@ from channels.email_server import start_smtp
 from tests.conftest import settled, wait_for
 from tests.helpers import say
 from tests.mail import (
-    header,
     Sink,
     address_of,
     deliver,
     german,
     gmail,
     gmail_html,
+    header,
     iphone,
     new_mail,
     outlook,

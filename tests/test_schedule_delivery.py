@@ -23,7 +23,7 @@ from channels.email_inbound import Inbound
 from channels.email_server import start_smtp
 from channels.schedule import Clock
 from tests.conftest import settled, wait_for
-from tests.mail import header, Sink, address_of, deliver, gmail, reply_to, text_of
+from tests.mail import Sink, address_of, deliver, gmail, header, reply_to, text_of
 from tests.slack_api import TEAM, Call, Sender, SlackAPI, block_action, message
 
 SECRET = "test-slack-signing-secret"
