@@ -57,10 +57,6 @@ class Keys:
         """Hash {channel, ts} of the Slack message that shows an approval, to update it later."""
         return f"{self.prefix}slack:approval:{approval_id}"
 
-    def slack_working(self, thread_id: str) -> str:
-        """Set of "<channel> <ts>": the messages of `thread_id` that carry the working reaction."""
-        return f"{self.prefix}slack:working:{thread_id}"
-
     # ---- email
     def email_token_used(self, mac: str) -> str:
         """A reply token that decided an approval (single use); holds the deciding message's id."""

@@ -29,7 +29,7 @@ from bot.routing import route
 from bot.runtime import Runtime
 from bot.store import ThreadNotFound
 from bot.thread import Origin, ThreadMeta
-from channels.slack_render import address_key, posted_key, show_working, track_working
+from channels.slack_render import address_key, posted_key, show_working
 
 log = logging.getLogger("chatops.slack")
 
@@ -129,7 +129,6 @@ class Inbound:
         if why := refusal(self.rt.policy, agent, user, channel):
             later(self.client.chat_postEphemeral(channel=channel, user=user, thread_ts=thread_ts, text=why))
             return
-        await track_working(self.rt, thread_id, channel, ts)
         appended = await self.rt.intake.message(
             thread_id, agent=agent, text=text or "(empty message)",
             origin=Origin(channel="slack", address={"team": team, "channel": channel, "thread_ts": thread_ts}),
@@ -138,7 +137,7 @@ class Inbound:
             source=Source(channel="slack", user=user, external_id=message_id),
         )
         if appended.ok:
-            later(show_working(self.rt, self.client, thread_id, channel, ts))
+            later(show_working(self.rt, self.client, thread_id, channel, ts, appended.version))
 
     async def _known(self, thread_id: str, channel: str, thread_ts: str | None) -> ThreadMeta | None:
         """The thread this Slack conversation already belongs to: its own (`thread_id`), or, for

@@ -21,6 +21,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.events import (
+    INPUT_TYPES,
     VISIBLE_TYPES,
     AgentReply,
     ApprovalDecided,
@@ -40,7 +41,7 @@ from channels.slack_signing import sign
 log = logging.getLogger("chatops.slack")
 
 KEEP_MESSAGE_REF = 7 * 86400.0  # after the approval's expiry, for late decisions of other channels
-WORKING_TTL = 86400  # a turn is far shorter; the expiry only bounds what a lost clear leaves behind
+UNREACTED = "unreacted"  # thread meta marker: the log position up to which reactions are off
 
 
 def address_key(team: str, channel: str, thread_ts: str) -> str:
@@ -84,7 +85,7 @@ class SlackRenderer:
             await self._show(thread, event, place)
         finally:  # even if showing the turn's last event failed: nothing else would clear it
             if thread.state != "working" and event is _last_visible(thread):
-                await clear_working(self.rt, self.client, thread.id)
+                await clear_working(self.rt, self.client, thread)
 
     async def _show(self, thread: Thread, event: Event, place: Place) -> None:
         if isinstance(event, AgentReply):
@@ -167,39 +168,41 @@ class SlackRenderer:
         )
 
 
-# ---- the working indicator: a reaction on each message the bot took while the thread works -----
+# ---- the working indicator: a reaction on each Slack message the thread took, until its turn ends
+# Which messages carry it is read off the log (each Slack input's delivery id names its channel
+# and ts); a marker in the thread's meta says up to where the reactions were taken off.
 
-async def track_working(rt: Runtime, thread_id: str, channel: str, ts: str) -> None:
-    """Note a message the thread is about to take, before it is appended: the worker's
-    `clear_working` at the end of that turn, however soon, then finds it."""
-    key = rt.store.keys.slack_working(thread_id)
-    pipe = rt.redis.pipeline(transaction=False)
-    pipe.sadd(key, f"{channel} {ts}")
-    pipe.expire(key, WORKING_TTL)
-    await pipe.execute()
+def slack_inputs(events: list[Event]) -> list[tuple[str, str]]:
+    """(channel, ts) of the Slack messages among `events`."""
+    out = []
+    for event in events:
+        delivery = event.source.external_id or ""
+        if event.type in INPUT_TYPES and delivery.startswith("slack:"):
+            _, _team, channel, ts = delivery.split(":", 3)
+            out.append((channel, ts))
+    return out
 
 
-async def show_working(rt: Runtime, client: AsyncWebClient, thread_id: str, channel: str, ts: str) -> None:
-    """React to a tracked message. This runs after the ack, so the turn may be over already:
-    if `clear_working` took the message meanwhile, its remove may have come first; undo the add."""
+async def show_working(rt: Runtime, client: AsyncWebClient, thread_id: str, channel: str, ts: str,
+                       position: int) -> None:
+    """React to the message that became the `position`th event of the thread. This runs after
+    the ack, so the turn may be over already: if `clear_working` passed that position meanwhile,
+    its remove may have come first; undo the add."""
     reaction = rt.settings.slack_working_reaction
     try:
         await client.reactions_add(channel=channel, timestamp=ts, name=reaction)
     except SlackApiError as exc:
         log.info("could not add the working reaction: %s", exc.response.get("error"))
-    if not await rt.redis.sismember(rt.store.keys.slack_working(thread_id), f"{channel} {ts}"):
+    if await rt.store.marker(thread_id, UNREACTED) >= position:
         await _unreact(client, reaction, channel, ts)
 
 
-async def clear_working(rt: Runtime, client: AsyncWebClient, thread_id: str) -> None:
-    """Take the working reaction off every message of the thread that has it."""
-    key = rt.store.keys.slack_working(thread_id)
-    pipe = rt.redis.pipeline(transaction=True)  # read and forget at once: each is removed once
-    pipe.smembers(key)
-    pipe.delete(key)
-    members, _ = await pipe.execute()
-    for member in sorted(_s(m) for m in members):
-        channel, ts = member.split(" ", 1)
+async def clear_working(rt: Runtime, client: AsyncWebClient, thread: Thread) -> None:
+    """Take the working reaction off the Slack messages the thread took since the last time. The
+    marker moves first, so that a reaction added after this takes itself off (`show_working`)."""
+    done = await rt.store.marker(thread.id, UNREACTED)
+    await rt.store.set_marker(thread.id, UNREACTED, thread.version)
+    for channel, ts in slack_inputs(thread.events[done:thread.version]):
         await _unreact(client, rt.settings.slack_working_reaction, channel, ts)
 
 
