@@ -7,6 +7,7 @@ a best-effort `Mail` (with `defects`), and a mail without a sender address is `N
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 from dataclasses import dataclass, field
 from email import message_from_bytes
@@ -19,6 +20,9 @@ from html.parser import HTMLParser
 import authres
 from mailparser_reply import EmailReplyParser
 from mailparser_reply.constants import MAIL_LANGUAGES
+
+# it logs whole mail bodies at DEBUG; ours are people's mail and quote our reply addresses
+logging.getLogger("mailparser_reply").setLevel(logging.INFO)
 
 _REPLY_PARSER = EmailReplyParser(languages=list(MAIL_LANGUAGES))
 _MSG_ID = re.compile(r"<([^<>\s]+@[^<>\s]+)>")

@@ -21,6 +21,9 @@ from bot.settings import Settings
 from channels.email_inbound import Inbound
 
 log = logging.getLogger("chatops.email")
+# aiosmtpd logs every command and, at DEBUG, every line of every mail: reply addresses carry
+# tokens, which are credentials. We log each mail's outcome ourselves (addresses redacted).
+logging.getLogger("mail.log").setLevel(logging.WARNING)
 MAX_RECIPIENTS = 20
 
 
@@ -47,8 +50,16 @@ class Handler:
         except Exception:  # a bug must not lose mail: the sender retries and we can fix it
             log.exception("handling a mail from %s failed", envelope.mail_from)
             return "451 4.3.0 temporary error while handling the message, try again later"
-        log.info("mail from %s to %s: %s", envelope.mail_from, ",".join(envelope.rcpt_tos), received.status)
+        log.info("mail from %s to %s: %s", envelope.mail_from, ",".join(map(redacted, envelope.rcpt_tos)),
+                 received.status)
         return received.status
+
+
+def redacted(address: str) -> str:
+    """An address fit for the log: a reply address's token is a credential."""
+    local, at, domain = address.partition("@")
+    base, plus, _token = local.partition("+")
+    return f"{base}{'+…' if plus else ''}{at}{domain}"
 
 
 class Authenticator:

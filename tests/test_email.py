@@ -4,6 +4,7 @@ the real runbooks behind the deploy agent."""
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from dataclasses import dataclass
@@ -199,7 +200,8 @@ async def test_reply_styles_reject_with_the_exact_reason(email_bot, sink, style,
     assert h(mail, "Message-ID") in h(confirm[0], "References").split()
 
 
-async def test_an_approval_by_reply_runs_the_tool_once(email_bot, sink):
+async def test_an_approval_by_reply_runs_the_tool_once(email_bot, sink, caplog):
+    caplog.set_level(logging.DEBUG)
     bot = await email_bot()
     thread_id, approval_id, mail = await request_deploy(bot, sink)
     assert (await bot.send(reply_to(mail, ALICE, gmail("Approve, go ahead", mail))))[0] == 250
@@ -207,6 +209,9 @@ async def test_an_approval_by_reply_runs_the_tool_once(email_bot, sink):
     decided = thread.decisions[approval_id]
     assert (decided.decision, decided.by, decided.via, decided.reason) == ("approved", ALICE, "email", "go ahead")
     assert runbook_lines(bot.settings) == ["deploy api 1.2.3 prod"]
+    # the approval token is a credential: in no log line, at any level
+    token = h(mail, "Reply-To").split("+")[1].split("@")[0]
+    assert token not in caplog.text
 
 
 async def _async(value):
@@ -696,9 +701,12 @@ async def test_chatops_smtp_and_chatops_worker_processes_answer_mail(make_settin
 
 
 @pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
-async def test_auth_for_relays_is_required_when_configured(email_bot):
+async def test_auth_for_relays_is_required_when_configured(email_bot, caplog):
+    import base64
+
     import aiosmtplib
 
+    caplog.set_level(logging.DEBUG)  # even at DEBUG, the relay's password is never logged
     bot = await email_bot(smtp_auth_user="relay", smtp_auth_password="s3cret")
     msg = new_mail(BOB, "deploy@ops.test", "status", "/service_status api prod")
     code, _ = await bot.send(msg)
@@ -708,11 +716,14 @@ async def test_auth_for_relays_is_required_when_configured(email_bot):
     try:
         with pytest.raises(aiosmtplib.SMTPAuthenticationError):
             await client.login("relay", "wrong")
-        await client.login("relay", "s3cret")
+        await client.auth_login("relay", "s3cret")  # the password comes as its own line
         errors, reply = await client.send_message(msg)
         assert not errors and "queued in thread" in reply
     finally:
         client.close()
+    logged = caplog.text
+    assert "s3cret" not in logged and base64.b64encode(b"s3cret").decode() not in logged
+    assert base64.b64encode(b"\0relay\0s3cret").decode() not in logged
 
 
 # ---- reminders and escalation ------------------------------------------------------------------
