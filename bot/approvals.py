@@ -71,7 +71,7 @@ def may_decide(
     if request.approvers:
         if who not in request.approvers and who not in escalated_to:
             return f"{user} is not an approver of {request.tool}"
-    elif talkers and who not in talkers:
+    elif talkers and who not in talkers and who not in escalated_to:
         return f"{user} may not talk to this agent, so may not decide its approvals"
     if request.two_person and request.requester and who == request.requester.lower():
         return f"{user} asked for this and the two-person rule needs someone else"
@@ -134,6 +134,22 @@ class Approvals:
         self, approval_id: str, approve: bool, by: str | None, via: str, reason: str = ""
     ) -> Outcome:
         found = await self.find(approval_id)
+        if (stop := await self._stop(found, approval_id, by, via)) is not None:
+            return stop
+        assert found is not None
+        decision: Decision = "approved" if approve else "rejected"
+        return await self._record(found[0].id, found[1], decision, by, via, reason)
+
+    async def screen(self, approval_id: str, by: str | None, via: str) -> ApprovalRequested | Outcome:
+        """The request if `by` may decide it now, else what stops them, recorded as `decide`
+        would record it (a refusal, an expiry). For a decision that needs more first (a reason)."""
+        found = await self.find(approval_id)
+        stop = await self._stop(found, approval_id, by, via)
+        return stop if stop is not None or found is None else found[1]
+
+    async def _stop(
+        self, found: tuple[Thread, ApprovalRequested] | None, approval_id: str, by: str | None, via: str
+    ) -> Outcome | None:
         if found is None:
             return Outcome("not_found", f"no approval {approval_id}")
         thread, request = found
@@ -147,8 +163,7 @@ class Approvals:
             )
             await self.store.append(thread.id, refusal, wake=True)
             return Outcome("refused", f"Refused: {why}.", request)
-        decision: Decision = "approved" if approve else "rejected"
-        return await self._record(thread.id, request, decision, by, via, reason)
+        return None
 
     async def expire(self, approval_id: str) -> Outcome:
         found = await self.find(approval_id)

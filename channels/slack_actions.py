@@ -17,6 +17,7 @@ import logging
 from slack_bolt.async_app import AsyncAck, AsyncApp
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.approvals import Outcome
 from bot.events import ApprovalRequested
 from bot.runtime import Runtime
 from channels import slack_blocks as blocks
@@ -72,19 +73,9 @@ class Actions:
 
     async def _to_reject(self, approval_id: str, user: str) -> ApprovalRequested | str:
         """The approval `user` may be asked a reason to reject, or why not: it is gone, decided,
-        expired, or not theirs to decide. The last two go through `decide`, which records the
-        expiry or the refusal as a click on Approve would (and authorizes again, so it records no
-        decision by someone not allowed)."""
-        approvals = self.rt.approvals
-        found = await approvals.find(approval_id)
-        if found is None:
-            return f"There is no approval {approval_id} any more."
-        thread, request = found
-        if earlier := thread.decisions.get(approval_id):
-            return f"Already decided: {blocks.outcome_text(earlier)}"
-        if approvals.clock() >= request.expires_at or approvals.authorize(thread, request, user):
-            return (await approvals.decide(approval_id, False, user, "slack")).message
-        return request
+        expired, or not theirs to decide (the last two recorded as a click on Approve would be)."""
+        screened = await self.rt.approvals.screen(approval_id, user, "slack")
+        return screened.message if isinstance(screened, Outcome) else screened
 
     async def on_reject_reason(self, ack: AsyncAck, body: dict, view: dict) -> None:
         user = body["user"]["id"]

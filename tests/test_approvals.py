@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 
 import pytest
 
+from bot.approvals import may_decide
+from bot.events import ApprovalRequested
 from bot.policy import ConfigError
 from tests.conftest import settled, wait_for
 from tests.helpers import runbook_lines, say
@@ -144,3 +147,12 @@ async def test_with_no_approvers_only_those_who_may_talk_to_the_agent_decide(mak
 async def test_a_policy_that_would_fail_open_stops_the_bot(make_settings, runtime, policy_file, policy, named):
     with pytest.raises(ConfigError, match=re.escape(named)):
         await runtime(make_settings(policy_file=policy_file(policy)))
+
+
+def test_an_escalation_lets_its_people_decide_even_where_only_the_agents_users_may():
+    request = ApprovalRequested(approval_id="0123456789abcdef.01234567", call_id="c", tool="rollback",
+                                args={}, requester="bob", approvers=[], expires_at=time.time() + 60)
+    talkers = {"bob", "dave"}
+    assert may_decide(request, "carol", escalated_to=[], talkers=talkers) is not None
+    assert may_decide(request, "carol", escalated_to=["carol"], talkers=talkers) is None
+    assert may_decide(request, "dave", talkers=talkers) is None
