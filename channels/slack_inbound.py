@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import time
 from collections.abc import Coroutine
 from typing import Any
 
@@ -40,8 +41,9 @@ _SAYING = {None, "file_share", "thread_broadcast", "bot_message"}
 # more than a closing `.`/`!`. Anything else ("approve? what does it touch") goes to the agent.
 _APPROVE = re.compile(r"approved?[.!\s]*", re.IGNORECASE)
 _REJECT = re.compile(r"reject(?:[.!\s]*|[\s:,-]+(.*))", re.IGNORECASE | re.DOTALL)
-DECIDING_TTL = 60  # the claim of a typed decision until it is recorded: if deciding fails (Redis
-# down), Slack's retry a minute later is processed instead of dropped
+DECIDING = "deciding"  # the claim's value while a delivery of the message decides
+DECIDING_TTL = 30  # bounds a claim left "deciding" by a process that died mid-decision
+TWIN_WAIT = 2.0  # how long a second delivery waits for the first to finish deciding
 _tasks: set[asyncio.Task] = set()
 
 
@@ -64,6 +66,13 @@ async def flush() -> None:
     """Wait for the Web API calls `later` started (tests; a shutdown that wants them sent)."""
     while _tasks:
         await asyncio.gather(*list(_tasks), return_exceptions=True)
+
+
+async def _release(rt: Runtime, key: str) -> None:
+    try:
+        await rt.redis.delete(key)
+    except Exception as exc:  # Redis is down: the claim expires after DECIDING_TTL instead
+        log.warning("could not release the claim %s: %s", key, exc)
 
 
 def typed_decision(text: str) -> tuple[bool, str] | None:
@@ -185,18 +194,37 @@ class Inbound:
         # Intake's dedupe claim of this message: a retry, or the app_mention/message twin of it,
         # finds it taken here or in intake, and has no second effect.
         claim = self.rt.store.keys.claim(thread_id, f"ext:{message_id}")
-        if not await self.rt.redis.set(claim, "decision", nx=True, ex=DECIDING_TTL):
+        if not await self._claim(claim):
             return True
-        if len(pending) > 1:
-            said: str | None = self._which_one(pending)
-        else:
-            approve, reason = decision
-            outcome = await self.rt.approvals.decide(pending[0].approval_id, approve, user, "slack", reason)
-            # the message update shows a decision; explain the rest
-            said = outcome.message if outcome.status != "decided" else None
-        await self.rt.redis.expire(claim, int(DEDUPE_TTL))
+        try:
+            if len(pending) > 1:
+                said: str | None = self._which_one(pending)
+            else:
+                approve, reason = decision
+                outcome = await self.rt.approvals.decide(pending[0].approval_id, approve, user, "slack", reason)
+                # the message update shows a decision; explain the rest
+                said = outcome.message if outcome.status != "decided" else None
+        except BaseException:  # not decided: Slack's retry must find the message unclaimed
+            await _release(self.rt, claim)
+            raise
+        await self.rt.redis.set(claim, "decided", ex=int(DEDUPE_TTL))
         if said:
             later(self.client.chat_postEphemeral(channel=channel, user=user, thread_ts=thread_ts, text=said))
+        return True
+
+    async def _claim(self, key: str) -> bool:
+        """True if this delivery decides; False if another already has (or intake stored the
+        message). While another delivery is still deciding, wait for it: the twin event comes a
+        few milliseconds apart, and a retry must not be acknowledged for a decision that may yet
+        fail. If it does not finish in time, raise: Slack gets a 500 and tries again later."""
+        deadline = time.monotonic() + TWIN_WAIT
+        while not await self.rt.redis.set(key, DECIDING, nx=True, ex=DECIDING_TTL):
+            held = await self.rt.redis.get(key)
+            if held is not None and held != DECIDING.encode():
+                return False
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"another delivery of {key} is still deciding")
+            await asyncio.sleep(0.02)
         return True
 
     def _which_one(self, pending: list[ApprovalRequested]) -> str:

@@ -535,6 +535,24 @@ async def test_a_typed_decision_has_one_effect_whatever_slack_delivers(slack_bot
     assert len(messages_api.requests) == 2  # the request, then the rejection's result
 
 
+async def test_a_retry_is_not_acknowledged_while_the_first_delivery_may_still_fail(slack_bot, messages_api):
+    bot = await slack_bot()
+    ts, thread, _ = await ask_for_prod_deploy(bot, messages_api, text("Not deploying."))
+    said = new_ts()
+    bob = message("reject not today", user="U0BOB001", ts=said, thread_ts=ts)
+    # the first delivery is deciding (slow, or about to fail) when Slack's retry arrives
+    claim = bot.rt.store.keys.claim(thread.id, f"ext:slack:{TEAM}:{CHANNEL}:{said}")
+    await bot.rt.redis.set(claim, "deciding", ex=30)
+    retried = await bot.send.event(bob, retry=1)
+    assert retried.status_code >= 500  # not acknowledged: Slack will try again
+    # the first delivery failed and let go of the message: the next retry decides it
+    await bot.rt.redis.delete(claim)
+    assert (await bot.send.event(bob, retry=2)).status_code == 200
+    thread = await settled(bot.rt, thread.id)
+    [decided] = [e for e in thread.events if e.type == "approval_decided"]
+    assert (decided.decision, decided.reason) == ("rejected", "not today")
+
+
 async def test_a_typed_decision_with_two_approvals_waiting_decides_nothing(slack_bot, messages_api):
     bot = await slack_bot()
     web = {**DEPLOY_PROD, "service": "web"}
