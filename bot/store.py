@@ -200,6 +200,13 @@ class Store:
         thread.extend([parse_event(r) for r in raw])
         return thread
 
+    async def meta(self, thread_id: str) -> ThreadMeta:
+        """The thread's metadata alone (its origin: where to tell its humans)."""
+        info = await self.redis.hget(self.keys.meta(thread_id), "info")
+        if info is None:
+            raise ThreadNotFound(thread_id)
+        return ThreadMeta.model_validate_json(info)
+
     async def exists(self, thread_id: str) -> bool:
         return bool(await self.redis.hexists(self.keys.meta(thread_id), "info"))
 

@@ -196,17 +196,31 @@ class Worker:
             )
             if pending["times_delivered"] < MAX_DELIVERIES:
                 return
-            error = Error(kind="internal_error", message=f"{type(exc).__name__}: {exc}"[:500])
-            reply = AgentReply(text="Something went wrong on my side and I stopped working on this "
-                                    "request; the error is recorded in the thread. Try again, or "
-                                    "ask whoever runs me to look at the logs.")
-            await self.rt.store.append(thread_id, error, followed_by=[reply])
-            self.fresh.discard(thread_id)
+            async with self._lease(thread_id) as fence:  # no other worker's turn in between
+                await self._give_up(thread_id, exc, fence)
             await self._done(entry_id)
             log.error("gave up on thread %s after %d failed attempts", thread_id, MAX_DELIVERIES)
-            await self._settle(await self.rt.store.load(thread_id))
+        except (LeaseLost, TimeoutError):
+            pass  # another worker holds the thread: it is not stuck
         except Exception:
             log.exception("could not record the failure of thread %s", thread_id)
+
+    async def _give_up(self, thread_id: str, exc: Exception, fence: int) -> None:
+        error = Error(kind="internal_error", message=f"{type(exc).__name__}: {exc}"[:500])
+        reply = AgentReply(text="Something went wrong on my side and I stopped working on this "
+                                "request; the error is recorded in the thread. Try again, or ask "
+                                "whoever runs me to look at the logs.")
+        appended = await self.rt.store.append(thread_id, error, followed_by=[reply], fence=fence, state="idle")
+        if appended.outcome == "fenced":
+            raise LeaseLost(thread_id)
+        self.fresh.discard(thread_id)
+        try:
+            await self._settle(await self.rt.store.load(thread_id))
+        except Exception:  # what fails may be reading the log itself: tell the human from the meta
+            thread = Thread(meta=await self.rt.store.meta(thread_id))
+            thread.extend([error, reply])
+            if renderer := self.rt.renderers.get(thread.meta.origin.channel):
+                await self._deliver(thread, reply, renderer.name, renderer.render(thread, reply))
 
     async def drain(self) -> None:
         while self.tasks:

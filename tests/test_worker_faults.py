@@ -30,7 +30,7 @@ async def test_a_wake_up_that_keeps_failing_is_given_up_visibly(make_settings, s
     await settled(rt, thread_id)
     # a log entry no version of the bot can read: every attempt to advance the thread fails
     await rt.redis.rpush(rt.store.keys.log(thread_id), '{"type": "from_the_future"}')
-    await rt.store.wake(thread_id)
+    await say(rt, "/help", thread_id=thread_id)  # the thread is "working" on it, and woken
 
     async def given_up():
         raw = await rt.redis.lrange(rt.store.keys.log(thread_id), -2, -1)
@@ -40,6 +40,9 @@ async def test_a_wake_up_that_keeps_failing_is_given_up_visibly(make_settings, s
     assert b"ValidationError" in error_event and b"Something went wrong on my side" in reply
     summary = await rt.redis.xpending(rt.store.keys.inbox, "workers")
     assert summary["pending"] == 0
+    # the thread no longer claims to be working: lists show it settled
+    [row] = [r for r in await rt.store.list_threads() if r["id"] == thread_id]
+    assert row["state"] == "idle"
 
 
 async def test_one_broken_approval_does_not_stop_the_sweep(make_settings, start_bot):
