@@ -10,6 +10,7 @@ import logging
 import re
 import secrets
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -31,6 +32,8 @@ from bot.store import Claim, Store, ThreadNotFound
 from bot.thread import Thread
 
 log = logging.getLogger("chatops.approvals")
+
+SWEEP_ATTEMPTS = 3  # sweeps that may fail on one approval before they give it up
 
 _APPROVAL_ID = re.compile(r"^([0-9a-f]{16})\.([0-9a-f]{8})$")
 
@@ -90,6 +93,7 @@ class Approvals:
         self.policy = policy
         self.ttl = ttl
         self.clock = clock
+        self.failures: Counter[str] = Counter()  # approval id -> sweeps that failed on it
 
     def request_for(self, thread: Thread, call: ToolCall) -> ApprovalRequested:
         tool_policy = self.policy.tool(call.tool)
@@ -181,7 +185,8 @@ class Approvals:
     async def expire_due(self) -> int:
         due = await self.store.pending_approval_ids(due_before=self.clock())
         for approval_id in due:
-            await _one_of_many(self.expire(approval_id), "expiring", approval_id)
+            if await self._one_of_many(self.expire(approval_id), "expiring", approval_id) is False:
+                await self.store.forget_pending(approval_id)
         return len(due)
 
     async def nudge_due(self) -> int:
@@ -191,9 +196,31 @@ class Approvals:
         for member in due:
             member = member.decode() if isinstance(member, bytes) else member
             kind, _, approval_id = member.partition(":")
-            if await _one_of_many(self._nudge(kind, approval_id), f"the {kind} of", approval_id):
+            if await self._one_of_many(self._nudge(kind, approval_id), f"the {kind} of", approval_id) \
+                    is not None:
                 await self.store.redis.zrem(keys.approval_timers, member)
         return len(due)
+
+    async def _one_of_many(self, work: Awaitable[object], doing: str, approval_id: str) -> bool | None:
+        """Run one approval's part of a sweep. A broken approval (its thread no longer loads) must
+        not hold up the others: it is logged and skipped, and after SWEEP_ATTEMPTS sweeps given up
+        (False) rather than retried, with a traceback, every few seconds for good. True once done,
+        None while it is still retried. An outage stops the sweep instead."""
+        try:
+            await work
+            self.failures.pop(approval_id, None)
+            return True
+        except REDIS_DOWN:
+            raise
+        except Exception:
+            self.failures[approval_id] += 1
+            if self.failures[approval_id] < SWEEP_ATTEMPTS:
+                log.exception("%s approval %s failed; retried at the next sweep", doing, approval_id)
+                return None
+            log.error("%s approval %s failed %d times; the sweep gives it up (its thread is kept)",
+                      doing, approval_id, SWEEP_ATTEMPTS)
+            del self.failures[approval_id]
+            return False
 
     async def _nudge(self, kind: str, approval_id: str) -> None:
         found = await self.find(approval_id)
@@ -227,19 +254,6 @@ class Approvals:
             thread = await self.store.load(thread_id)
             return _already(request, thread.decisions[request.approval_id])
         return Outcome("decided", describe(event), request, event)
-
-
-async def _one_of_many(work: Awaitable[object], doing: str, approval_id: str) -> bool:
-    """Run one approval's part of a sweep; a broken approval (a thread that no longer loads) is
-    logged and skipped so that it cannot hold up the others. An outage still stops the sweep."""
-    try:
-        await work
-        return True
-    except REDIS_DOWN:
-        raise
-    except Exception:
-        log.exception("%s approval %s failed; skipped until the next sweep", doing, approval_id)
-        return False
 
 
 def approver_addresses(thread: Thread, event: Event) -> list[str]:

@@ -65,6 +65,12 @@ async def test_one_broken_approval_does_not_stop_the_sweep(make_settings, start_
     # the broken approval sorts first; the good one expires all the same
     assert await wait_for(expired, 10, "the good approval to be swept") == "expired"
 
+    # and the sweep does not retry the broken one forever
+    async def given_up():
+        return other.approval_id not in await rt.store.pending_approval_ids()
+
+    await wait_for(given_up, 10, "the sweep to give up the broken approval")
+
 
 async def test_with_the_model_down_the_digest_still_delivers_its_table(model_settings, start_bot,
                                                                       messages_api, policy_file):
