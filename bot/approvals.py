@@ -263,13 +263,18 @@ def approver_addresses(thread: Thread, event: Event) -> list[str]:
     if isinstance(event, (ApprovalRequested, ApprovalReminder, ApprovalEscalated)):
         people = list(event.approvers)
     elif isinstance(event, ApprovalDecided):
-        people = [a for e in thread.events if isinstance(e, (ApprovalRequested, ApprovalEscalated))
-                  and e.approval_id == event.approval_id for a in e.approvers]
+        people = deciders(thread, event.approval_id)
     elif isinstance(event, ApprovalRefused) and event.via == "email":
         people = [event.by or ""]
     else:
         people = []
-    return list(dict.fromkeys(p for p in people if "@" in p))
+    return list(dict.fromkeys(p.lower() for p in people if "@" in p))
+
+
+def deciders(thread: Thread, approval_id: str) -> list[str]:
+    """Who could decide an approval: its approvers and those its escalations added."""
+    request = thread.approvals.get(approval_id)
+    return list(dict.fromkeys([*(request.approvers if request else []), *escalated_to(thread, approval_id)]))
 
 
 def _already(request: ApprovalRequested, earlier: ApprovalDecided) -> Outcome:

@@ -23,7 +23,7 @@ from datetime import datetime, timezone
 from email.message import EmailMessage
 from email.utils import formataddr, formatdate, parseaddr
 
-from bot.approvals import escalated_to
+from bot.approvals import approver_addresses
 from bot.events import (
     AgentReply,
     ApprovalDecided,
@@ -160,7 +160,7 @@ def compose(me: Identity, thread: Thread, event: Event, to: list[str] | None = N
     elif isinstance(event, ApprovalRequested):
         text = approval_text(thread, event, decides=False)
     elif isinstance(event, ApprovalDecided):
-        cc = [a for a in _approvers(thread, event.approval_id) if a not in to]
+        cc = [a for a in approver_addresses(thread, event) if a not in to]
         text = decision_text(thread, event)
     elif isinstance(event, (ApprovalReminder, ApprovalEscalated)):
         text = nudge_text(event, decides=False)
@@ -188,13 +188,6 @@ def compose(me: Identity, thread: Thread, event: Event, to: list[str] | None = N
         out.append(_mail(me, thread, event, [decider], [], refs, None, token, decider,
                          own, _html(own, event, thread, decides=True), kind))
     return out
-
-
-def _approvers(thread: Thread, approval_id: str) -> list[str]:
-    """The email addresses that could decide an approval: its approvers and its escalations'."""
-    request = thread.approvals.get(approval_id)
-    people = [*(request.approvers if request else []), *escalated_to(thread, approval_id)]
-    return list(dict.fromkeys(email_tokens.normalize(p) for p in people if "@" in p))
 
 
 def _mail(me: Identity, thread: Thread, event: Event, to: list[str], cc: list[str],
