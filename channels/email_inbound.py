@@ -25,7 +25,7 @@ from bot.store import Claim, ThreadNotFound
 from bot.thread import Origin, Thread
 from channels import email_tokens
 from channels.email_compose import REPLY_LOCAL, Identity
-from channels.email_parse import Decision, Mail, decision, parse
+from channels.email_parse import UNMISTAKABLE_WORDS, Decision, Mail, decision, parse
 from channels.email_tokens import Token
 
 log = logging.getLogger("chatops.email")
@@ -85,10 +85,20 @@ class Inbound:
             return await self._decide(mail, wanted, approval_id, tokens)
         if self._dmarc(mail) == "fail":
             return Received("550 5.7.1 sender authentication (DMARC) failed", "refused")
-        if wanted is not None and not tokens and _is_reply(mail):
+        if wanted is not None and not tokens and self._looks_like_an_answer(mail):
             return Received("554 5.7.1 this looks like an answer to an approval, but it carries no reply "
                             "token: nothing was decided or recorded; reply to the approval mail itself", "rejected")
         return await self._message(mail, rcpt_tos, tokens)
+
+    def _looks_like_an_answer(self, mail: Mail) -> bool:
+        """Whether a mail opening with a decision word but carrying no token is an answer to an
+        approval that lost its way (refused, so that its sender learns to reply to the approval
+        mail itself) rather than a new request: it answers one of our mails, or it is a "Re:"
+        opening with an unmistakable word (approve, reject...; "No deploys today" is a request)."""
+        if any(mid.lower().endswith(f"@{self.me.domain}>") for mid in mail.answered_ids):
+            return True
+        first = (mail.text.split(maxsplit=1) or [""])[0].strip(".,!:;").lower()
+        return mail.subject[:3].lower() in ("re:", "aw:", "sv:") and first in UNMISTAKABLE_WORDS
 
     def _tokens(self, rcpt_tos: list[str], mail: Mail) -> list[Token]:
         """Valid tokens in the recipients, then in the ids the mail answers (In-Reply-To first)."""
@@ -253,10 +263,6 @@ def _decided(wanted: Decision | None, tokens: list[Token]) -> str | None:
     if wanted.approval_id:
         return wanted.approval_id
     return next((t.approval_id for t in tokens if t.approval_id), None)
-
-
-def _is_reply(mail: Mail) -> bool:
-    return bool(mail.answered_ids) or mail.subject[:3].lower() in ("re:", "aw:", "sv:")
 
 
 def _text(mail: Mail, new: bool) -> str:

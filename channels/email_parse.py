@@ -28,6 +28,8 @@ _REPLY_PARSER = EmailReplyParser(languages=list(MAIL_LANGUAGES))
 _MSG_ID = re.compile(r"<([^<>\s]+@[^<>\s]+)>")
 APPROVE_WORDS = frozenset({"approve", "approved", "yes", "lgtm"})
 REJECT_WORDS = frozenset({"reject", "rejected", "no", "deny", "denied"})
+# the decision words that rarely open ordinary prose ("No deploys today, please check api")
+UNMISTAKABLE_WORDS = (APPROVE_WORDS | REJECT_WORDS) - {"yes", "no"}
 _RULE = re.compile(r"[_\-=]{10,}")
 _APPROVAL_ID = re.compile(r"^[0-9a-f]{16}\.[0-9a-f]{8}$")
 _AUTOMATIC_LOCALS = ("mailer-daemon", "postmaster", "noreply", "no-reply", "donotreply", "do-not-reply")

@@ -264,6 +264,17 @@ async def test_each_approver_gets_a_token_of_their_own_and_the_requester_none(em
     assert runbook_lines(bot.settings) == ["deploy api 1.2.3 prod"]
 
 
+async def test_a_new_request_that_opens_with_no_starts_a_thread(email_bot, sink):
+    bot = await email_bot()
+    forwarded = new_mail(BOB, "deploy@ops.test", "Re: release plan", "No deploys today, please check api.")
+    code, text = await bot.send(forwarded)
+    assert code == 250 and "queued in thread" in text
+    # while an answer that lost its threading is still refused, so its sender learns why
+    lost = new_mail(ALICE, "bot@ops.test", "Re: ship api", "Approve")
+    code, text = await bot.send(lost)
+    assert code == 554 and "no reply token" in text
+
+
 async def test_a_yes_or_no_with_only_a_thread_token_is_a_message_to_the_thread(email_bot, sink):
     bot = await email_bot()
     thread_id, approval_id, _ = await request_deploy(bot, sink)
