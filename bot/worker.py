@@ -96,12 +96,14 @@ class Worker:
                 log.warning("Redis unreachable at start (%s); retrying", exc)
                 await asyncio.sleep(1)
         log.info("worker %s started", self.name)
+        loops = [asyncio.create_task(loop) for loop in (self._read_loop(), self._claim_loop(), self._sweep_loop())]
         try:
-            await asyncio.gather(self._read_loop(), self._claim_loop(), self._sweep_loop())
+            await asyncio.gather(*loops)
         finally:  # stopping: what is in flight stays pending in the inbox for the next worker
-            for task in self.tasks:
+            running = [*loops, *self.tasks]
+            for task in running:
                 task.cancel()
-            await asyncio.gather(*self.tasks, return_exceptions=True)
+            await asyncio.gather(*running, return_exceptions=True)  # returns once all have stopped
 
     async def ensure_group(self) -> None:
         try:
