@@ -31,6 +31,10 @@ class Keys:
     def threads(self) -> str:
         return f"{self.prefix}threads"
 
+    def threads_in(self, state: str) -> str:
+        """Sorted set: the threads last seen in `state` -> when (an index of the meta's state)."""
+        return f"{self.prefix}threads:{state}"
+
     @property
     def pending_approvals(self) -> str:
         return f"{self.prefix}approvals:pending"

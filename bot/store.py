@@ -14,10 +14,11 @@ from dataclasses import dataclass
 from typing import Literal
 
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 
 from bot.events import ApprovalDecided, ApprovalRequested, Event, dump_event, parse_event
 from bot.keys import Keys
-from bot.thread import State, Thread, ThreadMeta
+from bot.thread import STATES, State, Thread, ThreadMeta
 
 # KEYS: log, meta, claim
 # ARGV: event, fence, claim?, claim ttl ms, meta json, now, state, event id, event if awaiting_human,
@@ -146,6 +147,8 @@ class Store:
             client=pipe,
         )
         pipe.zadd(k.threads, {thread_id: now})
+        if state:
+            self._index_state(pipe, thread_id, state, now)
         if isinstance(event, ApprovalRequested):
             pipe.zadd(k.pending_approvals, {event.approval_id: event.expires_at})
             timers = {f"{kind}:{event.approval_id}": at for kind, at in
@@ -160,16 +163,27 @@ class Store:
         code, version = (await pipe.execute(raise_on_error=True))[0]
         appended = Appended(_OUTCOMES.get(code, "appended"), version)
         if not appended.ok:
-            await self._unindex(thread_id, event, appended)
+            await self._unindex(thread_id, event, appended, state is not None)
         return appended
 
-    async def _unindex(self, thread_id: str, event: Event, appended: Appended) -> None:
+    def _index_state(self, pipe: Pipeline, thread_id: str, state: str, now: float) -> None:
+        pipe.zadd(self.keys.threads_in(state), {thread_id: now})
+        for other in STATES:
+            if other != state:
+                pipe.zrem(self.keys.threads_in(other), thread_id)
+
+    async def _unindex(self, thread_id: str, event: Event, appended: Appended, restate: bool) -> None:
         """Undo the index updates that rode with an append the script refused (they cannot be
-        made conditional without a transaction across slots): rare, so one more round trip."""
+        made conditional without a transaction across slots): rare, so more round trips."""
         k = self.keys
         pipe = self.redis.pipeline(transaction=False)
         if appended.outcome == "missing":
             pipe.zrem(k.threads, thread_id)
+            for state in STATES:
+                pipe.zrem(k.threads_in(state), thread_id)
+        elif restate:  # the state index moved, the thread's state did not: put it back
+            state = await self.redis.hget(k.meta(thread_id), "state")
+            self._index_state(pipe, thread_id, _s(state) if state else "working", time.time())
         if isinstance(event, ApprovalRequested):
             pipe.zrem(k.pending_approvals, event.approval_id)
             pipe.zrem(k.approval_timers, f"remind:{event.approval_id}", f"escalate:{event.approval_id}")
@@ -180,7 +194,10 @@ class Store:
         await self.redis.xadd(self.keys.inbox, {"thread": thread_id})
 
     async def set_state(self, thread_id: str, state: State) -> None:
-        await self.redis.hset(self.keys.meta(thread_id), "state", state)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hset(self.keys.meta(thread_id), "state", state)
+        self._index_state(pipe, thread_id, state, time.time())
+        await pipe.execute()
 
     async def set_marker(self, thread_id: str, name: str, value: int) -> None:
         await self.redis.hset(self.keys.meta(thread_id), name, value)
@@ -215,18 +232,17 @@ class Store:
         return int(value or 0)
 
     async def list_threads(self, state: str | None = None, limit: int = 100) -> list[dict]:
-        """The most recently active threads (in `state`, if given), newest first. Filtering by
-        state reads the index page by page to its end if need be: an old thread waiting for an
-        approval must not be missing from the list."""
+        """The most recently active threads (in `state`, if given: from that state's index,
+        checked against each thread's own state), newest first."""
+        index = self.keys.threads_in(state) if state else self.keys.threads
         rows: list[dict] = []
-        page = max(limit, 500) if state else limit
         start = 0
         while len(rows) < limit:
-            ids = await self.redis.zrevrange(self.keys.threads, start, start + page - 1)
+            ids = await self.redis.zrevrange(index, start, start + limit - 1)
             rows += [r for r in await self._rows(ids) if not state or r["state"] == state]
-            if len(ids) < page:
+            if len(ids) < limit:
                 break
-            start += page
+            start += limit
         return rows[:limit]
 
     async def _rows(self, ids: list) -> list[dict]:

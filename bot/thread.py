@@ -26,6 +26,7 @@ from bot.events import (
 )
 
 State = Literal["working", "awaiting_approval", "awaiting_human", "idle"]
+STATES: tuple[State, ...] = ("working", "awaiting_approval", "awaiting_human", "idle")
 
 
 class Origin(BaseModel):

@@ -76,3 +76,18 @@ async def test_listing_by_state_finds_old_threads_behind_many_new_ones(make_sett
     [row] = await rt.store.list_threads("awaiting_approval", limit=10)
     assert row["id"] == waiting
     assert len(await rt.store.list_threads(limit=50)) == 50
+
+
+async def test_a_refused_append_leaves_the_state_index_as_the_thread_is(make_settings, runtime):
+    rt = await runtime(make_settings())
+    thread_id = new_thread_id()
+
+    async def deliver():
+        return await rt.intake.message(thread_id, agent="deploy", origin=Origin(channel="api"), text="hi",
+                                       source=Source(channel="api", external_id="delivery-2"))
+
+    assert (await deliver()).ok
+    await rt.store.set_state(thread_id, "idle")  # the worker settled it
+    assert (await deliver()).outcome == "duplicate"  # a retry of the same delivery
+    assert [r["id"] for r in await rt.store.list_threads("idle")] == [thread_id]
+    assert await rt.store.list_threads("working") == []
