@@ -185,7 +185,10 @@ async def test_two_clock_processes_race_for_each_fire_and_fire_it_once(make_sett
     for won, lost in seen:
         tried = sum(t <= end for t in won) + sum(n for t, n in lost if t <= end)
         assert tried >= len(contested), (won, lost, [e.scheduled_for for e in contested])
-    assert all(lost for _, lost in seen), "a process never lost a fire: they did not compete"
+    # each contested fire was won once and lost by the other: which process wins is a matter of
+    # scheduling, and one may well win them all
+    losses = sum(n for _, lost in seen for t, n in lost if t <= end)
+    assert losses >= len(contested), "the processes did not compete for every fire"
 
 
 # ---- misses while no process ran ----------------------------------------------------------------
