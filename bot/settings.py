@@ -60,6 +60,9 @@ class Settings(BaseSettings):
     claim_idle: float = Field(60.0, gt=0, validation_alias=_env("CHATOPS_CLAIM_IDLE"))
     worker_concurrency: int = Field(1000, ge=1, validation_alias=_env("CHATOPS_WORKER_CONCURRENCY"))
     sweep_interval: float = Field(5.0, gt=0, validation_alias=_env("CHATOPS_SWEEP_INTERVAL"))
+    # on SIGTERM, how long a worker lets the threads it is advancing reach a pause (a platform's
+    # kill usually follows 30 s after its SIGTERM)
+    shutdown_grace: float = Field(20.0, ge=0, validation_alias=_env("CHATOPS_SHUTDOWN_GRACE"))
     tool_output_limit: int = Field(2000, ge=200, validation_alias=_env("CHATOPS_TOOL_OUTPUT_LIMIT"))
 
     # ---- slack (channels/slack.py): the bot token is required for either way of connecting

@@ -99,11 +99,23 @@ class Worker:
         loops = [asyncio.create_task(loop) for loop in (self._read_loop(), self._claim_loop(), self._sweep_loop())]
         try:
             await asyncio.gather(*loops)
-        finally:  # stopping: what is in flight stays pending in the inbox for the next worker
-            running = [*loops, *self.tasks]
-            for task in running:
+        finally:
+            for task in loops:  # stopping: take nothing new
                 task.cancel()
-            await asyncio.gather(*running, return_exceptions=True)  # returns once all have stopped
+            await asyncio.gather(*loops, return_exceptions=True)
+            await self._finish_in_flight()
+
+    async def _finish_in_flight(self) -> None:
+        """Let the threads being advanced reach a pause within the shutdown grace: a runbook half
+        way through then records its result instead of becoming an unknown outcome for a human.
+        What is still running after it stays pending in the inbox for the next worker."""
+        grace = self.rt.settings.shutdown_grace
+        if self.tasks and grace > 0:
+            log.info("stopping: waiting up to %gs for %d thread(s) in progress", grace, len(self.tasks))
+            await asyncio.wait(list(self.tasks), timeout=grace)
+        for task in list(self.tasks):
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)  # returns once all have stopped
 
     async def ensure_group(self) -> None:
         try:

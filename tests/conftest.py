@@ -82,6 +82,7 @@ def make_settings(redis_url: str, prefix: str, tmp_path: Path) -> Callable[..., 
             redis_url=redis_url, key_prefix=prefix, data_dir=tmp_path / "data", policy_file=None,
             anthropic_api_key=None, anthropic_base_url=None, api_token=None, signing_key="test-signing-key",
             lease_ttl=5.0, claim_idle=2.0, sweep_interval=0.2, model_retries=2, model_timeout=5.0,
+            shutdown_grace=1.0,
         )
         values.update(overrides)
         return Settings(_env_file=None, **values)
@@ -187,6 +188,7 @@ def bot_env(settings: Settings, **extra: str) -> dict[str, str]:
         "CHATOPS_LEASE_TTL": str(settings.lease_ttl),
         "CHATOPS_CLAIM_IDLE": str(settings.claim_idle),
         "CHATOPS_SWEEP_INTERVAL": str(settings.sweep_interval),
+        "CHATOPS_SHUTDOWN_GRACE": str(settings.shutdown_grace),
         "CHATOPS_SIGNING_KEY": "test-signing-key",
         "CHATOPS_SMTP_PORT": "0",  # `chatops run` listens for mail: never on a fixed port in tests
         "PYTHONPATH": str(ROOT),

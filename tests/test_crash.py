@@ -86,3 +86,32 @@ async def test_killed_while_the_tool_runs_is_never_run_again(make_settings, runt
         assert thread.state == "idle" and slow_log.read_text().count("started") == 1
     finally:
         kill(worker)
+
+
+async def test_a_worker_stopped_while_the_tool_runs_lets_it_finish(make_settings, runtime, policy_file, tmp_path):
+    script = tmp_path / "slow_rollback.sh"
+    script.write_text(SLOW_ROLLBACK)
+    script.chmod(0o755)
+    policy = policy_file(f'[tools.rollback]\ncommand = ["{script}", "{{service}}", "{{environment}}"]\n')
+    settings = make_settings(policy_file=policy, shutdown_grace=10.0)
+    rt = await runtime(settings)
+    slow_log = settings.data_dir / "slow.log"
+    worker = spawn_bot(settings, "worker")
+    try:
+        thread_id = await say(rt, "/rollback api prod")
+        [request] = (await settled(rt, thread_id, timeout=20)).pending_approvals()
+        await rt.approvals.decide(request.approval_id, True, "alice", "api")
+        await wait_for(lambda: _exists(slow_log), 20, "the runbook to start")
+        worker.send_signal(signal.SIGTERM)  # a deploy of the bot, mid-rollback
+        assert worker.wait(20) == 0
+        thread = await rt.store.load(thread_id)
+        assert thread.results[request.call_id].status == "ok"  # recorded, not an unknown outcome
+        assert runbook_lines(settings) == ["rollback api prod"]
+        assert "waiting up to 10s for 1 thread(s) in progress" in worker.output()
+    finally:
+        if worker.poll() is None:
+            kill(worker)
+
+
+async def _exists(path) -> bool:
+    return path.exists()
