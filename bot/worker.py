@@ -95,6 +95,9 @@ class Worker:
                 stop_if_cancelled(exc)
                 log.warning("Redis unreachable at start (%s); retrying", exc)
                 await asyncio.sleep(1)
+        # ensure_group() may have swallowed a cancel (redis-py retried the command): the loops
+        # below are new tasks that would never see it, and gather() would wait forever
+        stop_if_cancelled()
         log.info("worker %s started", self.name)
         loops = [asyncio.create_task(loop) for loop in (self._read_loop(), self._claim_loop(), self._sweep_loop())]
         try:

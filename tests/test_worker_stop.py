@@ -43,3 +43,19 @@ async def test_each_loop_stops_on_a_single_cancel(make_settings, runtime):
             task.cancel()
             _, running = await asyncio.wait({task}, timeout=2)
             assert not running, f"attempt {attempt}: {loop.__name__} ignored its cancel"
+
+
+async def test_a_cancel_during_start_up_stops_the_worker(make_settings, runtime):
+    """A cancel that lands while the worker creates its consumer group (on a fresh connection,
+    so that the cancel hits redis-py mid-command at some step) must stop it too: each attempt
+    cancels the start-up after one more turn of the event loop than the last."""
+    rt = await runtime(make_settings(sweep_interval=0.001, claim_idle=0.02))
+    for turns in range(40):
+        await rt.redis.delete(rt.store.keys.inbox)
+        await rt.redis.connection_pool.disconnect()
+        task = asyncio.create_task(Worker(rt).run())
+        for _ in range(turns):
+            await asyncio.sleep(0)
+        task.cancel()
+        _, running = await asyncio.wait({task}, timeout=10)
+        assert not running, f"cancelled after {turns} turns: the worker did not stop: {task.get_stack()}"
