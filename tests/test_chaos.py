@@ -22,22 +22,28 @@ from pathlib import Path
 
 import httpx
 import pytest
-import redis as sync_redis
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from bot.api import create_app
-from bot.embedded_redis import _free_port, redis_server_binary
 from bot.events import Source
 from bot.intake import new_thread_id
 from bot.runtime import Runtime
 from bot.thread import Origin
+from bot.worker import GROUP
 from tests.conftest import ROOT, bot_env
-
-pytestmark = pytest.mark.chaos
+from tests.redis_process import RedisProcess
 
 THREADS = int(os.environ.get("CHATOPS_CHAOS_THREADS", "30"))
 WORKERS = 3
+KILLS = THREADS  # as many kills on a slow machine as on a fast one, each after the victim was up
+# Generous: on a loaded 2-core machine a worker takes seconds to start. The test's own deadline
+# stays below pytest's timeout, so that a slow run fails with what was left undone.
+TIMEOUT = max(600, 4 * THREADS)
+DEADLINE = TIMEOUT - 120
+
+pytestmark = [pytest.mark.chaos, pytest.mark.timeout(TIMEOUT)]
 TOKEN = "chaos-token"
 REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
 
@@ -48,35 +54,6 @@ sleep 0.3
 echo "done $1 $2 $CHATOPS_THREAD" >> "$CHATOPS_DATA_DIR/runbook.log"
 echo "Rolled back $1 in $2"
 """
-
-
-class RedisServer:
-    """A redis-server of this test's own, on a fixed free port so that it can be restarted."""
-
-    def __init__(self, data: Path) -> None:
-        self.data, self.port = data, _free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [redis_server_binary(), "--bind", "127.0.0.1", "--port", str(self.port), "--dir", str(self.data),
-             "--appendonly", "yes", "--appendfsync", "everysec", "--save", ""],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-        client = sync_redis.Redis.from_url(self.url)
-        for _ in range(200):
-            try:
-                if client.ping():
-                    return
-            except sync_redis.ConnectionError:
-                time.sleep(0.05)
-        raise RuntimeError("redis-server did not start")
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()  # SIGTERM: a restart; Redis fsyncs the AOF on the way down
-            self.proc.wait(10)
 
 
 class Workers:
@@ -96,9 +73,26 @@ class Workers:
     def start(self, n: int) -> None:
         self.procs = [self.spawn() for _ in range(n)]
 
-    def kill_one(self) -> None:
-        self.exited += [p.returncode for p in self.procs if p.poll() is not None]
-        i = random.randrange(len(self.procs))
+    def collect_exits(self) -> None:
+        """Workers that stopped by themselves (not killed by us): replaced, and remembered."""
+        for i, p in enumerate(self.procs):
+            if p.poll() is not None:
+                self.exited.append(p.returncode)
+                self.procs[i] = self.spawn()
+
+    async def up(self, rt: Runtime) -> list[int]:
+        """The workers that are up: reading the inbox as consumers of the group (a worker's
+        consumer name holds its pid)."""
+        try:
+            consumers = await rt.redis.xinfo_consumers(rt.store.keys.inbox, GROUP)
+        except ResponseError:
+            return []  # no group yet
+        names = [c["name"] if isinstance(c["name"], str) else c["name"].decode() for c in consumers]
+        return [i for i, p in enumerate(self.procs)
+                if p.poll() is None and any(f"-{p.pid}-" in n for n in names)]
+
+    def kill(self, i: int) -> None:
+        self.collect_exits()
         self.procs[i].kill()
         self.procs[i].wait()
         self.procs[i] = self.spawn()
@@ -118,7 +112,7 @@ async def _retry(fn, *args, **kwargs):
             await asyncio.sleep(0.1)
 
 
-async def chaos_run(make_settings, tmp_path: Path, redis: RedisServer | None = None) -> None:
+async def chaos_run(make_settings, tmp_path: Path, redis: RedisProcess | None = None) -> None:
     script = tmp_path / "rollback.sh"
     script.write_text(RUNBOOK)
     script.chmod(0o755)
@@ -168,9 +162,15 @@ async def chaos_run(make_settings, tmp_path: Path, redis: RedisServer | None = N
             await asyncio.sleep(0.02)
 
     async def kill() -> None:
-        while not stop.is_set():
-            await asyncio.sleep(random.uniform(0.3, 1.0))
-            workers.kill_one()
+        kills = 0
+        while not stop.is_set() and kills < KILLS:
+            up = await _retry(workers.up, rt)
+            if not up:
+                await asyncio.sleep(0.1)
+                continue
+            await asyncio.sleep(random.uniform(0.3, 1.0))  # lands anywhere in its work
+            workers.kill(random.choice(up))
+            kills += 1
 
     async def restart_redis() -> None:
         assert redis is not None
@@ -194,7 +194,7 @@ async def chaos_run(make_settings, tmp_path: Path, redis: RedisServer | None = N
         chaos = [asyncio.create_task(restart_redis())] if redis else []
         await submit()
         await asyncio.gather(*chaos)
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + DEADLINE
         while not await _retry(all_decided):
             assert time.monotonic() < deadline, "approvals still undecided"
             for task in helpers:
@@ -203,7 +203,7 @@ async def chaos_run(make_settings, tmp_path: Path, redis: RedisServer | None = N
             await asyncio.sleep(0.3)
         stop.set()
         await asyncio.gather(*helpers)
-        workers.kill_one()  # collects exits
+        workers.collect_exits()
         assert not workers.exited, f"workers stopped by themselves ({workers.exited}); logs in {tmp_path}"
         # let the survivors settle everything (a dead worker's entries are claimed after claim_idle)
         while True:
@@ -260,10 +260,9 @@ async def test_workers_killed_at_random(make_settings, tmp_path):
 
 
 async def test_redis_restarted_mid_run(make_settings, tmp_path):
-    redis = RedisServer(tmp_path / "redis")
-    redis.data.mkdir()
+    redis = RedisProcess(tmp_path / "redis", appendonly=True)
     redis.start()
     try:
         await chaos_run(make_settings, tmp_path, redis)
     finally:
-        redis.stop()
+        redis.remove()

@@ -60,7 +60,7 @@ def own_redis(tmp_path) -> Iterator[RedisProcess]:
     server = RedisProcess(tmp_path / "own-redis")
     server.start()
     yield server
-    server.stop()
+    server.remove()
 
 
 async def start_together(rt: Runtime, spawn: Callable[[], list[Bot]]) -> list[Bot]:
@@ -202,6 +202,21 @@ async def _run_clock_until_baseline(rt: Runtime, name: str) -> None:
     await asyncio.gather(task, return_exceptions=True)
 
 
+async def _baseline_then_fire_time(rt: Runtime, policy_file, name: str, message: str) -> float:
+    """The clock that ran before the outage records its baseline (its policy fires `name` at a
+    time far from now); then the policy is rewritten to fire one second ahead, with no clock up.
+    The fire time is chosen after the baseline, so a slow start cannot make it land too early."""
+    await _run_clock_until_baseline(rt, name)
+    baseline = float(await rt.redis.zscore(rt.store.keys.schedule_last, name))
+    fire_at = math.ceil(max(time.time(), baseline)) + 1
+    policy_file(schedule_toml(name, cron_at(fire_at), message))
+    return fire_at
+
+
+def far_from_now() -> str:
+    return cron_at(time.time() + 12 * 3600)
+
+
 async def _sleep_past(ts: float) -> None:
     while time.time() <= ts:
         await asyncio.sleep(0.05)
@@ -209,12 +224,10 @@ async def _sleep_past(ts: float) -> None:
 
 async def test_fire_missed_while_down_happens_once_on_start_within_the_grace(
         make_settings, policy_file, start_bot, own_redis):
-    fire_at = math.ceil(time.time()) + 2
     settings = make_settings(redis_url=own_redis.url, policy_file=policy_file(
-        schedule_toml("nightly", cron_at(fire_at), "/service_status api prod")))
+        schedule_toml("nightly", far_from_now(), "/service_status api prod")))
     rt = await Runtime.start(settings)  # no worker yet: nothing but the clocks may write at the barrier
-    await _run_clock_until_baseline(rt, "nightly")
-    assert time.time() < fire_at, "the first clock must be down before the fire time"
+    fire_at = await _baseline_then_fire_time(rt, policy_file, "nightly", "/service_status api prod")
     await _sleep_past(fire_at + 0.5)
     assert await fires(rt, "nightly") == []  # nothing ran the schedule at its time
 
@@ -241,12 +254,10 @@ async def test_fire_missed_while_down_happens_once_on_start_within_the_grace(
 
 async def test_fire_missed_outside_the_grace_is_recorded_as_missed_not_run(
         make_settings, policy_file, start_bot):
-    fire_at = math.ceil(time.time()) + 2
     settings = make_settings(policy_file=policy_file(
-        schedule_toml("nightly", cron_at(fire_at), "/service_status api prod")))
+        schedule_toml("nightly", far_from_now(), "/service_status api prod")))
     rt = await start_bot(settings)
-    await _run_clock_until_baseline(rt, "nightly")
-    assert time.time() < fire_at, "the first clock must be down before the fire time"
+    fire_at = await _baseline_then_fire_time(rt, policy_file, "nightly", "/service_status api prod")
     await _sleep_past(fire_at + 1.5)
 
     clock = spawn_bot(settings, "clock", CHATOPS_SCHEDULE_GRACE="1")
@@ -309,7 +320,7 @@ async def test_missed_leaves_out_fire_times_another_process_already_handled(
 
 async def test_a_fire_given_up_on_while_redis_is_down_is_recorded_once_it_is_back(
         make_settings, policy_file, own_redis, caplog):
-    fire_at = math.ceil(time.time()) + 2
+    fire_at = math.ceil(time.time()) + 5  # time to start a clock and stop Redis, even when loaded
     settings = make_settings(redis_url=own_redis.url, policy_file=policy_file(
         schedule_toml("nightly", cron_at(fire_at), "/service_status api prod", extra="grace = 1")))
     rt = await Runtime.start(settings)

@@ -3,12 +3,12 @@ fenced writers refused, a model turn appended whole, refused appends leave no in
 
 from __future__ import annotations
 
-import asyncio
 import time
 
 from bot.events import AgentReply, Source, ToolCall, UserMessage
 from bot.intake import new_thread_id
 from bot.thread import Origin, ThreadMeta
+from tests.conftest import wait_for
 
 
 def meta(thread_id: str) -> ThreadMeta:
@@ -21,12 +21,19 @@ async def test_a_delivery_seen_before_is_dropped_until_its_claim_expires(make_se
 
     async def deliver():
         return await rt.intake.message(thread_id, agent="deploy", origin=Origin(channel="api"), text="hi",
-                                       source=Source(channel="api", external_id="delivery-1"), dedupe_ttl=0.3)
+                                       source=Source(channel="api", external_id="delivery-1"), dedupe_ttl=60)
 
     assert [(await deliver()).outcome, (await deliver()).outcome] == ["appended", "duplicate"]
-    await asyncio.sleep(0.4)
+    claim = rt.store.keys.claim(thread_id, "ext:delivery-1")
+    assert 0 < await rt.redis.pttl(claim) <= 60_000  # the claim expires with dedupe_ttl...
+    await rt.redis.pexpire(claim, 1)  # ...so let its time pass (no sleep racing a short TTL)
+    await wait_for(lambda: _gone(rt, claim), what="the claim to expire")
     assert (await deliver()).outcome == "appended"
     assert (await rt.store.load(thread_id)).version == 2
+
+
+async def _gone(rt, key: str) -> bool:
+    return not await rt.redis.exists(key)
 
 
 async def test_a_writer_without_the_lease_is_refused(make_settings, runtime):
@@ -34,8 +41,8 @@ async def test_a_writer_without_the_lease_is_refused(make_settings, runtime):
     thread_id = new_thread_id()
     await rt.store.append(thread_id, UserMessage(text="hi"), create=meta(thread_id))
     old = await rt.store.acquire(thread_id, "worker-a", 0.2)
-    await asyncio.sleep(0.3)  # worker-a stalls past its lease; worker-b takes over
-    new = await rt.store.acquire(thread_id, "worker-b", 5)
+    # worker-a stalls past its lease; worker-b takes over as soon as it expires
+    new = await wait_for(lambda: rt.store.acquire(thread_id, "worker-b", 5), what="the lease to expire")
     assert new > old
     late = await rt.store.append(thread_id, AgentReply(text="stale"), fence=old)
     current = await rt.store.append(thread_id, AgentReply(text="fresh"), fence=new)
