@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 import getpass
 import logging
+import os
+import socket
 import sys
 from collections.abc import Awaitable, Callable
 
 import uvicorn
 
 from bot.api import create_app
+from bot.policy import ConfigError
 from bot.runtime import Runtime
 from bot.worker import Worker
 
@@ -23,12 +26,24 @@ SERVICES: list[Service] = []
 
 
 async def serve_api(rt: Runtime, app: object) -> None:
-    config = uvicorn.Config(
-        app, host=rt.settings.host, port=rt.settings.port, log_level="warning", lifespan="off"
-    )
+    sock = listen(rt.settings.host, rt.settings.port)
+    config = uvicorn.Config(app, log_level="warning", lifespan="off")
     server = uvicorn.Server(config)
-    log.info("HTTP API on http://%s:%d", rt.settings.host, rt.settings.port)
-    await server.serve()
+    host, port = sock.getsockname()[:2]
+    log.info("HTTP API on http://%s:%d", host, port)  # the port bound, also when PORT=0
+    await server.serve(sockets=[sock])
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """Bind the HTTP port ourselves: uvicorn would log a failure and call sys.exit() inside its
+    task, leaving the rest of the bot running half-started."""
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        return socket.create_server((host, port), family=family)
+    except OSError as exc:
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise ConfigError(f"PORT: cannot listen on {host}:{port}: {reason} "
+                          "(another process uses it? set PORT or CHATOPS_HOST)") from None
 
 
 async def run_worker(rt: Runtime) -> None:
@@ -48,11 +63,22 @@ async def run_all(rt: Runtime, *, console: bool) -> None:
     try:
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         for task in done:
-            task.result()  # a service that crashed stops the bot, loudly
+            _raise_loudly(task)  # a service that crashed or could not start stops the whole bot
     finally:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _raise_loudly(task: asyncio.Future) -> None:
+    """A ConfigError names its setting; anything else becomes one line naming the service."""
+    exc = None if task.cancelled() else task.exception()
+    if exc is None or isinstance(exc, ConfigError):
+        task.result()
+        return
+    coro = getattr(task, "get_coro", lambda: None)()
+    service = getattr(coro, "__qualname__", "a service")
+    raise ConfigError(f"{service} stopped: {type(exc).__name__}: {exc}") from exc
 
 
 async def _console(rt: Runtime) -> None:

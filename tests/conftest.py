@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -211,6 +212,19 @@ class Bot(subprocess.Popen):
         """Everything it printed, once it has exited."""
         self.wait(timeout)
         return self.log_path.read_text(errors="replace")
+
+    async def port(self, service: str, timeout: float = 60) -> int:
+        """The port `service` ("HTTP API" or "SMTP server") logged it listens on: tests start
+        bots on port 0, as a port picked by binding and releasing it could be taken meanwhile."""
+        pattern = re.compile(re.escape(service) + r" on (?:http://)?[^\s]+:(\d+)")
+
+        async def logged():
+            if self.poll() is not None:
+                raise AssertionError(f"the bot exited: {self.log_path.read_text(errors='replace')}")
+            found = pattern.search(self.log_path.read_text(errors="replace"))
+            return int(found[1]) if found else None
+
+        return await wait_for(logged, timeout, f"the {service} port in {self.log_path}")
 
 
 def spawn_bot(settings: Settings, *args: str, **extra: str) -> Bot:

@@ -81,12 +81,13 @@ async def test_bad_input_gets_clear_errors(api):
 async def test_redis_down_answers_503(make_settings, runtime, serve):
     import socket
 
-    with socket.socket() as s:  # a port where nothing listens
-        s.bind(("127.0.0.1", 0))
-        dead = f"redis://127.0.0.1:{s.getsockname()[1]}/0"
+    dead_port = socket.socket()  # bound, never listening: refuses connections, and stays ours
+    dead_port.bind(("127.0.0.1", 0))
+    dead = f"redis://127.0.0.1:{dead_port.getsockname()[1]}/0"
     rt = await runtime(make_settings(api_token=TOKEN, redis_url=dead))
     base = await serve(create_app(rt))
     async with httpx.AsyncClient(base_url=base, timeout=10) as client:
         made = await client.post("/v1/threads", json={"text": "hi", "user": "bob"}, headers=AUTH)
         assert made.status_code == 503 and made.headers["retry-after"] == "5"
         assert (await client.get("/healthz")).status_code == 503
+    dead_port.close()

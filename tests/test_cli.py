@@ -9,7 +9,6 @@ import pty
 import re
 import signal
 import smtplib
-import socket
 import subprocess
 import sys
 from email.message import EmailMessage
@@ -80,18 +79,10 @@ async def test_doctor_warns_about_open_approvals(make_settings):
     assert "exact commands only" in out.stdout
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 async def test_run_with_embedded_redis_keeps_threads_across_restarts(make_settings):
     settings = make_settings(redis_url=None)
-    port = str(_free_port())
-    env = dict(PORT=port, CHATOPS_API_TOKEN="tok", REDIS_URL="")
+    env = dict(PORT="0", CHATOPS_API_TOKEN="tok", REDIS_URL="")
     auth = {"Authorization": "Bearer tok"}
-    base = f"http://127.0.0.1:{port}"
 
     async def healthy():
         try:
@@ -102,7 +93,8 @@ async def test_run_with_embedded_redis_keeps_threads_across_restarts(make_settin
 
     bot = spawn_bot(settings, "run", **env)
     try:
-        await wait_for(healthy, 30, "chatops run to answer")
+        base = f"http://127.0.0.1:{await bot.port('HTTP API')}"
+        await wait_for(healthy, 60, "chatops run to answer")
         async with httpx.AsyncClient(base_url=base, headers=auth) as c:
             thread_id = (await c.post("/v1/threads", json={"text": "/service_status api dev", "user": "u"})).json()["id"]
 
@@ -116,7 +108,8 @@ async def test_run_with_embedded_redis_keeps_threads_across_restarts(make_settin
         assert not (settings.data_dir / "redis.url").exists()  # our redis-server was stopped
 
         bot = spawn_bot(settings, "run", **env)
-        await wait_for(healthy, 30, "chatops run to come back")
+        base = f"http://127.0.0.1:{await bot.port('HTTP API')}"
+        await wait_for(healthy, 60, "chatops run to come back")
         async with httpx.AsyncClient(base_url=base, headers=auth) as c:
             body = (await c.get(f"/v1/threads/{thread_id}")).json()
         assert body["state"] == "idle" and "healthy" in body["events"][-1]["text"]
@@ -174,18 +167,18 @@ async def test_run_attaches_the_console_only_to_a_terminal(make_settings):
 
 async def test_with_no_configuration_run_receives_mail_on_loopback(make_settings):
     settings = make_settings()
-    smtp_port, api_port = _free_port(), _free_port()
-    env = dict(CHATOPS_SMTP_PORT=str(smtp_port), PORT=str(api_port), CHATOPS_API_TOKEN="tok",
+    env = dict(CHATOPS_SMTP_PORT="0", PORT="0", CHATOPS_API_TOKEN="tok",
                CHATOPS_SIGNING_KEY="")  # nothing about email configured
     bot = spawn_bot(settings, "run", **env)
     try:
+        smtp_port, api_port = await bot.port("SMTP server"), await bot.port("HTTP API")
         async def listening():
             try:
                 return await asyncio.to_thread(_smtp_ehlo, smtp_port)
             except OSError:
                 return False
 
-        await wait_for(listening, 30, "the SMTP listener")
+        await wait_for(listening, 60, "the SMTP listener")
         mail = EmailMessage()
         mail["From"], mail["To"], mail["Subject"] = "dev@example.com", "deploy@localhost", "status"
         mail.set_content("/service_status api dev")

@@ -630,7 +630,7 @@ async def test_redis_down_answers_451_then_the_retry_is_accepted(make_settings, 
         server.close()
         await server.wait_closed()
         await rt.close()
-        redis.stop()
+        redis.remove()
 
 
 # ---- bad input ---------------------------------------------------------------------------------
@@ -678,23 +678,16 @@ async def test_malformed_mail_never_crashes_and_has_a_clear_outcome(email_bot, c
 
 # ---- the Procfile's processes ------------------------------------------------------------------
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 async def test_chatops_smtp_and_chatops_worker_processes_answer_mail(make_settings, policy_file, sink):
     from tests.conftest import spawn_bot
 
     settings = make_settings(policy_file=policy_file(POLICY))
-    port = _free_port()
-    env = dict(CHATOPS_EMAIL_DOMAIN="ops.test", CHATOPS_SMTP_PORT=str(port),
+    env = dict(CHATOPS_EMAIL_DOMAIN="ops.test", CHATOPS_SMTP_PORT="0",
                SMTP_URL=f"smtp://127.0.0.1:{sink.port}")
     smtp, worker = spawn_bot(settings, "smtp", **env), spawn_bot(settings, "worker", **env)
     try:
+        port = await smtp.port("SMTP server")
+
         async def ready():
             try:
                 return (await deliver(port, new_mail(BOB, "deploy@ops.test", "status", "/service_status api prod"),
@@ -702,7 +695,7 @@ async def test_chatops_smtp_and_chatops_worker_processes_answer_mail(make_settin
             except OSError:
                 return False
 
-        await wait_for(ready, 20, "chatops smtp to accept mail")
+        await wait_for(ready, 60, "chatops smtp to accept mail")
         [answer] = await mails_to(sink, BOB, 1)
         assert "api in prod: healthy" in text_of(answer) and h(answer, "Subject") == "Re: status"
     finally:

@@ -144,11 +144,11 @@ async def test_a_model_that_times_out_is_shown_to_the_human(model_settings, star
 
 
 async def test_a_model_api_nobody_answers_is_shown_to_the_human(make_settings, start_bot):
-    with socket.socket() as s:  # a port nothing listens on
+    with socket.socket() as s:  # bound, never listening: refuses connections, and stays ours
         s.bind(("127.0.0.1", 0))
         closed = f"http://127.0.0.1:{s.getsockname()[1]}"
-    rt = await start_bot(make_settings(anthropic_api_key="k", anthropic_base_url=closed, model_retries=1))
-    thread = await settled(rt, await say(rt, "how is api?"), timeout=20)
+        rt = await start_bot(make_settings(anthropic_api_key="k", anthropic_base_url=closed, model_retries=1))
+        thread = await settled(rt, await say(rt, "how is api?"), timeout=30)
     assert [e.kind for e in thread.events if e.type == "error"] == ["model_unavailable"]
     assert "could not reach the model" in thread.events[-1].text
 
