@@ -9,9 +9,14 @@ but the task's cancel request is still counted (`Task.cancelling()`), so every l
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 
+from redis.exceptions import AuthenticationError, AuthorizationError, NoPermissionError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from bot.policy import ConfigError
 
 # redis-py raises its own ConnectionError (not the builtin one) once its retries are spent
 REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
@@ -23,3 +28,45 @@ def stop_if_cancelled(cause: BaseException | None = None) -> None:
     task = asyncio.current_task()
     if task is not None and task.cancelling():
         raise asyncio.CancelledError from cause
+
+
+def config_error(exc: BaseException) -> ConfigError | None:
+    """Redis answered, and refused us: retrying cannot help (a wrong password looks like an
+    outage to redis-py, whose AuthenticationError is a ConnectionError)."""
+    refused = isinstance(exc, (AuthenticationError, AuthorizationError, NoPermissionError)) or (
+        isinstance(exc, ResponseError) and str(exc).startswith(("NOAUTH", "WRONGPASS", "NOPERM")))
+    if not refused:
+        return None
+    return ConfigError(f"REDIS_URL: Redis refused the connection: {exc} "
+                       "(check the password and the user's permissions in REDIS_URL)")
+
+
+class Backoff:
+    """How a process's loops wait for Redis to come back: growing delays (0.5 s doubling to
+    30 s) and one log line per step, whichever loop fails, instead of one per failed command.
+    A refusal (wrong password, missing permission) is fatal instead."""
+
+    FIRST, CAP = 0.5, 30.0
+
+    def __init__(self, log: logging.Logger) -> None:
+        self.log = log
+        self.since: float | None = None
+        self.next_log = 0.0
+
+    async def failed(self, what: str, exc: BaseException) -> None:
+        stop_if_cancelled(exc)
+        if (fatal := config_error(exc)) is not None:
+            raise fatal from exc
+        now = time.monotonic()
+        if self.since is None:
+            self.since = self.next_log = now
+        delay = min(self.CAP, max(self.FIRST, now - self.since))
+        if now >= self.next_log:
+            self.log.warning("Redis unreachable (%s: %s); retrying in %.1fs", what, exc, delay)
+            self.next_log = now + delay
+        await asyncio.sleep(delay)
+
+    def ok(self) -> None:
+        if self.since is not None:
+            self.log.warning("Redis reachable again after %.0fs", time.monotonic() - self.since)
+            self.since = None

@@ -38,7 +38,7 @@ from bot.events import (
     new_id,
 )
 from bot.model import ModelUnavailable
-from bot.outage import REDIS_DOWN, stop_if_cancelled
+from bot.outage import REDIS_DOWN, Backoff, config_error, stop_if_cancelled
 from bot.prompts import render
 from bot.runtime import Runtime
 from bot.store import Appended, Claim
@@ -77,6 +77,7 @@ class Worker:
         self.locks: dict[str, _LocalLock] = {}  # serializes this process's tasks per thread
         self.slots = asyncio.Semaphore(rt.settings.worker_concurrency)
         self.tasks: set[asyncio.Task] = set()
+        self.outage = Backoff(log)  # shared by the loops: one log line per back-off step
         self.limits = steps.Limits(
             model_available=rt.model is not None,
             step_budget=rt.settings.step_budget,
@@ -90,11 +91,10 @@ class Worker:
             stop_if_cancelled()
             try:
                 await self.ensure_group()
+                self.outage.ok()
                 break
             except REDIS_DOWN as exc:
-                stop_if_cancelled(exc)
-                log.warning("Redis unreachable at start (%s); retrying", exc)
-                await asyncio.sleep(1)
+                await self.outage.failed("creating the inbox's group at start", exc)
         # ensure_group() may have swallowed a cancel (redis-py retried the command): the loops
         # below are new tasks that would never see it, and gather() would wait forever
         stop_if_cancelled()
@@ -120,12 +120,31 @@ class Worker:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)  # returns once all have stopped
 
-    async def ensure_group(self) -> None:
+    async def ensure_group(self) -> bool:
+        """Create the inbox's consumer group unless it exists; True if it was created."""
         try:
             await self.rt.redis.xgroup_create(self.rt.store.keys.inbox, GROUP, id="0", mkstream=True)
+            return True
         except ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
+            return False
+
+    async def _regroup(self, exc: ResponseError) -> None:
+        """The inbox or its group vanished: Redis came back empty (restarted without persistence,
+        or flushed). Recreate the group and carry on; say once that what it held is lost."""
+        if (fatal := config_error(exc)) is not None:
+            raise fatal from exc
+        if not any(sign in str(exc) for sign in ("NOGROUP", "no longer exists")):
+            raise exc
+        try:
+            created = await self.ensure_group()
+        except REDIS_DOWN as down:
+            await self.outage.failed("recreating the inbox's group", down)
+            return
+        if created:
+            log.warning("the inbox's consumer group was gone (%s): Redis lost its data, so the "
+                        "requests and threads stored before are lost; recreated it", exc)
 
     async def _read_loop(self) -> None:
         inbox = self.rt.store.keys.inbox
@@ -135,10 +154,12 @@ class Worker:
                 reply = await self.rt.redis.xreadgroup(
                     GROUP, self.name, {inbox: ">"}, count=100, block=1000
                 )
+                self.outage.ok()
             except REDIS_DOWN as exc:
-                stop_if_cancelled(exc)
-                log.warning("inbox read failed (%s); retrying", exc)
-                await asyncio.sleep(1)
+                await self.outage.failed("reading the inbox", exc)
+                continue
+            except ResponseError as exc:
+                await self._regroup(exc)
                 continue
             for _stream, entries in reply or []:
                 for entry_id, fields in entries:
@@ -156,8 +177,10 @@ class Worker:
                     inbox, GROUP, self.name, idle_ms, "0-0", count=100
                 )
             except REDIS_DOWN as exc:
-                stop_if_cancelled(exc)
-                log.warning("claiming pending entries failed: %s", exc)
+                await self.outage.failed("claiming pending entries", exc)
+                continue
+            except ResponseError as exc:
+                await self._regroup(exc)
                 continue
             for entry_id, fields in entries:
                 if fields:  # None when the entry was deleted meanwhile
@@ -173,8 +196,8 @@ class Worker:
                 await self.rt.approvals.expire_due()
                 await self.rt.approvals.nudge_due()
             except REDIS_DOWN as exc:
-                stop_if_cancelled(exc)
-                log.warning("approval sweep failed: %s", exc)
+                await self.outage.failed("the approval sweep", exc)
+                continue
             except Exception:  # one bad approval must not stop the worker; the next sweep retries
                 log.exception("approval sweep failed")
             await asyncio.sleep(self.rt.settings.sweep_interval)

@@ -38,8 +38,10 @@ async def test_a_wake_up_that_keeps_failing_is_given_up_visibly(make_settings, s
 
     error_event, reply = await wait_for(given_up, 30, "the worker to give up on the entry")
     assert b"ValidationError" in error_event and b"Something went wrong on my side" in reply
-    summary = await rt.redis.xpending(rt.store.keys.inbox, "workers")
-    assert summary["pending"] == 0
+
+    async def let_go():  # acknowledged just after the reply was appended
+        return (await rt.redis.xpending(rt.store.keys.inbox, "workers"))["pending"] == 0
+    await wait_for(let_go, 30, "the entry to be acknowledged")
     # the thread no longer claims to be working: lists show it settled
     [row] = [r for r in await rt.store.list_threads() if r["id"] == thread_id]
     assert row["state"] == "idle"
