@@ -46,6 +46,10 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"chatops: {exc}")
     except KeyboardInterrupt:
         sys.exit(130)
+    except asyncio.CancelledError:  # SIGTERM or SIGINT while the runtime was starting
+        sys.exit(0)
+    except Exception as exc:  # a verb that fails says so in one line, not a traceback
+        sys.exit(_one_line(exc))
 
 
 async def _with_runtime(settings: Settings, func: Command, args: argparse.Namespace) -> int:
@@ -237,3 +241,18 @@ async def cmd_decide(rt: Runtime, args: argparse.Namespace) -> int:
     outcome = await rt.approvals.decide(args.id, approve, args.user, "cli", getattr(args, "reason", ""))
     print(outcome.message)
     return 0 if outcome.status == "decided" else 1
+
+
+def _one_line(exc: Exception) -> str:
+    """A failed verb's message: one line (the traceback is logged at DEBUG)."""
+    from redis.exceptions import RedisError
+
+    from bot.outage import config_error
+
+    logging.getLogger("chatops").debug("the command failed", exc_info=exc)
+    if (refused := config_error(exc)) is not None:
+        return f"chatops: {refused}"
+    first = (str(exc).strip().splitlines() or [""])[0][:300]
+    if isinstance(exc, RedisError):
+        return f"chatops: Redis: {first or type(exc).__name__} (is REDIS_URL right, and Redis up?)"
+    return f"chatops: {type(exc).__name__}: {first} (CHATOPS_LOG_LEVEL=DEBUG shows where)"
