@@ -156,3 +156,46 @@ def test_an_escalation_lets_its_people_decide_even_where_only_the_agents_users_m
     assert may_decide(request, "carol", escalated_to=[], talkers=talkers) is not None
     assert may_decide(request, "carol", escalated_to=["carol"], talkers=talkers) is None
     assert may_decide(request, "dave", talkers=talkers) is None
+
+
+# ---- tests that bite: each fails when its check is removed -------------------------------------
+
+async def test_a_decision_after_the_deadline_expires_the_approval_never_approves_it(
+        make_settings, start_bot, policy_file):
+    """No sweep runs here (its interval is an hour, and the first ran at start): the late click is
+    the first to look at the approval after its deadline, and must expire it, not approve it."""
+    settings = make_settings(policy_file=policy_file("[tools.rollback]\napproval_ttl = 1\n"),
+                             sweep_interval=3600)
+    rt = await start_bot(settings)
+    thread_id = await say(rt, "/rollback api prod")
+    thread = await wait_for(lambda: _requested(rt, thread_id), 30, "the approval request")
+    [request] = [e for e in thread.events if e.type == "approval_requested"]
+    while time.time() <= request.expires_at:  # the deadline passes (wall-clock time is the condition)
+        await asyncio.sleep(0.05)
+    late = await rt.approvals.decide(request.approval_id, True, "alice", "api")
+    assert late.status in ("expired", "already_decided") and "expired" in late.message, late
+    thread = await settled(rt, thread_id)
+    assert thread.decisions[request.approval_id].decision == "expired"
+    assert runbook_lines(settings) == []
+
+
+async def _requested(rt, thread_id):
+    thread = await rt.store.load(thread_id)
+    return thread if any(e.type == "approval_requested" for e in thread.events) else None
+
+
+async def test_a_reminder_due_as_the_approval_is_decided_is_not_sent(make_settings, start_bot, policy_file):
+    """A sweep that read the due reminders just before the decision landed still holds the timer:
+    the reminder path must see the decision and send nothing."""
+    settings = make_settings(policy_file=policy_file(
+        '[tools.rollback]\napproval_ttl = 60\nremind_before = 30\n'), sweep_interval=3600)
+    rt = await start_bot(settings)
+    thread_id = await say(rt, "/rollback api prod")
+    request = await pending(rt, thread_id)
+    assert (await rt.approvals.decide(request.approval_id, False, "alice", "api", "no")).status == "decided"
+    timer = f"remind:{request.approval_id}"
+    await rt.redis.zadd(rt.store.keys.approval_timers, {timer: time.time() - 1})  # the sweep's stale view
+    assert await rt.approvals.nudge_due() == 1
+    thread = await settled(rt, thread_id)
+    assert not [e for e in thread.events if e.type == "approval_reminder"]
+    assert await rt.redis.zscore(rt.store.keys.approval_timers, timer) is None  # done with, not retried

@@ -98,3 +98,14 @@ async def test_a_refused_append_leaves_the_state_index_as_the_thread_is(make_set
     assert (await deliver()).outcome == "duplicate"  # a retry of the same delivery
     assert [r["id"] for r in await rt.store.list_threads("idle")] == [thread_id]
     assert await rt.store.list_threads("working") == []
+
+
+async def test_only_the_lease_holder_renews_it(make_settings, runtime):
+    rt = await runtime(make_settings())
+    thread_id = new_thread_id()
+    await rt.store.append(thread_id, UserMessage(text="hi"), create=meta(thread_id))
+    assert await rt.store.acquire(thread_id, "worker-a", 5)
+    assert await rt.store.renew(thread_id, "worker-b", 600) is False
+    assert await rt.redis.pttl(rt.store.keys.lease(thread_id)) <= 5000  # not extended by worker-b
+    assert await rt.store.renew(thread_id, "worker-a", 600) is True
+    assert await rt.redis.pttl(rt.store.keys.lease(thread_id)) > 5000
