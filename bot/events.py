@@ -148,6 +148,14 @@ class AgentReply(_Event):
     text: str
 
 
+class Notice(_Event):
+    """A word to the human while a step takes long ("still working"): shown, never given to the
+    model, and it ends nothing (unlike a reply, the agent still owes an answer)."""
+
+    type: Literal["notice"] = "notice"
+    text: str
+
+
 class Error(_Event):
     type: Literal["error"] = "error"
     kind: str
@@ -186,6 +194,7 @@ Event = Annotated[
         HumanQuestion,
         HumanResponse,
         AgentReply,
+        Notice,
         Error,
         ScheduleFired,
         ScheduleMissed,
@@ -197,7 +206,7 @@ EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
 
 # Events a human should see on the thread's channel.
 VISIBLE_TYPES = frozenset(
-    {"agent_reply", "approval_requested", "approval_decided", "approval_refused", "human_question",
+    {"agent_reply", "notice", "approval_requested", "approval_decided", "approval_refused", "human_question",
      "approval_reminder", "approval_escalated", "schedule_missed"}
 )
 # Events that give the agent something new to act on.

@@ -7,6 +7,7 @@ the step loop shows to the human.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,11 +43,13 @@ class Model:
         assert settings.anthropic_api_key is not None
         self.model = settings.model
         self.max_tokens = settings.model_max_tokens
+        # the SDK's timeout is per attempt and it retries timeouts too: the deadline bounds them all
+        self.deadline = settings.model_deadline
         self.client = anthropic.AsyncAnthropic(
             api_key=settings.anthropic_api_key.get_secret_value(),
             base_url=settings.anthropic_base_url,
             max_retries=settings.model_retries,
-            timeout=settings.model_timeout,
+            timeout=min(settings.model_timeout, settings.model_deadline),
         )
 
     async def next_turn(self, system: str, tools: list[Tool], messages: list[Message]) -> ModelTurn:
@@ -54,13 +57,17 @@ class Model:
         if schemas:
             schemas[-1] = {**schemas[-1], "cache_control": {"type": "ephemeral"}}
         try:
-            reply = await self.client.messages.create(
-                model=self.model,
-                max_tokens=self.max_tokens,
-                system=[{"type": "text", "text": system, "cache_control": {"type": "ephemeral"}}],
-                tools=schemas,
-                messages=with_cache_breakpoints(messages),
-            )
+            async with asyncio.timeout(self.deadline):
+                reply = await self.client.messages.create(
+                    model=self.model,
+                    max_tokens=self.max_tokens,
+                    system=[{"type": "text", "text": system, "cache_control": {"type": "ephemeral"}}],
+                    tools=schemas,
+                    messages=with_cache_breakpoints(messages),
+                )
+        except TimeoutError:
+            raise ModelUnavailable(f"the model API did not answer within {self.deadline:g} s "
+                                   "(CHATOPS_MODEL_DEADLINE)") from None
         except anthropic.APIStatusError as exc:
             raise ModelUnavailable(f"the model API answered {exc.status_code}: {_short(exc)}") from exc
         except anthropic.APIConnectionError as exc:  # includes timeouts

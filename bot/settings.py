@@ -48,6 +48,10 @@ class Settings(BaseSettings):
     model_max_tokens: int = Field(1024, ge=1, validation_alias=_env("CHATOPS_MODEL_MAX_TOKENS"))
     model_timeout: float = Field(60.0, gt=0, validation_alias=_env("CHATOPS_MODEL_TIMEOUT"))
     model_retries: int = Field(3, ge=0, le=10, validation_alias=_env("CHATOPS_MODEL_RETRIES"))
+    # a slow model (issue 9): the whole call, retries included, is given up after model_deadline;
+    # after model_slow_notice the human is told once that the bot is still working
+    model_deadline: float = Field(90.0, gt=0, validation_alias=_env("CHATOPS_MODEL_DEADLINE"))
+    model_slow_notice: float = Field(15.0, gt=0, validation_alias=_env("CHATOPS_MODEL_SLOW_NOTICE"))
 
     # signing of approval tokens (Slack button values, email reply addresses)
     signing_key: SecretStr | None = Field(None, validation_alias=_env("CHATOPS_SIGNING_KEY"))

@@ -31,13 +31,14 @@ from bot.events import (
     Error,
     Event,
     HumanQuestion,
+    Notice,
     Source,
     ToolCall,
     ToolResult,
     ToolStarted,
     new_id,
 )
-from bot.model import ModelUnavailable
+from bot.model import ModelTurn, ModelUnavailable
 from bot.outage import REDIS_DOWN, Backoff, config_error, stop_if_cancelled
 from bot.prompts import render
 from bot.runtime import Runtime
@@ -78,6 +79,7 @@ class Worker:
         self.slots = asyncio.Semaphore(rt.settings.worker_concurrency)
         self.tasks: set[asyncio.Task] = set()
         self.outage = Backoff(log)  # shared by the loops: one log line per back-off step
+        self.model_waits: set[asyncio.Task] = set()  # thread tasks waiting for the model
         self.limits = steps.Limits(
             model_available=rt.model is not None,
             step_budget=rt.settings.step_budget,
@@ -113,6 +115,8 @@ class Worker:
         way through then records its result instead of becoming an unknown outcome for a human.
         What is still running after it stays pending in the inbox for the next worker."""
         grace = self.rt.settings.shutdown_grace
+        for task in list(self.model_waits):  # a model call is redone by the next worker, for free
+            task.cancel()
         if self.tasks and grace > 0:
             log.info("stopping: waiting up to %gs for %d thread(s) in progress", grace, len(self.tasks))
             await asyncio.wait(list(self.tasks), timeout=grace)
@@ -356,7 +360,11 @@ class Worker:
         if isinstance(step, (steps.Wait, steps.Idle)):
             await self._settle(thread)
             return False
+        started = time.monotonic()
         await self._execute(step, thread, fence)
+        outcome = thread.events[-1].type if thread.id in self.fresh and thread.events else "appended"
+        log.info("thread %s agent %s: %s -> %s (%.2f s)", thread.id, agent.name, _what_ran(step),
+                 outcome, time.monotonic() - started)
         return True
 
     async def _settle(self, thread: Thread) -> None:
@@ -475,7 +483,8 @@ class Worker:
         system = render(agent.prompt, agent=agent.name, commands=help_text(agent))
         messages = self._context(thread)
         try:
-            turn = await self.rt.model.next_turn(system, agent.model_tools, messages)
+            turn = await self._slow_model_noticed(
+                thread, fence, self.rt.model.next_turn(system, agent.model_tools, messages))
         except ModelUnavailable as exc:
             log.warning("model unavailable for thread %s: %s", thread.id, exc)
             error = Error(kind="model_unavailable", message=str(exc))
@@ -495,6 +504,25 @@ class Worker:
         else:
             await self._append(thread, Error(kind="model_empty", message=f"stop_reason={turn.stop_reason}"), fence)
             await self._append(thread, AgentReply(text="The model returned an empty answer."), fence)
+
+    async def _slow_model_noticed(self, thread: Thread, fence: int, call: Awaitable[ModelTurn]) -> ModelTurn:
+        """Await the model; if it is slow, tell the human once that the bot is still working. A
+        worker that is stopping cancels these waits at once (nothing has happened yet that
+        would be lost: the next worker asks the model again)."""
+        task = asyncio.ensure_future(call)
+        me = asyncio.current_task()
+        assert me is not None
+        self.model_waits.add(me)
+        try:
+            done, _ = await asyncio.wait({task}, timeout=self.rt.settings.model_slow_notice)
+            if not done:
+                notice = Notice(text="Still working on it: the model is slow to answer.")
+                await self._append(thread, notice, fence)
+                await self._render(thread)
+            return await task
+        finally:
+            self.model_waits.discard(me)
+            task.cancel()
 
     # ---- showing it ----------------------------------------------------------------------------
 
@@ -537,6 +565,18 @@ def _unavailable(exc: ModelUnavailable, thread: Thread, agent: Agent) -> str:
         return f"I could not reach the model ({exc}), so here is the data without a summary:\n" \
                + steps.command_summary(thread)
     return f"I could not reach the model ({exc}). Nothing was run. Try again later, or use an exact command (/help)."
+
+
+def _what_ran(step: steps.Step) -> str:
+    """A step in a few words, for the one log line per step."""
+    match step:
+        case steps.RunTool(call) | steps.RequestApproval(call) | steps.Recover(call):
+            return f"{type(step).__name__} {call.tool}"
+        case steps.Resolve(call, status, _):
+            return f"Resolve {call.tool} {status}"
+        case steps.RunCommand(text):
+            return f"RunCommand {text.split()[0] if text.split() else ''}"
+    return type(step).__name__
 
 
 def _s(value: bytes | str) -> str:

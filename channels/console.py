@@ -25,6 +25,7 @@ from bot.events import (
     ApprovalRequested,
     Event,
     HumanQuestion,
+    Notice,
     ScheduleMissed,
     Source,
 )
@@ -48,7 +49,7 @@ def call_text(tool: str, args: dict) -> str:
 
 def format_event(event: Event) -> str | None:
     """How the console shows an event; None for events it does not show."""
-    if isinstance(event, AgentReply):
+    if isinstance(event, (AgentReply, Notice)):
         return f"bot> {event.text}"
     if isinstance(event, ApprovalRequested):
         who = ", ".join(event.approvers) if event.approvers else "anyone"

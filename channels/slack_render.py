@@ -31,6 +31,7 @@ from bot.events import (
     ApprovalRequested,
     Event,
     HumanQuestion,
+    Notice,
     ScheduleMissed,
 )
 from bot.runtime import Runtime
@@ -88,7 +89,7 @@ class SlackRenderer:
                 await clear_working(self.rt, self.client, thread)
 
     async def _show(self, thread: Thread, event: Event, place: Place) -> None:
-        if isinstance(event, AgentReply):
+        if isinstance(event, (AgentReply, Notice)):
             await self.say(place, event.text)
         elif isinstance(event, HumanQuestion):
             await self.say(place, f"❓ {event.question}")

@@ -42,6 +42,7 @@ class MessagesAPI:
         self.script: deque[Reply] = deque()
         self.requests: list[dict[str, Any]] = []
         self.latency = latency
+        self.received = 0  # requests that arrived, counted before the latency is waited out
         self.responder: Callable[[dict[str, Any]], Reply] | None = None
         self._lock = threading.Lock()
         server = self
@@ -82,6 +83,8 @@ class MessagesAPI:
             self.script.extend(replies)
 
     def _answer(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        with self._lock:
+            self.received += 1
         if self.latency:
             time.sleep(self.latency)
         with self._lock:
