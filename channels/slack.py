@@ -24,12 +24,13 @@ from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncConnectionErrorRetryHandler,
     AsyncRateLimitErrorRetryHandler,
 )
+from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from agents import load_agents
 from bot.channel import RENDERERS
 from bot.doctor import CHECKS
-from bot.policy import Policy
+from bot.policy import ConfigError, Policy
 from bot.runtime import Runtime
 from bot.serve import SERVICES
 from bot.settings import Settings
@@ -108,6 +109,11 @@ def serve(rt: Runtime, api: object) -> Awaitable[None] | None:
 
 
 async def _socket_mode(app: AsyncApp, app_token: str) -> None:
+    try:  # the handler would retry a refused token forever: ask once, and stop the bot loudly
+        await app.client.apps_connections_open(app_token=app_token)
+    except SlackApiError as exc:
+        raise ConfigError(f"SLACK_APP_TOKEN: Socket Mode could not connect: "
+                          f"{exc.response.get('error')}") from None
     handler = AsyncSocketModeHandler(app, app_token)
     try:
         await handler.start_async()  # connects, then waits forever; reconnects on its own

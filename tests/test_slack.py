@@ -660,8 +660,9 @@ async def test_socket_mode_delivers_and_acks_through_the_same_handlers(
         thread = await settled(rt, thread_id_for("slack", f"{TEAM}:{CHANNEL}:{ts}"))
         assert [e.type for e in thread.events].count("user_message") == 1
         await wait_for(lambda: _async(slack_api.to("chat.postMessage")), 10, "the reply")
-        [opened] = slack_api.to("apps.connections.open")
-        assert opened.headers["Authorization"] == "Bearer xapp-test"
+        # the token checked once at start, then the handler's connection
+        opened = slack_api.to("apps.connections.open")
+        assert [o.headers["Authorization"] for o in opened] == ["Bearer xapp-test"] * 2
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
@@ -669,3 +670,18 @@ async def test_socket_mode_delivers_and_acks_through_the_same_handlers(
 
 async def _async(value: Any) -> Any:
     return value
+
+
+async def test_socket_mode_refused_at_start_stops_the_bot_naming_the_token(
+    model_settings, start_bot, slack_api, policy_file
+):
+    from bot.policy import ConfigError
+
+    slack_api.fail("apps.connections.open", status=200, retry_after=None, error="invalid_auth", times=10)
+    settings = model_settings(slack_bot_token="xoxb-test", slack_app_token="xapp-revoked",
+                              slack_api_url=slack_api.url, policy_file=policy_file(POLICY))
+    rt = await start_bot(settings)
+    job = slack.serve(rt, create_app(rt))
+    assert job is not None
+    with pytest.raises(ConfigError, match="SLACK_APP_TOKEN: Socket Mode could not connect: invalid_auth"):
+        await asyncio.wait_for(job, 60)
