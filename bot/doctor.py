@@ -75,7 +75,7 @@ def checks() -> list[DoctorCheck]:
     return [
         DoctorCheck("policy", policy_check),
         DoctorCheck("Redis", redis_check, lambda ctx: ["redis.asyncio"]),
-        DoctorCheck("model", model_check, lambda ctx: ["anthropic"] if ctx.settings.model_configured else []),
+        DoctorCheck("model", model_check, lambda ctx: ["aiohttp"] if ctx.settings.model_configured else []),
         DoctorCheck("HTTP API", api_check),
         DoctorCheck("ports", ports_check),
         DoctorCheck("approvals", approvals_check),
@@ -204,37 +204,44 @@ async def redis_server_findings(url: str) -> list[Finding]:
     return out
 
 
+ANTHROPIC_URL = "https://api.anthropic.com"
+ANTHROPIC_VERSION = "2023-06-01"
+
+
 async def model_check(ctx: Context) -> list[Finding]:
+    """One POST to the Messages API's token counter with the key: authenticated, runs no model,
+    costs nothing. Plain aiohttp rather than the SDK, whose import alone takes 1-5 s."""
     settings = ctx.settings
     if not settings.model_configured:
         return [warning("ANTHROPIC_API_KEY is not set: the bot understands exact commands only",
                         "set ANTHROPIC_API_KEY to let the model read free text")]
-    import anthropic
+    import aiohttp
 
     assert settings.anthropic_api_key is not None
+    base = (settings.anthropic_base_url or ANTHROPIC_URL).rstrip("/")
     where = f" at {settings.anthropic_base_url}" if settings.anthropic_base_url else ""
-    client = anthropic.AsyncAnthropic(api_key=settings.anthropic_api_key.get_secret_value(),
-                                      base_url=settings.anthropic_base_url, max_retries=0,
-                                      timeout=30)  # the doctor's own deadline names it first
+    headers = {"x-api-key": settings.anthropic_api_key.get_secret_value(),
+               "anthropic-version": ANTHROPIC_VERSION}
+    body = {"model": settings.model, "messages": [{"role": "user", "content": "ping"}]}
     try:
-        # the cheapest authenticated call: counting tokens runs no model and costs nothing
-        counted = await client.messages.count_tokens(
-            model=settings.model, messages=[{"role": "user", "content": "ping"}])
-    except anthropic.AuthenticationError:
-        return [error(f"model: the API{where} refused ANTHROPIC_API_KEY",
-                      "set a valid key (console.anthropic.com → API keys)")]
-    except anthropic.NotFoundError:
-        return [error(f"model: the API{where} does not know the model {settings.model!r}",
-                      "set CHATOPS_MODEL to a model name your key can use")]
-    except anthropic.APIStatusError as exc:
-        return [error(f"model: the API{where} answered {exc.status_code}",
-                      "check ANTHROPIC_BASE_URL and the provider's status page")]
-    except anthropic.APIConnectionError as exc:
-        return [error(f"model: could not reach the API{where}: {exc}",
+        async with aiohttp.ClientSession() as session, session.post(
+                f"{base}/v1/messages/count_tokens", json=body, headers=headers) as response:
+            status = response.status
+            answer = await response.json(content_type=None) if status == 200 else None
+    except (aiohttp.ClientError, ValueError) as exc:
+        return [error(f"model: could not reach the API{where}: {type(exc).__name__}: {exc}",
                       "check the network, or ANTHROPIC_BASE_URL")]
-    finally:
-        await client.close()
-    return [ok(f"model: {settings.model}{where} answers (counted {counted.input_tokens} tokens)")]
+    if status in (401, 403):
+        return [error(f"model: the API{where} refused ANTHROPIC_API_KEY ({status})",
+                      "set a valid key (console.anthropic.com → API keys)")]
+    if status == 404:
+        return [error(f"model: the API{where} does not know the model {settings.model!r}, or is not "
+                      "the Messages API", "set CHATOPS_MODEL to a model your key can use; check "
+                      "ANTHROPIC_BASE_URL")]
+    if status != 200 or not isinstance(answer, dict) or "input_tokens" not in answer:
+        return [error(f"model: the API{where} answered {status} to a token count",
+                      "check ANTHROPIC_BASE_URL and the provider's status page")]
+    return [ok(f"model: {settings.model}{where} answers (counted {answer['input_tokens']} tokens)")]
 
 
 async def api_check(ctx: Context) -> list[Finding]:
