@@ -209,7 +209,11 @@ class Console:
                     continue
                 if line in ("quit", "exit"):
                     return
-                await self.handle(line)
+                try:
+                    await self.handle(line)
+                except REDIS_DOWN as exc:
+                    self.say(f"bot> Redis does not answer ({type(exc).__name__}), so nothing was "
+                             "recorded; try again when it is back")
         finally:
             watcher.cancel()
             await asyncio.gather(watcher, return_exceptions=True)

@@ -204,3 +204,21 @@ def _render_terminal(data: str) -> list[str]:
     if current.getvalue():
         lines.append(current.getvalue())
     return lines
+
+
+async def test_with_redis_gone_the_console_says_nothing_was_recorded(make_settings, tmp_path):
+    from tests.redis_process import RedisProcess
+
+    server = RedisProcess(tmp_path / "redis")
+    settings = make_settings(redis_url=server.start())
+    console = await ConsoleProcess.start(settings, "bob")
+    try:
+        await console.type("approve")  # the console is up and has talked to Redis
+        await console.until(r"^bot> no approval waits")
+        server.stop()
+        await console.type("/service_status api dev")
+        await console.until(r"^bot> Redis does not answer \(\w+\), so nothing was recorded; try again")
+        await console.close()
+    finally:
+        console.kill()
+        server.stop()
