@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator
 from datetime import datetime, timezone
 from typing import TextIO
 
+from bot.approvals import thread_of
 from bot.events import (
     AgentReply,
     ApprovalDecided,
@@ -29,7 +30,6 @@ from bot.events import (
     ScheduleMissed,
     Source,
 )
-from bot.approvals import thread_of
 from bot.intake import new_thread_id
 from bot.outage import REDIS_DOWN, stop_if_cancelled
 from bot.routing import route
