@@ -222,3 +222,57 @@ async def test_with_redis_gone_the_console_says_nothing_was_recorded(make_settin
     finally:
         console.kill()
         server.stop()
+
+
+async def test_run_on_a_terminal_logs_above_the_prompt(make_settings, policy_file):
+    """`chatops run` on a terminal, a schedule logging every 2 s while `you> ` waits: every log
+    line is drawn on a line of its own, and the prompt below it."""
+    import pty
+    import signal
+    import subprocess
+
+    from tests.conftest import wait_for
+
+    policy = policy_file("""
+[[schedules]]
+name = "tick"
+cron = "*/2 * * * * *"
+agent = "deploy"
+message = "/service_status api dev"
+""")
+    settings = make_settings(policy_file=policy)
+    master, terminal = pty.openpty()
+    bot = subprocess.Popen([sys.executable, "-m", "bot", "run"], env=bot_env(settings, PORT="0"), cwd=ROOT,
+                           stdin=terminal, stdout=terminal, stderr=terminal)
+    os.close(terminal)
+    screen = bytearray()
+
+    def read() -> None:
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:
+                return
+            if not chunk:
+                return
+            screen.extend(chunk)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        async def logged_while_prompting():
+            text = screen.decode(errors="replace")
+            after = text.split("you> ", 1)[1] if "you> " in text else ""
+            return after.count("fired for") >= 2
+
+        await wait_for(logged_while_prompting, 60, "schedule logs after the prompt")
+    finally:
+        bot.send_signal(signal.SIGTERM)
+        await asyncio.to_thread(bot.wait, 30)
+        os.close(master)
+        reader.join(10)
+    lines = _render_terminal(screen.decode(errors="replace").replace("\r\n", "\n"))
+    fired = [line for line in lines if "fired for" in line]
+    assert len(fired) >= 2
+    assert all(not line.startswith("you> ") for line in fired), fired
+    assert not [line for line in lines if "you> " in line and line != "you> "], lines
