@@ -9,9 +9,16 @@ from pydantic import BaseModel, Field
 
 from bot.agent import Agent
 from bot.policy import Policy
+from bot.prompts import packaged
 from bot.runbook import runbook_tool
 
-RUNBOOKS = Path(__file__).resolve().parent.parent / "runbooks"
+# the example runbooks: package data of an installed wheel (`agents._runbooks`), else runbooks/
+SOURCE_RUNBOOKS = Path(__file__).resolve().parent.parent / "runbooks"
+
+
+def runbook(name: str) -> str:
+    """The path of an example runbook, to run (a file on disk: wheels are installed unpacked)."""
+    return str(packaged("agents._runbooks", SOURCE_RUNBOOKS) / name)
 
 Name = Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,62}$", description="Service name, e.g. api")
 Environment = Literal["dev", "staging", "prod"]
@@ -43,14 +50,14 @@ def build(policy: Policy) -> Agent:
                 "service_status",
                 "Show the health and running version of a service in an environment.",
                 ServiceStatus,
-                [str(RUNBOOKS / "service_status.sh"), "{service}", "{environment}"],
+                [runbook("service_status.sh"), "{service}", "{environment}"],
                 policy=policy,
             ),
             runbook_tool(
                 "deploy",
                 "Deploy a version of a service to an environment. Production needs approval.",
                 Deploy,
-                [str(RUNBOOKS / "deploy.sh"), "{service}", "{version}", "{environment}"],
+                [runbook("deploy.sh"), "{service}", "{version}", "{environment}"],
                 policy=policy,
                 needs_approval=lambda args: args.environment == "prod",
             ),
@@ -58,7 +65,7 @@ def build(policy: Policy) -> Agent:
                 "rollback",
                 "Roll a service back to its previous release. Always needs approval.",
                 Rollback,
-                [str(RUNBOOKS / "rollback.sh"), "{service}", "{environment}"],
+                [runbook("rollback.sh"), "{service}", "{environment}"],
                 policy=policy,
                 needs_approval=lambda _args: True,
             ),

@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> None:
         first = invalid.errors()[0]
         sys.exit(f"chatops: invalid setting {'.'.join(map(str, first['loc']))}: {first['msg']}")
     try:
-        sys.exit(asyncio.run(_with_runtime(settings, args.func, args)))
+        sys.exit(asyncio.run(_with_runtime(settings, args.func, args, serving=args.serving)))
     except ConfigError as exc:
         sys.exit(f"chatops: {exc}")
     except KeyboardInterrupt:
@@ -52,9 +52,11 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(_one_line(exc))
 
 
-async def _with_runtime(settings: Settings, func: Command, args: argparse.Namespace) -> int:
+async def _with_runtime(
+    settings: Settings, func: Command, args: argparse.Namespace, *, serving: bool = True
+) -> int:
     _stop_on_signals()
-    rt = await Runtime.start(settings)
+    rt = await Runtime.start(settings, serving=serving)
     try:
         return await func(rt, args)
     except asyncio.CancelledError:
@@ -75,50 +77,67 @@ def _stop_on_signals() -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="chatops", description="Slack and email chat-ops bot")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(
+        prog="chatops", description="Slack and email chat-ops bot",
+        epilog="Settings come from the environment and .env (see .env.example); the policy from "
+               "CHATOPS_POLICY or ./chatops.toml (see chatops.example.toml).")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def add(name: str, func: Command | None, help: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help)
-        p.set_defaults(func=func)
+    def add(parent: Any, name: str, func: Command | None, help: str, *, serving: bool = False,
+            command: str | None = None) -> argparse.ArgumentParser:
+        p = parent.add_parser(name, help=help, description=help)
+        # serving: the verb runs a worker or a channel (model client, renderers); the others only
+        # read and append to Redis, and skip those imports
+        p.set_defaults(func=func, serving=serving, **({"command": command} if command else {}))
         return p
 
-    add("run", cmd_run, "run everything: worker, HTTP API, channels, console on a terminal")
-    add("worker", cmd_worker, "run one more worker")
-    add("smtp", cmd_smtp, "run the email channel's SMTP server alone")
-    console = add("console", cmd_console, "talk to a running bot from stdin (scriptable)")
-    console.add_argument("--as", dest="user", default=getpass.getuser(), help="who you are")
-    add("doctor", None, "check configuration and connectivity")
-    add("clock", cmd_clock, "run the schedules of the policy file (any number of clocks fire each once)")
+    def as_user(p: argparse.ArgumentParser, what: str) -> None:
+        p.add_argument("--as", dest="user", metavar="USER", default=getpass.getuser(),
+                       help=f"{what} (default: your login name, {getpass.getuser()})")
 
-    schedules = sub.add_parser("schedules", help="list schedules, fire one now").add_subparsers(
-        dest="schedules_command", required=True)
-    s_list = schedules.add_parser("list")
-    s_list.add_argument("--json", action="store_true")
-    s_list.set_defaults(func=cmd_schedules_list, command="schedules")
-    s_run = schedules.add_parser("run")
-    s_run.add_argument("name")
-    s_run.add_argument("--as", dest="user", default=getpass.getuser(), help="who runs it (the requester)")
-    s_run.set_defaults(func=cmd_schedules_run, command="schedules")
+    add(sub, "run", cmd_run, "run everything: worker, HTTP API, channels, console on a terminal",
+        serving=True)
+    add(sub, "worker", cmd_worker, "run one more worker", serving=True)
+    add(sub, "smtp", cmd_smtp, "run the email channel's SMTP server alone", serving=True)
+    console = add(sub, "console", cmd_console, "talk to a running bot from stdin (scriptable)")
+    as_user(console, "who you are: the requester of what you ask, the approver of what you approve")
+    add(sub, "doctor", None, "check configuration and connectivity: ok / warning / error, with the fix")
+    add(sub, "clock", cmd_clock,
+        "run the schedules of the policy file (any number of clocks fire each once)", serving=True)
 
-    threads = sub.add_parser("threads", help="list and show threads").add_subparsers(
-        dest="threads_command", required=True)
-    t_list = threads.add_parser("list")
-    t_list.add_argument("--state", choices=["working", "awaiting_approval", "awaiting_human", "idle"])
-    t_list.add_argument("--json", action="store_true")
-    t_list.set_defaults(func=cmd_threads_list, command="threads")
-    t_show = threads.add_parser("show")
-    t_show.add_argument("id")
-    t_show.add_argument("--json", action="store_true")
-    t_show.set_defaults(func=cmd_threads_show, command="threads")
+    schedules = sub.add_parser("schedules", help="list schedules, fire one now",
+                               description="list schedules, fire one now").add_subparsers(
+        dest="schedules_command", required=True, metavar="SUBCOMMAND")
+    s_list = add(schedules, "list", cmd_schedules_list, "each schedule: cron, next fire, last handled, "
+                 "where results go", command="schedules")
+    s_list.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    s_run = add(schedules, "run", cmd_schedules_run, "fire a schedule now, through the same path as "
+                "the clock", command="schedules")
+    s_run.add_argument("name", help="the schedule's name in the policy file")
+    as_user(s_run, "who fires it (the requester of what it asks)")
 
-    approve = add("approve", cmd_decide, "approve a pending approval")
-    approve.add_argument("id")
-    approve.add_argument("--as", dest="user", default=getpass.getuser())
-    reject = add("reject", cmd_decide, "reject a pending approval")
-    reject.add_argument("id")
-    reject.add_argument("--reason", required=True)
-    reject.add_argument("--as", dest="user", default=getpass.getuser())
+    threads = sub.add_parser("threads", help="list and show threads",
+                             description="list and show threads").add_subparsers(
+        dest="threads_command", required=True, metavar="SUBCOMMAND")
+    t_list = add(threads, "list", cmd_threads_list, "the threads, most recently updated first",
+                 command="threads")
+    t_list.add_argument("--state", choices=["working", "awaiting_approval", "awaiting_human", "idle"],
+                        help="only threads in this state")
+    t_list.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    t_show = add(threads, "show", cmd_threads_show, "a thread's events, oldest first",
+                 command="threads")
+    t_show.add_argument("id", help="the thread id (first column of `chatops threads list`)")
+    t_show.add_argument("--json", action="store_true", help="print JSON (every event in full)")
+
+    approve = add(sub, "approve", cmd_decide, "approve a pending approval")
+    approve.add_argument("id", help="the approval id, as shown in the approval request "
+                         "(THREAD.XXXXXXXX)")
+    as_user(approve, "who approves (must be one of the approvers)")
+    reject = add(sub, "reject", cmd_decide, "reject a pending approval")
+    reject.add_argument("id", help="the approval id, as shown in the approval request "
+                        "(THREAD.XXXXXXXX)")
+    reject.add_argument("--reason", required=True, help="why, shown to the requester")
+    as_user(reject, "who rejects (must be one of the approvers)")
     return parser
 
 
@@ -201,11 +220,13 @@ async def cmd_threads_list(rt: Runtime, args: argparse.Namespace) -> int:
         return 0
     from channels.console import clock
 
-    for row in rows:
-        print(f"{row['id']}  {row['state']:<18} {row['agent']:<10} {row['origin']['channel']:<8} "
-              f"{clock(row['updated'])}")
     if not rows:
         print("no threads")
+        return 0
+    print(f"{'ID':<16}  {'STATE':<18} {'AGENT':<10} {'CHANNEL':<8} UPDATED")
+    for row in rows:
+        print(f"{row['id']:<16}  {row['state']:<18} {row['agent']:<10} {row['origin']['channel']:<8} "
+              f"{clock(row['updated'])}")
     return 0
 
 

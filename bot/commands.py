@@ -10,6 +10,8 @@ import shlex
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import ValidationError
+
 from bot.agent import Agent
 
 
@@ -50,7 +52,28 @@ def parse_command(text: str, agent: Agent) -> Command:
             if key not in fields:
                 raise CommandError(f"/{name} has no argument '{key}': {usage(agent, name)}")
             args[key] = value
+    _check_arguments(agent, name, args)
     return Command(name, args)
+
+
+def _check_arguments(agent: Agent, name: str, args: dict[str, Any]) -> None:
+    """Say what is wrong in words a person reads, with the usage line (not pydantic's text)."""
+    tool = agent.tool(name)
+    assert tool is not None
+    try:
+        tool.validate(args)
+    except ValidationError as exc:
+        missing = [str(e["loc"][0]) for e in exc.errors() if e["type"] == "missing" and e["loc"]]
+        invalid = [str(e["loc"][0]) for e in exc.errors() if e["type"] != "missing" and e["loc"]]
+        properties = tool.args.model_json_schema().get("properties", {})
+        problems = []
+        if missing:
+            problems.append("missing " + ", ".join(missing))
+        for field in dict.fromkeys(invalid):
+            choices = properties.get(field, {}).get("enum")
+            hint = f" (one of: {', '.join(map(str, choices))})" if choices else ""
+            problems.append(f"{field} {str(args.get(field, ''))[:60]!r} is not valid{hint}")
+        raise CommandError(f"/{name}: {'; '.join(problems)}.\nusage: {usage(agent, name)}") from None
 
 
 def usage(agent: Agent, name: str) -> str:

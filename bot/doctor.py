@@ -1,96 +1,320 @@
-"""`chatops doctor`: says in plain words what is configured, what is missing, what is risky."""
+"""`chatops doctor`: says in plain words what is configured, what is missing, what is risky, and
+how to fix it. Each check is an async function of the `Context`; they run concurrently, each
+with its own deadline, so one that hangs is named instead of holding up the rest.
+
+To add a check (an MCP server, a Redis replica): write `async def check(ctx) -> list[Finding]`
+and add a `DoctorCheck` to the list `checks()` returns. Checks import what they need inside
+themselves (the doctor must start fast) and name those modules in `needs`: they are imported
+before the clocks start, so a slow import is never taken for a slow service.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import importlib
 import os
 import shutil
-from collections.abc import Callable
+import socket
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import ValidationError
 
-from agents import load_agents
-from bot.channel import load_channels
-from bot.embedded_redis import ping, redis_server_binary
 from bot.policy import ConfigError, Policy, load_policy
 from bot.settings import Settings
 
-Check = Callable[[Settings, Policy], list[tuple[str, str]]]
-# Channels append their own checks; each returns (level, message) pairs, level ok|warn|error.
-CHECKS: list[Check] = []
+if TYPE_CHECKING:
+    from bot.agent import Agent
+
+Level = Literal["ok", "warning", "error"]
+CHECK_TIMEOUT = 2.5  # seconds per check; they run at once, so the doctor answers within about this
 
 
-async def doctor() -> int:
-    lines: list[tuple[str, str]] = []
+@dataclass(frozen=True)
+class Finding:
+    level: Level
+    message: str
+    fix: str = ""  # what to do about it (warnings and errors)
+
+
+@dataclass(frozen=True)
+class Context:
+    settings: Settings
+    policy: Policy
+    agents: dict[str, Agent]
+
+
+Check = Callable[[Context], Awaitable[list[Finding]]]
+
+
+@dataclass(frozen=True)
+class DoctorCheck:
+    name: str  # says which part was slow
+    run: Check
+    needs: Callable[[Context], Sequence[str]] = lambda _ctx: ()  # modules `run` will import
+
+
+def ok(message: str) -> Finding:
+    return Finding("ok", message)
+
+
+def warning(message: str, fix: str = "") -> Finding:
+    return Finding("warning", message, fix)
+
+
+def error(message: str, fix: str = "") -> Finding:
+    return Finding("error", message, fix)
+
+
+def checks() -> list[DoctorCheck]:
+    """Every check, in the order of the report."""
+    from channels import email_doctor, schedule_doctor, slack_doctor
+
+    return [
+        DoctorCheck("policy", policy_check),
+        DoctorCheck("Redis", redis_check, lambda ctx: ["redis.asyncio"]),
+        DoctorCheck("model", model_check, lambda ctx: ["aiohttp"] if ctx.settings.model_configured else []),
+        DoctorCheck("HTTP API", api_check),
+        DoctorCheck("ports", ports_check),
+        DoctorCheck("approvals", approvals_check),
+        DoctorCheck("runbooks", runbooks_check),
+        DoctorCheck("Slack", slack_doctor.check, slack_doctor.needs),
+        DoctorCheck("email", email_doctor.check, email_doctor.needs),
+        DoctorCheck("schedules", schedule_doctor.check),
+    ]
+
+
+async def doctor(selected: Sequence[DoctorCheck] | None = None, timeout: float = CHECK_TIMEOUT) -> int:
+    """Print one line per finding (and its fix); 1 if any is an error."""
     try:
         settings = Settings()
     except ValidationError as exc:
         first = exc.errors()[0]
-        print(f"error: setting {'.'.join(map(str, first['loc']))}: {first['msg']}")
+        _print(error(f"setting {'.'.join(map(str, first['loc']))}: {first['msg']}",
+                     "correct it in the environment or .env (see .env.example)"))
         return 1
     try:
+        from agents import load_agents
+
         policy = load_policy(settings.resolved_policy_file())
-        agents = load_agents(policy)
+        ctx = Context(settings, policy, load_agents(policy))
     except ConfigError as exc:
-        print(f"error: {exc}")
+        _print(error(str(exc), "correct the policy file (see chatops.example.toml)"))
         return 1
-    source = settings.resolved_policy_file()
-    lines.append(("ok", f"policy: {source or 'none (built-in defaults)'}; agents: {', '.join(sorted(agents))}"))
-    lines += await _redis(settings)
-    if settings.model_configured:
-        lines.append(("ok", f"model: {settings.model}" + (f" at {settings.anthropic_base_url}"
-                                                            if settings.anthropic_base_url else "")))
-    else:
-        lines.append(("warn", "ANTHROPIC_API_KEY is not set: the bot understands exact commands only"))
-    if settings.api_token is None:
-        lines.append(("warn", "CHATOPS_API_TOKEN is not set: the HTTP API refuses every request"))
-    else:
-        lines.append(("ok", f"HTTP API on {settings.host}:{settings.port}"))
-    lines += _approvals(policy, agents)
-    lines += _runbooks(agents)
-    load_channels()
-    for check in CHECKS:
-        lines += check(settings, policy)
-    for level, message in lines:
-        print(f"{level}: {message}")
-    return 1 if any(level == "error" for level, _ in lines) else 0
+    findings = await run_checks(ctx, selected if selected is not None else checks(), timeout)
+    for finding in findings:
+        _print(finding)
+    return 1 if any(f.level == "error" for f in findings) else 0
 
 
-async def _redis(settings: Settings) -> list[tuple[str, str]]:
-    if settings.redis_url:
-        if await ping(settings.redis_url):
-            return [("ok", "Redis reachable at REDIS_URL")]
-        return [("error", "Redis at REDIS_URL does not answer")]
+async def run_checks(ctx: Context, selected: Sequence[DoctorCheck], timeout: float) -> list[Finding]:
+    """All at once, each within `timeout` seconds (its imports done before its clock starts)."""
+    for check in selected:
+        for module in check.needs(ctx):
+            importlib.import_module(module)
+    results = await asyncio.gather(*(_timed(c.name, c.run, ctx, timeout) for c in selected))
+    return [finding for found in results for finding in found]
+
+
+async def _timed(name: str, check: Check, ctx: Context, timeout: float) -> list[Finding]:
+    started = time.monotonic()
     try:
-        return [("ok", f"no REDIS_URL: the bot runs its own Redis ({redis_server_binary()}) "
-                       f"with data in {settings.data_dir}")]
-    except ConfigError as exc:
-        return [("error", str(exc))]
+        return await asyncio.wait_for(check(ctx), timeout)
+    except TimeoutError:
+        return [error(f"{name}: no answer within {timeout:g} s, so it was not checked",
+                      f"see why {name} is slow or unreachable (network, firewall, the address set)")]
+    except Exception as exc:  # a broken check must not hide the others
+        took = time.monotonic() - started
+        return [error(f"{name}: the check failed after {took:.1f} s: {type(exc).__name__}: {exc}")]
 
 
-def _approvals(policy: Policy, agents: dict) -> list[tuple[str, str]]:
+def _print(finding: Finding) -> None:
+    print(f"{finding.level}: {finding.message}")
+    if finding.fix and finding.level != "ok":
+        print(f"  fix: {finding.fix}")
+
+
+# ---- the core checks -------------------------------------------------------------------------
+
+async def policy_check(ctx: Context) -> list[Finding]:
+    source = ctx.settings.resolved_policy_file()
+    return [ok(f"policy: {source or 'none (built-in defaults)'}; agents: {', '.join(sorted(ctx.agents))}")]
+
+
+async def redis_check(ctx: Context) -> list[Finding]:
+    from bot.embedded_redis import redis_server_binary
+
+    settings = ctx.settings
+    if not settings.redis_url:
+        try:
+            binary = redis_server_binary()
+        except ConfigError as exc:
+            return [error(str(exc), "install redis-server, or set REDIS_URL")]
+        return [ok(f"no REDIS_URL: the bot runs its own Redis ({binary}) with data in "
+                   f"{settings.data_dir}, append-only file on")]
+    return await redis_server_findings(settings.redis_url)
+
+
+async def redis_server_findings(url: str) -> list[Finding]:
+    """Reachable, persistent, and never evicting keys (an evicted thread is a lost thread)."""
+    from redis.asyncio import Redis
+    from redis.exceptions import AuthenticationError, RedisError, ResponseError
+
+    client = Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2, retry_on_timeout=False)
+    try:
+        await client.ping()
+    except AuthenticationError as exc:
+        await client.aclose()
+        return [error(f"Redis at REDIS_URL refused the credentials: {exc}",
+                      "correct the user and password in REDIS_URL (redis://user:password@host:6379/0)")]
+    except (RedisError, OSError) as exc:
+        await client.aclose()
+        return [error(f"Redis at REDIS_URL does not answer: {exc}",
+                      "start Redis, or correct REDIS_URL (unset, the bot runs its own)")]
+    out = [ok("Redis reachable at REDIS_URL")]
+    try:
+        config = {**await client.config_get("appendonly"), **await client.config_get("save"),
+                  **await client.config_get("maxmemory-policy")}
+    except ResponseError as exc:  # managed services often disable CONFIG
+        out.append(warning(f"Redis: cannot read its configuration ({exc}), so persistence and "
+                           "eviction were not checked",
+                           "make sure the service persists data (AOF or RDB) and uses "
+                           "maxmemory-policy noeviction"))
+        return out
+    finally:
+        await client.aclose()
+    if config.get("appendonly") == "yes":
+        out.append(ok("Redis persistence: append-only file on"))
+    elif config.get("save"):
+        out.append(warning(f"Redis persistence: RDB snapshots only ({config['save']}); a crash "
+                           "loses what was written since the last one",
+                           "CONFIG SET appendonly yes (and in redis.conf)"))
+    else:
+        out.append(warning("Redis persistence: none; a restart loses every thread and approval",
+                           "CONFIG SET appendonly yes (and in redis.conf)"))
+    policy = config.get("maxmemory-policy", "")
+    if policy == "noeviction":
+        out.append(ok("Redis maxmemory-policy: noeviction"))
+    else:
+        out.append(error(f"Redis maxmemory-policy is {policy!r}: under memory pressure Redis deletes "
+                         "keys, and a deleted key is a lost thread, lease or approval",
+                         "CONFIG SET maxmemory-policy noeviction (and in redis.conf)"))
+    return out
+
+
+ANTHROPIC_URL = "https://api.anthropic.com"
+ANTHROPIC_VERSION = "2023-06-01"
+
+
+async def model_check(ctx: Context) -> list[Finding]:
+    """One POST to the Messages API's token counter with the key: authenticated, runs no model,
+    costs nothing. Plain aiohttp rather than the SDK, whose import alone takes 1-5 s."""
+    settings = ctx.settings
+    if not settings.model_configured:
+        return [warning("ANTHROPIC_API_KEY is not set: the bot understands exact commands only",
+                        "set ANTHROPIC_API_KEY to let the model read free text")]
+    import aiohttp
+
+    assert settings.anthropic_api_key is not None
+    base = (settings.anthropic_base_url or ANTHROPIC_URL).rstrip("/")
+    where = f" at {settings.anthropic_base_url}" if settings.anthropic_base_url else ""
+    headers = {"x-api-key": settings.anthropic_api_key.get_secret_value(),
+               "anthropic-version": ANTHROPIC_VERSION}
+    body = {"model": settings.model, "messages": [{"role": "user", "content": "ping"}]}
+    try:
+        async with aiohttp.ClientSession() as session, session.post(
+                f"{base}/v1/messages/count_tokens", json=body, headers=headers) as response:
+            status = response.status
+            answer = await response.json(content_type=None) if status == 200 else None
+    except (aiohttp.ClientError, ValueError) as exc:
+        return [error(f"model: could not reach the API{where}: {type(exc).__name__}: {exc}",
+                      "check the network, or ANTHROPIC_BASE_URL")]
+    if status in (401, 403):
+        return [error(f"model: the API{where} refused ANTHROPIC_API_KEY ({status})",
+                      "set a valid key (console.anthropic.com → API keys)")]
+    if status == 404:
+        return [error(f"model: the API{where} does not know the model {settings.model!r}, or is not "
+                      "the Messages API", "set CHATOPS_MODEL to a model your key can use; check "
+                      "ANTHROPIC_BASE_URL")]
+    if status != 200 or not isinstance(answer, dict) or "input_tokens" not in answer:
+        return [error(f"model: the API{where} answered {status} to a token count",
+                      "check ANTHROPIC_BASE_URL and the provider's status page")]
+    return [ok(f"model: {settings.model}{where} answers (counted {answer['input_tokens']} tokens)")]
+
+
+async def api_check(ctx: Context) -> list[Finding]:
+    settings = ctx.settings
+    if settings.api_token is None:
+        return [warning("CHATOPS_API_TOKEN is not set: the HTTP API refuses every request",
+                        "set CHATOPS_API_TOKEN to a long random string for the integrations "
+                        "that use the API")]
+    return [ok(f"HTTP API on {settings.host}:{settings.port}")]
+
+
+async def ports_check(ctx: Context) -> list[Finding]:
+    """The ports `chatops run` listens on are free (run the doctor before the bot)."""
+    settings = ctx.settings
+    wanted = [("PORT", settings.host, settings.port)]
+    if settings.smtp_enabled:
+        wanted.append(("CHATOPS_SMTP_PORT", settings.smtp_host, settings.smtp_port))
     out = []
-    for agent in agents.values():
+    for name, host, port in wanted:
+        if port == 0:
+            continue
+        if why := _bind_fails(host, port):
+            out.append(error(f"{name}: {host}:{port} is taken ({why})",
+                             f"stop what listens there (is chatops already running?) or set {name}"))
+        else:
+            out.append(ok(f"{name}: {host}:{port} is free"))
+    return out
+
+
+def _bind_fails(host: str, port: int) -> str | None:
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except OSError as exc:
+        return str(exc)
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the servers bind
+        try:
+            sock.bind(address)
+        except OSError as exc:
+            return exc.strerror or str(exc)
+    return None
+
+
+async def approvals_check(ctx: Context) -> list[Finding]:
+    policy, out = ctx.policy, []
+    for agent in ctx.agents.values():
         for tool in agent.tools:
             entries = policy.approvers_for(tool.name)
             if not entries and tool.gated:
                 who = "the agent's [agents.%s] users" % agent.name if policy.agent(agent.name).users \
                     else "anyone who can talk to the bot"
-                out.append(("warn", f"{agent.name}.{tool.name}: no approvers configured, so {who} "
-                                    "may approve it"))
+                out.append(warning(f"{agent.name}.{tool.name}: no approvers configured, so {who} "
+                                   "may approve it", f"list them in [tools.{tool.name}] approvers"))
             for entry in entries:
                 if entry.startswith("group:") and entry[6:] not in policy.groups:
-                    out.append(("error", f"tools.{tool.name}.approvers: unknown group {entry[6:]!r}"))
+                    out.append(error(f"tools.{tool.name}.approvers: unknown group {entry[6:]!r}",
+                                     f"declare it in [groups] or remove it from [tools.{tool.name}]"))
     return out
 
 
-def _runbooks(agents: dict) -> list[tuple[str, str]]:
+async def runbooks_check(ctx: Context) -> list[Finding]:
     out = []
-    for agent in agents.values():
+    for agent in ctx.agents.values():
         for tool in agent.tools:
             if not tool.command:
                 continue
             program = tool.command[0]
             path = program if os.sep in program else shutil.which(program)
             if not path or not os.access(path, os.X_OK):
-                out.append(("error", f"tools.{tool.name}.command: {program} is not an executable"))
+                out.append(error(f"tools.{tool.name}.command: {program} is not an executable",
+                                 f"install it, chmod +x it, or point [tools.{tool.name}] command "
+                                 "at your own script"))
+            else:
+                out.append(ok(f"tools.{tool.name}.command: {path}"))
     return out

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from redis.asyncio import BlockingConnectionPool, Redis
 
@@ -14,10 +15,12 @@ from bot.channel import Renderer, install_renderers
 from bot.embedded_redis import EmbeddedRedis
 from bot.intake import Intake
 from bot.keys import Keys
-from bot.model import Model
 from bot.policy import ConfigError, Policy, load_policy
 from bot.settings import Settings
 from bot.store import Store
+
+if TYPE_CHECKING:  # the anthropic SDK takes a second to import: CLI verbs that only read Redis skip it
+    from bot.model import Model
 
 log = logging.getLogger("chatops")
 
@@ -39,7 +42,9 @@ class Runtime:
     embedded: EmbeddedRedis | None = None
 
     @classmethod
-    async def start(cls, settings: Settings) -> Runtime:
+    async def start(cls, settings: Settings, *, serving: bool = True) -> Runtime:
+        """`serving=False`: no model client and no channel renderers, for a process that only
+        reads and appends (CLI verbs, the console); a worker elsewhere renders and calls the model."""
         policy = load_policy(settings.resolved_policy_file())
         agents = load_agents(policy)
         policy.check_names({name: [t.name for t in agent.tools] for name, agent in agents.items()})
@@ -70,10 +75,11 @@ class Runtime:
             agents=agents,
             approvals=Approvals(store, policy, settings.approval_ttl),
             intake=Intake(store),
-            model=Model(settings) if settings.model_configured else None,
+            model=_model(settings) if serving else None,
             embedded=embedded,
         )
-        install_renderers(rt)
+        if serving:
+            install_renderers(rt)
         return rt
 
     async def close(self) -> None:
@@ -84,3 +90,11 @@ class Runtime:
         await self.redis.aclose()
         if self.embedded is not None:
             await self.embedded.stop()
+
+
+def _model(settings: Settings) -> Model | None:
+    if not settings.model_configured:
+        return None
+    from bot.model import Model
+
+    return Model(settings)

@@ -82,8 +82,10 @@ def _raise_loudly(task: asyncio.Future) -> None:
 
 
 async def _console(rt: Runtime) -> None:
-    from channels.console import Console, stdin_lines
+    from channels.console import Console, Screen, log_through, stdin_lines
 
-    print("chatops console: talk to the bot; `approve <id>`, `reject <id> <reason>`; Ctrl-D quits.",
-          file=sys.stderr)
-    await Console(rt, user=getpass.getuser()).run(stdin_lines(prompt="you> "))
+    screen = Screen(sys.stdout, prompt="you> ")
+    log_through(screen)  # log lines go above the prompt, never into the line being typed
+    screen.write("chatops console: talk to the bot; `approve [id]`, `reject [id] <reason>`; "
+                 "Ctrl-D quits.", sys.stderr)
+    await Console(rt, user=getpass.getuser(), screen=screen).run(stdin_lines(screen))

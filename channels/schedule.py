@@ -28,7 +28,7 @@ from typing import Any
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from redis.exceptions import RedisError
 
-from bot import cron, doctor, serve
+from bot import cron, serve
 from bot.approvals import approver_addresses
 from bot.channel import RENDERERS
 from bot.events import Event, ScheduleFired, ScheduleMissed, Source
@@ -314,26 +314,6 @@ def renderer(rt: Runtime) -> ScheduleRenderer:
     return ScheduleRenderer(rt)
 
 
-def doctor_check(settings: Any, policy: Any) -> list[tuple[str, str]]:
-    """For bot.doctor.CHECKS."""
-    from agents import load_agents
-
-    out = []
-    agents = load_agents(policy)
-    for i, s in enumerate(policy.schedules):
-        if s.agent not in agents:
-            out.append(("error", f"schedules.{i}.agent ({s.name}): no agent named {s.agent!r}"))
-            continue
-        nxt = cron.next_fire(s.trigger(), time.time())
-        where = ", ".join(filter(None, [s.slack_channel and f"Slack {s.slack_channel}", *s.emails]))
-        when = _clock(nxt) if nxt else "never"
-        out.append(("ok", f"schedule {s.name}: {s.cron} ({s.timezone}) -> {s.agent}; next {when}; "
-                          f"results to {where or 'the thread log only'}"))
-        if not where:
-            out.append(("warn", f"schedule {s.name}: no slack_channel or emails, so nobody sees its results"))
-    return out
-
-
 def _log_taken(name: str, scheduled_for: float, count: int = 1) -> None:
     earlier = f" (with {count - 1} earlier fire times)" if count > 1 else ""
     log.info("schedule %s at %s: taken by another process%s", name, _clock(scheduled_for), earlier)
@@ -345,4 +325,3 @@ def _clock(ts: float) -> str:
 
 serve.SERVICES.append(service)
 RENDERERS.append(renderer)
-doctor.CHECKS.append(doctor_check)

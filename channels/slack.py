@@ -6,7 +6,7 @@
 - `SLACK_API_URL`: another Web API base URL (tests, proxies).
 
 Importing this module registers the service (bot.serve.SERVICES), the renderer every worker uses
-(bot.channel.RENDERERS) and the doctor's checks (bot.doctor.CHECKS).
+(bot.channel.RENDERERS); its doctor check is channels/slack_doctor.py.
 """
 
 from __future__ import annotations
@@ -27,25 +27,19 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from agents import load_agents
 from bot.channel import RENDERERS
-from bot.doctor import CHECKS
-from bot.policy import ConfigError, Policy
+from bot.policy import ConfigError
 from bot.runtime import Runtime
 from bot.serve import SERVICES
 from bot.settings import Settings
 from channels.slack_actions import Actions
+from channels.slack_doctor import PATH, configured
 from channels.slack_inbound import Inbound
 from channels.slack_render import SlackRenderer
 
 log = logging.getLogger("chatops.slack")
 
-PATH = "/slack/events"
 RATE_LIMIT_RETRIES = 3
-
-
-def configured(settings: Settings) -> bool:
-    return settings.slack_bot_token is not None and bool(settings.slack_bot_token.get_secret_value())
 
 
 def web_client(settings: Settings) -> AsyncWebClient:
@@ -125,35 +119,5 @@ def renderer(rt: Runtime) -> SlackRenderer | None:
     return SlackRenderer(rt, web_client(rt.settings)) if configured(rt.settings) else None
 
 
-def check(settings: Settings, policy: Policy) -> list[tuple[str, str]]:
-    if not configured(settings):
-        if settings.slack_signing_secret or settings.slack_app_token:
-            return [("error", "Slack: SLACK_BOT_TOKEN is required with SLACK_SIGNING_SECRET or SLACK_APP_TOKEN")]
-        return [("ok", "Slack: off (no SLACK_BOT_TOKEN)")]
-    out: list[tuple[str, str]] = []
-    ways = [name for name, on in (("HTTP events at " + PATH, settings.slack_signing_secret),
-                                  ("Socket Mode", settings.slack_app_token)) if on]
-    if ways:
-        out.append(("ok", "Slack: " + " and ".join(ways)))
-    else:
-        out.append(("error", "Slack: set SLACK_SIGNING_SECRET (HTTP events) or SLACK_APP_TOKEN "
-                             "(Socket Mode), or Slack cannot reach the bot"))
-    token = settings.slack_bot_token.get_secret_value() if settings.slack_bot_token else ""
-    if not token.startswith("xoxb-"):
-        out.append(("warn", "Slack: SLACK_BOT_TOKEN does not look like a bot token (xoxb-…)"))
-    app_token = settings.slack_app_token.get_secret_value() if settings.slack_app_token else None
-    if app_token is not None and not app_token.startswith("xapp-"):
-        out.append(("error", "Slack: SLACK_APP_TOKEN must be an app-level token (xapp-…)"))
-    if settings.signing_key is None:
-        out.append(("warn", "Slack: CHATOPS_SIGNING_KEY is not set, so approvals get no buttons "
-                            "(approvers type `approve` / `reject <reason>` in the thread)"))
-    agents = load_agents(policy)
-    for channel, agent in policy.routes.items():
-        if agent not in agents:
-            out.append(("error", f"routes.{channel}: no agent named {agent!r}"))
-    return out
-
-
 SERVICES.append(serve)
 RENDERERS.append(renderer)
-CHECKS.append(check)

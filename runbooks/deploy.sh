@@ -5,4 +5,4 @@ service=$1 version=$2 environment=$3
 log="${CHATOPS_DATA_DIR:-.chatops}/runbook.log"
 mkdir -p "$(dirname "$log")"
 echo "deploy $service $version $environment" >> "$log"
-echo "Deployed $service $version to $environment: rollout complete, 3/3 pods updated"
+echo "Deployed $service $version to $environment (example runbook: nothing was deployed; point [tools.deploy] command at yours)"

@@ -5,4 +5,4 @@ service=$1 environment=$2
 log="${CHATOPS_DATA_DIR:-.chatops}/runbook.log"
 mkdir -p "$(dirname "$log")"
 echo "rollback $service $environment" >> "$log"
-echo "Rolled back $service in $environment to the previous release"
+echo "Rolled back $service in $environment to the previous release (example runbook: nothing was rolled back; point [tools.rollback] command at yours)"

@@ -44,6 +44,8 @@ class MessagesAPI:
         self.latency = latency
         self.received = 0  # requests that arrived, counted before the latency is waited out
         self.responder: Callable[[dict[str, Any]], Reply] | None = None
+        self.api_key: str | None = None  # set: requests with another key (x-api-key or Bearer) get a 401
+        self.counted: list[dict[str, Any]] = []  # bodies of count_tokens requests
         self._lock = threading.Lock()
         server = self
 
@@ -56,7 +58,14 @@ class MessagesAPI:
 
             def do_POST(self) -> None:  # noqa: N802
                 body = json.loads(self.rfile.read(int(self.headers["content-length"])))
-                status, payload = server._answer(body)
+                if server.api_key is not None and server.api_key not in (
+                        self.headers.get("x-api-key"),
+                        (self.headers.get("authorization") or "").removeprefix("Bearer ")):
+                    status, payload = error(401, "authentication_error")
+                elif self.path.split("?")[0].endswith("/messages/count_tokens"):
+                    status, payload = server._count(body)
+                else:
+                    status, payload = server._answer(body)
                 data = json.dumps(payload).encode()
                 self.send_response(status)
                 self.send_header("content-type", "application/json")
@@ -81,6 +90,12 @@ class MessagesAPI:
     def add(self, *replies: Reply) -> None:
         with self._lock:
             self.script.extend(replies)
+
+    def _count(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        """POST /v1/messages/count_tokens: a rough count (4 characters a token), as the API shapes it."""
+        with self._lock:
+            self.counted.append(body)
+        return 200, {"input_tokens": max(1, len(json.dumps(body.get("messages", []))) // 4)}
 
     def _answer(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         with self._lock:

@@ -45,6 +45,9 @@ class SlackAPI:
         self.sockets: list[web.WebSocketResponse] = []
         self.connected = asyncio.Event()
         self._ts = itertools.count(1)
+        # what auth.test says the bot token was granted (Slack's x-oauth-scopes header)
+        self.scopes: list[str] = ["app_mentions:read", "channels:history", "groups:history",
+                                  "im:history", "chat:write", "reactions:write"]
         self._runner: web.AppRunner | None = None
         self.base = ""
 
@@ -119,7 +122,8 @@ class SlackAPI:
             call.failed = True
             return web.json_response(body, status=status, headers=headers)
         call.result = self._answer(method, args)
-        return web.json_response(call.result)
+        headers = {"x-oauth-scopes": ",".join(self.scopes)} if method == "auth.test" else {}
+        return web.json_response(call.result, headers=headers)
 
     def _answer(self, method: str, args: dict[str, Any]) -> dict[str, Any]:
         ok: dict[str, Any] = {"ok": True}

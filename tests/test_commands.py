@@ -29,10 +29,17 @@ async def test_positional_and_invalid_commands(make_settings, start_bot):
     assert thread.events[-1].text.startswith("Deployed api 1.2.3 to staging")
 
     thread = await settled(rt, await say(rt, "/deploy api 1.2.3 moon"))
-    assert thread.events[-1].text.startswith("error: invalid arguments for deploy: environment:")
+    assert thread.events[-1].text == ("/deploy: environment 'moon' is not valid (one of: dev, staging, "
+                                      "prod).\nusage: /deploy <service> <version> <environment>")
 
     thread = await settled(rt, await say(rt, "/deploy 'api; rm -rf /' 1.0 dev"))
-    assert "invalid arguments for deploy: service" in thread.events[-1].text
+    assert "/deploy: service 'api; rm -rf /' is not valid." in thread.events[-1].text
+
+    # no pydantic text ("Field required", regex patterns): what is missing, and the usage line
+    thread = await settled(rt, await say(rt, "/deploy"))
+    assert thread.events[-1].text == ("/deploy: missing service, version, environment.\n"
+                                      "usage: /deploy <service> <version> <environment>")
+    assert not any(e.type == "tool_call" for e in thread.events)
 
     thread = await settled(rt, await say(rt, "/launch rockets"))
     assert "unknown command /launch" in thread.events[-1].text

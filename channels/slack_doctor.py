@@ -1,0 +1,105 @@
+"""The Slack channel's doctor check: the settings, then the bot token (`auth.test`), its scopes
+against the manifest's, and the app token (`apps.connections.open`, what Socket Mode does first).
+
+Kept apart from channels/slack.py so that `chatops doctor` does not import Bolt and FastAPI.
+"""
+
+from __future__ import annotations
+
+from bot.doctor import Context, Finding, error, ok, warning
+from bot.settings import Settings
+
+PATH = "/slack/events"  # where channels/slack.py mounts the HTTP events
+# The bot scopes of manifest.yml (a test keeps them equal): what the bot calls needs all of them.
+MANIFEST_SCOPES = ("app_mentions:read", "channels:history", "groups:history", "im:history",
+                   "chat:write", "reactions:write")
+REINSTALL = "add the scopes of manifest.yml to the app (OAuth & Permissions) and reinstall it"
+
+
+def configured(settings: Settings) -> bool:
+    return settings.slack_bot_token is not None and bool(settings.slack_bot_token.get_secret_value())
+
+
+def needs(ctx: Context) -> list[str]:
+    return ["slack_sdk.web.async_client"] if configured(ctx.settings) else []
+
+
+async def check(ctx: Context) -> list[Finding]:
+    settings = ctx.settings
+    out = settings_findings(ctx)
+    if not configured(settings) or any(f.level == "error" for f in out):
+        return out
+    from slack_sdk.errors import SlackApiError
+    from slack_sdk.web.async_client import AsyncWebClient
+
+    base_url = settings.slack_api_url or AsyncWebClient.BASE_URL
+    assert settings.slack_bot_token is not None
+    bot = AsyncWebClient(token=settings.slack_bot_token.get_secret_value(), base_url=base_url, timeout=30)
+    try:
+        auth = await bot.auth_test()
+    except SlackApiError as exc:
+        return [*out, error(f"Slack: auth.test refused SLACK_BOT_TOKEN ({exc.response.get('error')})",
+                            "copy the Bot User OAuth Token (xoxb-…) from OAuth & Permissions")]
+    out.append(ok(f"Slack: signed in as {auth.get('user')} in {auth.get('team')}"))
+    granted = _scopes(auth.headers)
+    if granted is None:
+        out.append(warning("Slack: auth.test did not say the token's scopes, so they were not checked"))
+    elif missing := [s for s in MANIFEST_SCOPES if s not in granted]:
+        out.append(error(f"Slack: the bot token lacks the scopes {', '.join(missing)}", REINSTALL))
+    else:
+        out.append(ok("Slack: the bot token has every scope of the manifest"))
+    if settings.slack_app_token is not None:
+        app = AsyncWebClient(base_url=base_url, timeout=30)
+        try:
+            await app.apps_connections_open(app_token=settings.slack_app_token.get_secret_value())
+            out.append(ok("Slack: the app token opens a Socket Mode connection"))
+        except SlackApiError as exc:
+            out.append(error(f"Slack: apps.connections.open refused SLACK_APP_TOKEN "
+                             f"({exc.response.get('error')})",
+                             "Basic Information → App-Level Tokens: create one with connections:write, "
+                             "and turn Socket Mode on"))
+    return out
+
+
+def _scopes(headers: dict) -> set[str] | None:
+    for name, value in headers.items():
+        if name.lower() == "x-oauth-scopes":
+            text = value[0] if isinstance(value, list) else value
+            return {s.strip() for s in text.split(",") if s.strip()}
+    return None
+
+
+def settings_findings(ctx: Context) -> list[Finding]:
+    settings, policy = ctx.settings, ctx.policy
+    if not configured(settings):
+        if settings.slack_signing_secret or settings.slack_app_token:
+            return [error("Slack: SLACK_BOT_TOKEN is required with SLACK_SIGNING_SECRET or SLACK_APP_TOKEN",
+                          "set SLACK_BOT_TOKEN (xoxb-…, OAuth & Permissions)")]
+        return [ok("Slack: off (no SLACK_BOT_TOKEN)")]
+    out: list[Finding] = []
+    ways = [name for name, on in (("HTTP events at " + PATH, settings.slack_signing_secret),
+                                  ("Socket Mode", settings.slack_app_token)) if on]
+    if ways:
+        out.append(ok("Slack: " + " and ".join(ways)))
+    else:
+        out.append(error("Slack: neither SLACK_SIGNING_SECRET nor SLACK_APP_TOKEN is set, so Slack "
+                         "cannot reach the bot",
+                         "Socket Mode (no public URL): set SLACK_APP_TOKEN (xapp-…); HTTP: set "
+                         "SLACK_SIGNING_SECRET"))
+    token = settings.slack_bot_token.get_secret_value() if settings.slack_bot_token else ""
+    if not token.startswith("xoxb-"):
+        out.append(warning("Slack: SLACK_BOT_TOKEN does not look like a bot token (xoxb-…)",
+                           "use the Bot User OAuth Token, not a user token"))
+    app_token = settings.slack_app_token.get_secret_value() if settings.slack_app_token else None
+    if app_token is not None and not app_token.startswith("xapp-"):
+        out.append(error("Slack: SLACK_APP_TOKEN must be an app-level token (xapp-…)",
+                         "Basic Information → App-Level Tokens"))
+    if settings.signing_key is None:
+        out.append(warning("Slack: CHATOPS_SIGNING_KEY is not set, so approvals get no buttons "
+                           "(approvers type `approve` / `reject <reason>` in the thread)",
+                           "set CHATOPS_SIGNING_KEY to a long random string"))
+    for channel, agent in policy.routes.items():
+        if agent not in ctx.agents:
+            out.append(error(f"routes.{channel}: no agent named {agent!r}",
+                             f"agents: {', '.join(sorted(ctx.agents))}"))
+    return out
