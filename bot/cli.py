@@ -51,6 +51,7 @@ def main(argv: list[str] | None = None) -> None:
 async def _with_runtime(settings: Settings, func: Command, args: argparse.Namespace) -> int:
     _stop_on_signals()
     rt = await Runtime.start(settings)
+    asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, rt.reload)  # the live policy
     try:
         return await func(rt, args)
     except asyncio.CancelledError:

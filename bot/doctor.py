@@ -8,10 +8,10 @@ from collections.abc import Callable
 
 from pydantic import ValidationError
 
-from agents import load_agents
 from bot.channel import load_channels
 from bot.embedded_redis import ping, redis_server_binary
-from bot.policy import ConfigError, Policy, load_policy
+from bot.policy import ConfigError, Policy
+from bot.runtime import load_checked
 from bot.settings import Settings
 
 Check = Callable[[Settings, Policy], list[tuple[str, str]]]
@@ -28,8 +28,7 @@ async def doctor() -> int:
         print(f"error: setting {'.'.join(map(str, first['loc']))}: {first['msg']}")
         return 1
     try:
-        policy = load_policy(settings.resolved_policy_file())
-        agents = load_agents(policy)
+        policy, agents = load_checked(settings)
     except ConfigError as exc:
         print(f"error: {exc}")
         return 1
@@ -72,11 +71,12 @@ def _approvals(policy: Policy, agents: dict) -> list[tuple[str, str]]:
     for agent in agents.values():
         for tool in agent.tools:
             entries = policy.approvers_for(tool.name)
-            if not entries and tool.gated:
+            gated = tool.gated or policy.tool(tool.name).require_approval
+            if entries == ["*"] and gated:
                 who = "the agent's [agents.%s] users" % agent.name if policy.agent(agent.name).users \
                     else "anyone who can talk to the bot"
-                out.append(("warn", f"{agent.name}.{tool.name}: no approvers configured, so {who} "
-                                    "may approve it"))
+                out.append(("warn", f"{agent.name}.{tool.name}: approvers are anyone (\"*\" or none "
+                                    f"configured), so {who} may approve it"))
             for entry in entries:
                 if entry.startswith("group:") and entry[6:] not in policy.groups:
                     out.append(("error", f"tools.{tool.name}.approvers: unknown group {entry[6:]!r}"))

@@ -75,7 +75,7 @@ async def test_doctor_warns_about_open_approvals(make_settings):
     out = await chatops(settings, "doctor")
     assert out.returncode == 0, out.stdout + out.stderr
     assert "ok: Redis reachable" in out.stdout
-    assert "no approvers configured, so anyone" in out.stdout
+    assert "approvers are anyone" in out.stdout
     assert "service_status: no approvers" not in out.stdout  # never gated: nothing to warn about
     assert "exact commands only" in out.stdout
 
