@@ -65,7 +65,7 @@ class Runtime:
             store=store,
             agents=agents,
             approvals=Approvals(store, policy, settings.approval_ttl),
-            intake=Intake(store),
+            intake=Intake(store, settings.requests_per_hour),
             model=Model(settings) if settings.model_configured else None,
             embedded=embedded,
         )

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 from datetime import datetime, timezone
 from typing import TextIO
 
+from bot.approvals import shown, votes_text
 from bot.events import (
     AgentReply,
     ApprovalDecided,
@@ -23,6 +24,7 @@ from bot.events import (
     ApprovalRefused,
     ApprovalReminder,
     ApprovalRequested,
+    ApprovalVote,
     Event,
     HumanQuestion,
     ScheduleMissed,
@@ -43,7 +45,7 @@ def clock(ts: float) -> str:
 
 
 def call_text(tool: str, args: dict) -> str:
-    return f"{tool}(" + ", ".join(f"{k}={v}" for k, v in args.items()) + ")"
+    return f"{tool}(" + ", ".join(f"{shown(k, 60)}={shown(v)}" for k, v in args.items()) + ")"
 
 
 def format_event(event: Event) -> str | None:
@@ -51,7 +53,8 @@ def format_event(event: Event) -> str | None:
     if isinstance(event, AgentReply):
         return f"bot> {event.text}"
     if isinstance(event, ApprovalRequested):
-        who = ", ".join(event.approvers) if event.approvers else "anyone"
+        who = ", ".join(event.approvers_named) or "anyone"
+        who += f" ({event.quorum} different people must approve)" if event.quorum > 1 else ""
         return (
             f"bot> approval needed [{event.approval_id}]: {call_text(event.tool, event.args)}\n"
             f"     asked by {event.requester or 'unknown'}; approvers: {who}; "
@@ -63,6 +66,8 @@ def format_event(event: Event) -> str | None:
             return f"bot> approval {event.approval_id} expired; nothing was run"
         reason = f": {event.reason}" if event.reason else ""
         return f"bot> approval {event.approval_id} {event.decision} by {event.by} via {event.via}{reason}"
+    if isinstance(event, ApprovalVote):
+        return f"bot> approval {event.approval_id}: {votes_text(event.people, event.quorum)}"
     if isinstance(event, ApprovalRefused):
         return f"bot> approval {event.approval_id}: refused for {event.by}: {event.reason}"
     if isinstance(event, HumanQuestion):
@@ -131,12 +136,16 @@ class Console:
                 approval_id, verb.lower() == "approve", self.user, "console", reason
             )
             self.say(f"bot> {outcome.message}")
-            if outcome.status in ("decided", "refused", "expired") and outcome.request is not None:
+            if outcome.status in ("decided", "voted", "refused", "expired") and outcome.request is not None:
                 await self.follow(approval_id.split(".")[0])
             return
         if self.thread_id is None:
+            thread_id = new_thread_id()
+            if not (admission := await self.rt.intake.admit(self.user, thread_id)).ok:
+                self.say(f"bot> {admission.refusal(self.rt.settings.requests_per_hour)}")
+                return
             self.agent, _ = route(line, self.rt.agents, self.rt.settings.default_agent)
-            self.thread_id = new_thread_id()
+            self.thread_id = thread_id
         assert self.agent is not None
         await self.rt.intake.message(
             self.thread_id, agent=self.agent, origin=Origin(channel="console"), text=line,

@@ -102,7 +102,7 @@ def checks(settings: Settings, policy: Policy) -> list[tuple[str, str]]:
                             "address without checking DMARC; put a verifying MTA in front and set it"))
     else:
         out.append(("ok", f"email: decisions by mail need dmarc=pass from {settings.email_authserv_id}"))
-    approvers = {a for entries in [policy.approvers, *[t.approvers or [] for t in policy.tools.values()]]
+    approvers = {a for entries in [policy.approvers or [], *[t.approvers or [] for t in policy.tools.values()]]
                  for a in policy.expand(entries)}
     if approvers and not any("@" in a for a in approvers):
         out.append(("warn", "no approver is an email address: nobody can approve by replying to a mail"))

@@ -93,7 +93,7 @@ def strip_mention(text: str, bot_user_id: str | None) -> str:
 def refusal(policy: Policy, agent: str, user: str | None, channel: str) -> str | None:
     """Why `user` may not talk to `agent` in `channel` (the agent's allowlists), or None."""
     allowed = policy.agent(agent)
-    if allowed.users and (user or "").lower() not in policy.expand(allowed.users):
+    if allowed.users and not policy.allows(allowed.users, user):
         return f"Sorry, I can't take requests for the {agent} agent from you. " \
                "Ask whoever runs me to add you to its allowlist."
     if allowed.channels and channel.lower() not in {c.lower() for c in allowed.channels}:
@@ -137,6 +137,11 @@ class Inbound:
             agent, text = self._route(channel, text)
         if why := refusal(self.rt.policy, agent, user, channel):
             later(self.client.chat_postEphemeral(channel=channel, user=user, thread_ts=thread_ts, text=why))
+            return
+        if meta is None and not (admission := await self.rt.intake.admit(user, thread_id)).ok:
+            if admission.tell:
+                text = admission.refusal(self.rt.settings.requests_per_hour)
+                later(self.client.chat_postEphemeral(channel=channel, user=user, thread_ts=thread_ts, text=text))
             return
         appended = await self.rt.intake.message(
             thread_id, agent=agent, text=text or "(empty message)",
