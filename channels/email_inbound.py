@@ -184,7 +184,7 @@ class Inbound:
         unauthenticated sender gets no mail (it would go to whoever the From names), only 550."""
         event = ApprovalRefused(
             approval_id=approval_id, by=mail.sender, via=via, reason=why,
-            source=Source(channel="email", user=mail.sender, external_id=mail.external_id),
+            person=self.rt.approvals.person(mail.sender), source=Source(channel="email", user=mail.sender, external_id=mail.external_id),
         )
         appended = await self.rt.store.append(
             approval_id.split(".")[0], event, claim=Claim(f"ext:{mail.external_id}", DEDUPE_TTL), wake=True)
