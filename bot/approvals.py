@@ -95,7 +95,8 @@ class Approvals:
         tool_policy = policy.tool(call.tool)
         entries = policy.approvers_for(call.tool)
         ttl = tool_policy.approval_ttl or self.ttl
-        requester = thread.last_input.source.user if thread.last_input else None
+        source = thread.last_input.source if thread.last_input else None
+        requester = source.user if source else None
         now = self.clock()
         remind_at = now + ttl - tool_policy.remind_before if tool_policy.remind_before else None
         escalate_at = now + tool_policy.escalate_after if tool_policy.escalate_after else None
@@ -112,7 +113,7 @@ class Approvals:
             remind_at=remind_at if remind_at is not None and now < remind_at else None,
             escalate_at=escalate_at if escalate_at is not None and escalate_at < now + ttl else None,
             escalate_to=policy.who.contacts(tool_policy.escalate_to),
-            requester_person=policy.who.person(requester),
+            requester_person=policy.who.person_of_any([requester, *(source.also if source else ())]),
             approvers_named=policy.who.label(entries),
             quorum=policy.quorum_for(call.tool),
         )

@@ -25,6 +25,9 @@ class Source(BaseModel):
     channel: str = "worker"
     user: str | None = None
     external_id: str | None = None
+    # more identities the channel verified for `user` (the email of its Slack profile), by which
+    # it is matched to a [people] person
+    also: tuple[str, ...] = ()
 
 
 class _Event(BaseModel):

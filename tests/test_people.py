@@ -363,3 +363,24 @@ async def test_thirty_requests_from_one_outsider_do_not_stop_a_genuine_approval_
     finally:
         server.close()
         await server.wait_closed()
+
+
+async def test_a_slack_user_is_matched_to_a_person_by_their_profile_email(slack_bot, slack_api, messages_api):  # noqa: F811
+    # alice's Slack account is not listed: her profile email is, and the two-person rule holds
+    policy = ('[people]\nalice = ["alice@example.com"]\nbob = ["bob@example.com"]\n'
+              '[tools.deploy]\napprovers = ["alice", "bob"]\ntwo_person = true\n')
+    slack_api.emails.update({"U0ALICE1": "Alice@Example.com", "U0BOB001": "bob@example.com"})
+    bot = await slack_bot(policy, slack_match_email=True)
+    ts, thread, posted = await ask_for_prod_deploy(bot, messages_api, text("Deployed."))
+    [request] = thread.pending_approvals()
+    assert request.requester == "U0ALICE1" and request.requester_person == "alice"
+    values = button_values(posted)
+    assert (await bot.send.interaction(click(values, "U0ALICE1", ts))).status_code == 200
+    [told] = await bot.calls("chat.postEphemeral", user="U0ALICE1")
+    assert "two-person" in told.args["text"]
+    assert (await bot.send.interaction(click(values, "U0BOB001", ts))).status_code == 200
+    thread = await settled(bot.rt, thread.id)
+    assert thread.decisions[request.approval_id].person == "bob"
+    assert runbook_lines(bot.settings) == ["deploy api 1.2.3 prod"]
+    # cached: one users.info per user, whatever the number of events and clicks
+    assert sorted(c.args["user"] for c in slack_api.to("users.info")) == ["U0ALICE1", "U0BOB001"]
