@@ -80,6 +80,16 @@ async def test_doctor_warns_about_open_approvals(make_settings):
     assert "exact commands only" in out.stdout
 
 
+async def test_the_readme_policy_example_passes_doctor(make_settings, tmp_path):
+    readme = (ROOT / "README.md").read_text()
+    example = re.search(r"The policy file \(TOML\).*?```toml\n(.*?)```", readme, re.S).group(1)
+    assert "[people]" in example and "quorum" in example and "require_approval" in example
+    policy = tmp_path / "example.toml"
+    policy.write_text(example)
+    out = await chatops(make_settings(), "doctor", CHATOPS_POLICY=str(policy))
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
