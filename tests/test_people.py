@@ -20,6 +20,7 @@ from tests.conftest import settled, spawn_bot, wait_for
 from tests.helpers import runbook_lines, say
 from tests.mail import gmail, new_mail, reply_to, text_of
 from tests.messages_api import text, tool_use
+from tests.slack_api import block_action, mention, new_ts
 from tests.test_email import Bot as MailBot
 from tests.test_email import mails_to, sink  # noqa: F401  (fixture)
 from tests.test_slack import (  # noqa: F401  (fixtures)
@@ -31,7 +32,6 @@ from tests.test_slack import (  # noqa: F401  (fixtures)
     slack_api,
     slack_bot,
 )
-from tests.slack_api import block_action, mention, new_ts
 
 PEOPLE = """
 [people]
