@@ -187,8 +187,12 @@ def compose(me: Identity, thread: Thread, event: Event, to: list[str] | None = N
     out = []
     token = thread_token(me, thread, event)
     if to:  # the requester's copy: it names the approvers' group, never their addresses
-        out.append(_mail(me, thread, event, to, [], refs, in_reply_to, token, None,
-                         text, _html(text, event, thread, decides=False), kind))
+        mail = _mail(me, thread, event, to, [], refs, in_reply_to, token, None,
+                     text, _html(text, event, thread, decides=False), kind)
+        # about a Slack or console thread, `to` are the approvers themselves: never dropped
+        approvers = set(approver_addresses(thread, event)) if isinstance(event, (ApprovalDecided, ApprovalVote)) \
+            else set()
+        out.append(Outgoing(mail.message, mail.recipients, frozenset(approvers & set(to))))
     if cc:  # the approvers hear of votes and the outcome in a mail of theirs, never dropped
         mail = _mail(me, thread, event, cc, [], refs, in_reply_to, token, "approvers",  # its own id
                      text, _html(text, event, thread, decides=False), kind)

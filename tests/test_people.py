@@ -384,3 +384,22 @@ async def test_a_slack_user_is_matched_to_a_person_by_their_profile_email(slack_
     assert runbook_lines(bot.settings) == ["deploy api 1.2.3 prod"]
     # cached: one users.info per user, whatever the number of events and clicks
     assert sorted(c.args["user"] for c in slack_api.to("users.info")) == ["U0ALICE1", "U0BOB001"]
+
+
+async def test_approvers_hear_the_outcome_of_a_console_thread_even_over_the_mail_cap(make_settings, start_bot,
+                                                                                    policy_file, sink):  # noqa: F811
+    import time
+
+    settings = make_settings(email_domain="ops.test", smtp_url=f"smtp://127.0.0.1:{sink.port}", smtp_port=0,
+                             email_rate_limit=1, policy_file=policy_file(
+                                 'approvers = ["alice@example.com", "carol@example.com"]\n'))
+    rt = await start_bot(settings)
+    window = int(time.time() // 3600)
+    for w in (window, window + 1):  # the test may straddle the hour
+        await rt.redis.set(rt.store.keys.email_rate("alice@example.com", w), 5, ex=7200)
+    thread_id = await say(rt, "/rollback api prod", user="bob", channel="console")
+    [request] = (await settled(rt, thread_id)).pending_approvals()
+    await mails_to(sink, "alice@example.com", 1)
+    assert (await rt.approvals.decide(request.approval_id, True, "carol@example.com", "console")).status == "decided"
+    [*_, outcome] = await mails_to(sink, "alice@example.com", 2)
+    assert "approved by carol@example.com via console" in text_of(outcome)
