@@ -42,7 +42,21 @@ class DecisionIn(BaseModel):
     reason: str = Field("", max_length=2000)
 
 
-_STATUS_CODES = {"decided": 200, "already_decided": 409, "refused": 403, "expired": 410, "not_found": 404}
+_STATUS_CODES = {"decided": 200, "voted": 202, "already_decided": 409, "refused": 403, "expired": 410,
+                 "not_found": 404}
+
+
+def approval_resource(rt: Runtime, thread: Any, request: Any) -> dict[str, Any]:
+    """An approval as the API shows it: the request, its votes and refusals (who, as which
+    person, through which channel) and its decision."""
+    votes = [v.model_dump(mode="json") for v in thread.votes.get(request.approval_id, [])]
+    refusals = [e.model_dump(mode="json") for e in thread.events
+                if e.type == "approval_refused" and e.approval_id == request.approval_id]
+    decision = thread.decisions.get(request.approval_id)
+    return {**request.model_dump(mode="json"), "thread": thread.id, "expired": time.time() >= request.expires_at,
+            "approvals_so_far": rt.approvals.approvals_so_far(thread, request),
+            "quorum": rt.approvals.quorum(request), "votes": votes, "refusals": refusals,
+            "decision": decision.model_dump(mode="json") if decision else None}
 
 
 def create_app(rt: Runtime) -> FastAPI:
@@ -88,6 +102,9 @@ def create_app(rt: Runtime) -> FastAPI:
         if agent not in rt.agents:
             raise HTTPException(422, f"no agent {agent!r}; agents: {', '.join(sorted(rt.agents))}")
         thread_id = new_thread_id()
+        admission = await rt.intake.admit(body.user, thread_id)
+        if not admission.ok:
+            raise HTTPException(429, admission.refusal(rt.settings.requests_per_hour), headers={"Retry-After": "3600"})
         await rt.intake.message(
             thread_id, agent=agent, origin=Origin(channel="api"), text=body.text,
             source=Source(channel="api", user=body.user),
@@ -122,15 +139,19 @@ def create_app(rt: Runtime) -> FastAPI:
     @app.get("/v1/approvals", dependencies=auth, tags=["approvals"])
     async def list_approvals(state: Literal["pending"] = "pending") -> dict[str, Any]:
         out = []
-        now = time.time()
         for approval_id in await rt.store.pending_approval_ids():
             found = await rt.approvals.find(approval_id)
             if found is None or approval_id in found[0].decisions:
                 continue
-            request = found[1]
-            out.append({**request.model_dump(mode="json"), "thread": found[0].id,
-                        "expired": now >= request.expires_at})
+            out.append(approval_resource(rt, *found))
         return {"approvals": out}
+
+    @app.get("/v1/approvals/{approval_id}", dependencies=auth, tags=["approvals"])
+    async def get_approval(approval_id: str) -> dict[str, Any]:
+        found = await rt.approvals.find(approval_id)
+        if found is None:
+            raise HTTPException(404, f"no approval {approval_id}")
+        return approval_resource(rt, *found)
 
     @app.post("/v1/approvals/{approval_id}", dependencies=auth, tags=["approvals"])
     async def decide(approval_id: str, body: DecisionIn) -> JSONResponse:
@@ -142,6 +163,11 @@ def create_app(rt: Runtime) -> FastAPI:
         if outcome.decision is not None:
             payload["decision"] = outcome.decision.decision
             payload["by"] = outcome.decision.by
+            payload["person"] = outcome.decision.person
+            payload["approved_by"] = outcome.decision.approved_by
+        if outcome.status == "voted":  # recorded, not decided yet: 202 with the votes so far
+            payload["votes"] = list(outcome.votes)
+            payload["quorum"] = rt.approvals.quorum(outcome.request) if outcome.request else None
         return JSONResponse(payload, status_code=_STATUS_CODES[outcome.status])
 
     return app

@@ -57,6 +57,7 @@ async def _with_runtime(
 ) -> int:
     _stop_on_signals()
     rt = await Runtime.start(settings, serving=serving)
+    asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, rt.reload)  # the live policy
     try:
         return await func(rt, args)
     except asyncio.CancelledError:

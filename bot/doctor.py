@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import ValidationError
 
-from bot.policy import ConfigError, Policy, load_policy
+from bot.policy import ConfigError, Policy
 from bot.settings import Settings
 
 if TYPE_CHECKING:
@@ -96,10 +96,10 @@ async def doctor(selected: Sequence[DoctorCheck] | None = None, timeout: float =
                      "correct it in the environment or .env (see .env.example)"))
         return 1
     try:
-        from agents import load_agents
+        from bot.runtime import load_checked
 
-        policy = load_policy(settings.resolved_policy_file())
-        ctx = Context(settings, policy, load_agents(policy))
+        policy, agents = load_checked(settings)
+        ctx = Context(settings, policy, agents)
     except ConfigError as exc:
         _print(error(str(exc), "correct the policy file (see chatops.example.toml)"))
         return 1
@@ -291,11 +291,13 @@ async def approvals_check(ctx: Context) -> list[Finding]:
     for agent in ctx.agents.values():
         for tool in agent.tools:
             entries = policy.approvers_for(tool.name)
-            if not entries and tool.gated:
+            gated = tool.gated or policy.tool(tool.name).require_approval
+            if entries == ["*"] and gated:
                 who = "the agent's [agents.%s] users" % agent.name if policy.agent(agent.name).users \
                     else "anyone who can talk to the bot"
-                out.append(warning(f"{agent.name}.{tool.name}: no approvers configured, so {who} "
-                                   "may approve it", f"list them in [tools.{tool.name}] approvers"))
+                out.append(warning(f"{agent.name}.{tool.name}: approvers are anyone (\"*\" or none "
+                                   f"configured), so {who} may approve it",
+                                   f"list them in [tools.{tool.name}] approvers"))
             for entry in entries:
                 if entry.startswith("group:") and entry[6:] not in policy.groups:
                     out.append(error(f"tools.{tool.name}.approvers: unknown group {entry[6:]!r}",

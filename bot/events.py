@@ -25,6 +25,9 @@ class Source(BaseModel):
     channel: str = "worker"
     user: str | None = None
     external_id: str | None = None
+    # more identities the channel verified for `user` (the email of its Slack profile), by which
+    # it is matched to a [people] person
+    also: tuple[str, ...] = ()
 
 
 class _Event(BaseModel):
@@ -86,6 +89,11 @@ class ApprovalRequested(_Event):
     remind_at: float | None = None  # when the approvers get a reminder (tool policy remind_before)
     escalate_at: float | None = None  # when `escalate_to` may decide too (tool policy escalate_after)
     escalate_to: list[str] = []
+    # people and votes: the snapshot of the rules when asked, for the audit trail (who may decide
+    # is checked against the policy in force at each vote)
+    requester_person: str | None = None
+    approvers_named: list[str] = []  # how the approvers are named to anyone: groups, people
+    quorum: int = 1  # distinct people who must approve
 
 
 Decision = Literal["approved", "rejected", "expired"]
@@ -98,6 +106,22 @@ class ApprovalDecided(_Event):
     by: str | None
     via: str
     reason: str = ""
+    person: str | None = None  # the person `by` is (the identity used)
+    approved_by: list[str] = []  # the people whose approvals met the quorum
+
+
+class ApprovalVote(_Event):
+    """One person's approval of a request that needs more than one (quorum), or the approval that
+    decides it. `by` is the identity used, `person` who that is."""
+
+    type: Literal["approval_vote"] = "approval_vote"
+    approval_id: str
+    by: str
+    person: str
+    via: str
+    votes: int  # approvals (distinct people) so far, this one included
+    quorum: int
+    people: list[str] = []  # who approved so far, this one included
 
 
 class ApprovalRefused(_Event):
@@ -108,6 +132,7 @@ class ApprovalRefused(_Event):
     by: str | None
     via: str
     reason: str
+    person: str | None = None
 
 
 class ApprovalReminder(_Event):
@@ -188,6 +213,7 @@ Event = Annotated[
         ToolResult,
         ApprovalRequested,
         ApprovalDecided,
+        ApprovalVote,
         ApprovalRefused,
         ApprovalReminder,
         ApprovalEscalated,
@@ -206,8 +232,8 @@ EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
 
 # Events a human should see on the thread's channel.
 VISIBLE_TYPES = frozenset(
-    {"agent_reply", "notice", "approval_requested", "approval_decided", "approval_refused", "human_question",
-     "approval_reminder", "approval_escalated", "schedule_missed"}
+    {"agent_reply", "notice", "approval_requested", "approval_decided", "approval_refused",
+     "human_question", "approval_reminder", "approval_escalated", "schedule_missed", "approval_vote"}
 )
 # Events that give the agent something new to act on.
 INPUT_TYPES = frozenset({"user_message", "human_response", "schedule_fired"})

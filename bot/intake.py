@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 import time
+from dataclasses import dataclass
 
 from bot.events import HumanResponse, Source, UserMessage
 from bot.store import Appended, Claim, Store
@@ -27,9 +28,47 @@ def thread_id_for(channel: str, address: str) -> str:
     return hashlib.sha256(f"{channel}\0{address}".encode()).hexdigest()[:16]
 
 
+@dataclass(frozen=True)
+class Admission:
+    """Whether a requester may start a thread now, and whether to tell them they may not (once
+    an hour: a refusal per request would be a flood of its own)."""
+
+    ok: bool
+    tell: bool = False
+
+    def refusal(self, limit: int) -> str:
+        return f"Too many new requests from you: at most {limit} an hour. Try again later."
+
+
 class Intake:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, requests_per_hour: int = 20) -> None:
         self.store = store
+        self.requests_per_hour = requests_per_hour
+
+    async def admit(self, requester: str | None, thread_id: str) -> Admission:
+        """Count a new thread against its requester's hourly limit. New threads are what a
+        stranger can multiply (each may mail every approver), so they are throttled per
+        requester; the approvers' mail about approvals is then never capped. The same thread
+        (a redelivery) counts once."""
+        if not requester:
+            return Admission(True)
+        who, window = requester.strip().lower(), int(time.time() // 3600)
+        redis, keys = self.store.redis, self.store.keys
+        key = keys.requests(who, window)
+        pipe = redis.pipeline(transaction=False)
+        pipe.sismember(key, thread_id)
+        pipe.scard(key)
+        known, count = await pipe.execute()
+        if known:
+            return Admission(True)
+        if count >= self.requests_per_hour:
+            told = await redis.set(keys.requests_told(who, window), 1, nx=True, ex=7200)
+            return Admission(False, bool(told))
+        pipe = redis.pipeline(transaction=False)
+        pipe.sadd(key, thread_id)
+        pipe.expire(key, 7200)
+        await pipe.execute()
+        return Admission(True)
 
     async def message(
         self,

@@ -69,6 +69,15 @@ class Keys:
     def email_rate(self, address: str, window: int) -> str:
         return f"{self.prefix}email:rate:{address}:{window}"
 
+    # ---- new threads per requester and hour (issue 10's throttle)
+    def requests(self, requester: str, window: int) -> str:
+        """Set: the threads a requester started in an hour window."""
+        return f"{self.prefix}requests:{requester}:{window}"
+
+    def requests_told(self, requester: str, window: int) -> str:
+        """Set once the requester was told they are over the limit in that hour."""
+        return f"{self.prefix}requests:told:{requester}:{window}"
+
     # ---- schedules and approval timers
     @property
     def schedule_last(self) -> str:

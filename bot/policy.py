@@ -6,11 +6,15 @@ Kept apart from settings because it is reviewed like code: it decides what runs 
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Mapping
+from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from bot import cron
+from bot.people import ANYONE, GROUP, People, norm
 
 
 class ConfigError(Exception):
@@ -21,9 +25,25 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def _approver_list(value: list[str] | None) -> list[str] | None:
+    """An empty list would mean nobody, or (as it once did) anyone: refused; anyone is `["*"]`."""
+    if value is not None and not value:
+        raise ValueError('an empty approver list is refused: name the approvers, or write ["*"] for anyone')
+    if value is not None and ANYONE in value and len(value) > 1:
+        raise ValueError('"*" (anyone) cannot be combined with other approvers')
+    return value
+
+
+Scalar = str | int | float | bool
+
+
 class ToolPolicy(_Strict):
     approvers: list[str] | None = None  # None: the policy's default approvers
     two_person: bool | None = None
+    quorum: int | None = Field(None, ge=1)  # distinct people who must approve (None: the default)
+    # the policy may gate any tool, whatever its code says (never remove a gate the code sets)
+    require_approval: bool = False
+    when: dict[str, list[Scalar]] | None = None  # only for these argument values (all must match)
     approval_ttl: float | None = Field(None, gt=0)
     command: list[str] | None = Field(None, min_length=1)  # runbook tools: argv with {placeholders}
     timeout: float | None = Field(None, gt=0)
@@ -33,11 +53,31 @@ class ToolPolicy(_Strict):
     escalate_after: float | None = Field(None, gt=0)
     escalate_to: list[str] = []
 
+    @field_validator("approvers")
+    @classmethod
+    def _approvers(cls, value: list[str] | None) -> list[str] | None:
+        return _approver_list(value)
+
     @model_validator(mode="after")
     def _escalation_has_approvers(self) -> ToolPolicy:
         if self.escalate_after is not None and not self.escalate_to:
             raise ValueError("escalate_after needs escalate_to (who the approval escalates to)")
+        if self.when is not None and not self.require_approval:
+            raise ValueError("when applies to require_approval = true only")
+        if self.when is not None and not all(self.when.values()):
+            raise ValueError("when: each argument needs at least one value")
         return self
+
+    def approval_settings(self) -> list[str]:
+        """The approval settings this section sets (an error on a tool nothing gates)."""
+        names = ("approvers", "two_person", "quorum", "approval_ttl", "remind_before", "escalate_after")
+        return [n for n in names if getattr(self, n) is not None] + (["escalate_to"] if self.escalate_to else [])
+
+    def requires(self, args: Mapping[str, Any]) -> bool:
+        """Whether the policy gates a call with these (validated) arguments."""
+        if not self.require_approval:
+            return False
+        return self.when is None or all(args.get(k) in values for k, values in self.when.items())
 
 
 class AgentPolicy(_Strict):
@@ -75,13 +115,39 @@ class Schedule(_Strict):
 
 
 class Policy(_Strict):
-    approvers: list[str] = []  # default approvers of every gated tool; empty: anyone
+    # default approvers of every gated tool; none configured: anyone who may talk to the agent
+    approvers: list[str] | None = None
     two_person: bool = False
-    groups: dict[str, list[str]] = {}
+    quorum: int = Field(1, ge=1)
+    people: dict[str, list[str]] = {}  # a person -> the identities that are theirs
+    groups: dict[str, list[str]] = {}  # a group -> people by name, or raw identities
     tools: dict[str, ToolPolicy] = {}
     agents: dict[str, AgentPolicy] = {}
     routes: dict[str, str] = {}  # a conversation (Slack channel id) -> the agent that answers there
     schedules: list[Schedule] = []
+
+    @field_validator("approvers")
+    @classmethod
+    def _approvers(cls, value: list[str] | None) -> list[str] | None:
+        return _approver_list(value)
+
+    @field_validator("people")
+    @classmethod
+    def _one_owner(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        """An identity two people claim would let one vote as the other."""
+        owner: dict[str, str] = {}
+        for name, identities in value.items():
+            if not name.strip() or name == ANYONE or name.startswith(GROUP) or "@" in name:
+                raise ValueError(f"{name!r} is not a person's name (use a plain name, e.g. alice)")
+            for identity in [name, *identities]:
+                key = norm(identity)
+                if owner.setdefault(key, name) != name:
+                    raise ValueError(f"{identity!r} belongs to both {owner[key]!r} and {name!r}")
+        return value
+
+    @cached_property
+    def who(self) -> People:
+        return People(self.people, self.groups)
 
     @model_validator(mode="after")
     def _groups_exist(self) -> Policy:
@@ -99,7 +165,7 @@ class Policy(_Strict):
         return self
 
     def _identity_lists(self) -> list[tuple[str, list[str]]]:
-        lists = [("approvers", self.approvers)]
+        lists = [("approvers", self.approvers or [])]
         for name, tool in self.tools.items():
             lists += [(f"tools.{name}.approvers", tool.approvers or []),
                       (f"tools.{name}.escalate_to", tool.escalate_to)]
@@ -120,6 +186,26 @@ class Policy(_Strict):
                 raise ConfigError(f"policy: setting '{where}': no agent named {agent!r} "
                                   f"(agents: {', '.join(sorted(agents))})")
 
+    def check_gates(self, tools: Mapping[str, tuple[bool, list[str]]]) -> None:
+        """Refuse approval settings that would gate nothing (`tools`: tool -> (whether its code
+        may ask for an approval, its argument names)): an operator must never believe a tool is
+        gated when it is not. And a quorum the approvers cannot reach."""
+        for name, tool in self.tools.items():
+            gated_in_code, fields = tools.get(name, (False, []))
+            where = f"policy: setting 'tools.{name}"
+            if not gated_in_code and not tool.require_approval and (settings := tool.approval_settings()):
+                raise ConfigError(f"{where}.{settings[0]}': {name} never asks for an approval, so this "
+                                  "would gate nothing; add require_approval = true to gate it")
+            for key in tool.when or {}:
+                if key not in fields:
+                    raise ConfigError(f"{where}.when.{key}': {name} has no argument {key!r} "
+                                      f"(arguments: {', '.join(fields)})")
+        for name in tools:
+            people = self.who.expand(self.approvers_for(name))
+            if people is not None and len(people) < self.quorum_for(name):
+                raise ConfigError(f"policy: setting 'tools.{name}.quorum': {self.quorum_for(name)} approvals "
+                                  f"needed but only {len(people)} approver(s) named")
+
     @field_validator("schedules")
     @classmethod
     def _unique_names(cls, value: list[Schedule]) -> list[Schedule]:
@@ -138,18 +224,31 @@ class Policy(_Strict):
         return next((s for s in self.schedules if s.name == name), None)
 
     def approvers_for(self, tool: str) -> list[str]:
+        """The approver entries of a tool; `["*"]` (anyone who may talk to the agent) when the
+        policy names none at all."""
         entries = self.tool(tool).approvers
-        return list(self.approvers if entries is None else entries)
+        return list(entries if entries is not None else self.approvers or [ANYONE])
+
+    def quorum_for(self, tool: str) -> int:
+        quorum = self.tool(tool).quorum
+        return self.quorum if quorum is None else quorum
+
+    def two_person_for(self, tool: str) -> bool:
+        two_person = self.tool(tool).two_person
+        return self.two_person if two_person is None else two_person
+
+    def requires_approval(self, tool: str, args: Mapping[str, Any]) -> bool:
+        return self.tool(tool).requires(args)
 
     def expand(self, entries: list[str]) -> set[str]:
-        """Approver entries (user ids, emails, `group:name`) as a set of lower-cased identities."""
-        out: set[str] = set()
-        for entry in entries:
-            if entry.startswith("group:"):
-                out |= {m.lower() for m in self.groups.get(entry[6:], [])}
-            else:
-                out.add(entry.lower())
-        return out
+        """Entries (people, identities, `group:name`) as the set of every identity of the people
+        they name, lower-cased: where to reach them."""
+        return set(self.who.contacts(e for e in entries if e != ANYONE))
+
+    def allows(self, entries: list[str], identity: str | None) -> bool:
+        """Whether `identity`'s person is among the people `entries` name (`*`: anyone)."""
+        people = self.who.expand(entries)
+        return people is None or self.who.person(identity) in people
 
 
 def load_policy(path: Path | None) -> Policy:

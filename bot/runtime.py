@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from redis.asyncio import BlockingConnectionPool, Redis
@@ -40,19 +42,13 @@ class Runtime:
     model: Model | None
     renderers: dict[str, Renderer] = field(default_factory=dict)
     embedded: EmbeddedRedis | None = None
+    watcher: asyncio.Task | None = None
 
     @classmethod
     async def start(cls, settings: Settings, *, serving: bool = True) -> Runtime:
         """`serving=False`: no model client and no channel renderers, for a process that only
         reads and appends (CLI verbs, the console); a worker elsewhere renders and calls the model."""
-        policy = load_policy(settings.resolved_policy_file())
-        agents = load_agents(policy)
-        policy.check_names({name: [t.name for t in agent.tools] for name, agent in agents.items()})
-        if settings.default_agent not in agents:
-            raise ConfigError(
-                f"CHATOPS_DEFAULT_AGENT: no agent named {settings.default_agent!r} "
-                f"(agents: {', '.join(sorted(agents))})"
-            )
+        policy, agents = load_checked(settings)
         embedded = None
         url = settings.redis_url
         if url is None:
@@ -74,15 +70,49 @@ class Runtime:
             store=store,
             agents=agents,
             approvals=Approvals(store, policy, settings.approval_ttl),
-            intake=Intake(store),
+            intake=Intake(store, settings.requests_per_hour),
             model=_model(settings) if serving else None,
             embedded=embedded,
         )
         if serving:
             install_renderers(rt)
+        path = settings.resolved_policy_file()
+        if path is not None and settings.policy_poll > 0:
+            rt.watcher = asyncio.create_task(rt.watch_policy(path), name="policy-watcher")
         return rt
 
+    # ---- the live policy ---------------------------------------------------------------------
+
+    def reload(self) -> bool:
+        """Load the policy file again (SIGHUP, or the file changed). A policy that fails to load
+        or to check is refused whole: the one in force stays, and an ERROR line says why."""
+        try:
+            policy, agents = load_checked(self.settings)
+        except Exception as exc:  # whatever breaks, the policy in force must stay
+            log.error("policy reload refused, the policy in force stays: %s", exc)
+            return False
+        self.policy = policy
+        self.approvals.policy = policy
+        self.agents.clear()
+        self.agents.update(agents)
+        log.info("policy reloaded from %s", self.settings.resolved_policy_file())
+        return True
+
+    async def watch_policy(self, path: Path) -> None:
+        """Reload when the file's content changes (read, not its mtime: an editor's save is seen
+        even within one mtime tick, and a half-written file is retried at the next look)."""
+        seen = _read(path)
+        while True:
+            await asyncio.sleep(self.settings.policy_poll)
+            now = _read(path)
+            if now != seen:
+                seen = now
+                self.reload()
+
     async def close(self) -> None:
+        if self.watcher is not None:
+            self.watcher.cancel()
+            await asyncio.gather(self.watcher, return_exceptions=True)
         for renderer in self.renderers.values():
             await renderer.close()
         if self.model is not None:
@@ -98,3 +128,25 @@ def _model(settings: Settings) -> Model | None:
     from bot.model import Model
 
     return Model(settings)
+
+
+def load_checked(settings: Settings) -> tuple[Policy, dict[str, Agent]]:
+    """The policy file and the agents built from it, checked together: every section names a
+    real agent or tool, and no approval setting gates nothing."""
+    policy = load_policy(settings.resolved_policy_file())
+    agents = load_agents(policy)
+    policy.check_names({name: [t.name for t in agent.tools] for name, agent in agents.items()})
+    policy.check_gates({t.name: (t.gated, t.fields) for agent in agents.values() for t in agent.tools})
+    if settings.default_agent not in agents:
+        raise ConfigError(
+            f"CHATOPS_DEFAULT_AGENT: no agent named {settings.default_agent!r} "
+            f"(agents: {', '.join(sorted(agents))})"
+        )
+    return policy, agents
+
+
+def _read(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return None

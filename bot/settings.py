@@ -77,6 +77,16 @@ class Settings(BaseSettings):
     slack_allow_bots: bool = Field(False, validation_alias=_env("SLACK_ALLOW_BOTS"))
     slack_working_reaction: str = Field("eyes", min_length=1, validation_alias=_env("SLACK_WORKING_REACTION"))
 
+    # ---- approvals people can trust (issue 10): live policy, request throttle, Slack profile emails
+    # seconds between looks at the policy file for changes (0: only SIGHUP reloads it)
+    policy_poll: float = Field(2.0, ge=0, validation_alias=_env("CHATOPS_POLICY_POLL"))
+    # new threads one requester (sender address, Slack id, API/console name) may start per hour
+    requests_per_hour: int = Field(20, ge=1, validation_alias=_env("CHATOPS_REQUESTS_PER_HOUR"))
+    # match a Slack user to a [people] person by their profile's email (users.info, scope
+    # users:read.email), cached this many seconds
+    slack_match_email: bool = Field(False, validation_alias=_env("SLACK_MATCH_EMAIL"))
+    slack_email_ttl: float = Field(3600.0, gt=0, validation_alias=_env("SLACK_EMAIL_TTL"))
+
     # ---- schedules
     # a fire missed while no process ran still happens on start if it is at most this old (seconds)
     schedule_grace: float = Field(600.0, ge=0, validation_alias=_env("CHATOPS_SCHEDULE_GRACE"))

@@ -7,12 +7,14 @@ Wait or Idle. Because the step is derived from the log alone, any worker can res
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from pydantic import ValidationError
 
 from bot.agent import Agent
 from bot.commands import help_text, is_command
 from bot.events import ResultStatus, ScheduleFired, ToolCall, UserMessage
+from bot.policy import Policy
 from bot.thread import Thread
 from bot.tools import ASK_HUMAN, compact_validation_error
 
@@ -20,11 +22,13 @@ from bot.tools import ASK_HUMAN, compact_validation_error
 @dataclass(frozen=True)
 class RunTool:
     call: ToolCall
+    args: dict[str, Any]  # the validated arguments (an approval's: exactly what was approved)
 
 
 @dataclass(frozen=True)
 class RequestApproval:
     call: ToolCall
+    args: dict[str, Any]  # the validated arguments: what the approvers see is what runs
 
 
 @dataclass(frozen=True)
@@ -93,9 +97,10 @@ class Limits:
     error_budget: int = 3
 
 
-def next_step(thread: Thread, agent: Agent, now: float, limits: Limits) -> Step:
+def next_step(thread: Thread, agent: Agent, now: float, limits: Limits, policy: Policy | None = None) -> Step:
+    """`policy`: the policy in force, which may gate a tool its code does not."""
     if thread.open_calls:
-        return _next_for_calls(thread, agent, now)
+        return _next_for_calls(thread, agent, now, policy or Policy())
     if thread.open_question is not None:
         return Wait()
     if not thread.needs_agent:
@@ -125,7 +130,7 @@ def next_step(thread: Thread, agent: Agent, now: float, limits: Limits) -> Step:
     return CallModel()
 
 
-def _next_for_calls(thread: Thread, agent: Agent, now: float) -> Step:
+def _next_for_calls(thread: Thread, agent: Agent, now: float, policy: Policy) -> Step:
     waiting: list[str] = []
     for call in thread.open_calls:
         if call.call_id in thread.started:
@@ -143,18 +148,20 @@ def _next_for_calls(thread: Thread, agent: Agent, now: float) -> Step:
             if thread.open_question is None:
                 return AskHuman(args.question, call.call_id)
             continue
-        if not tool.needs_approval(args):
-            return RunTool(call)
+        exact = args.model_dump(mode="json")
         approval_id = thread.approval_of_call.get(call.call_id)
+        # once asked, an approval stays the gate (a reload cannot lift it from a pending call)
+        if approval_id is None and not tool.needs_approval(args) and not policy.requires_approval(call.tool, exact):
+            return RunTool(call, exact)
         if approval_id is None:
-            return RequestApproval(call)
+            return RequestApproval(call, exact)
         decision = thread.decisions.get(approval_id)
         if decision is None:
             if now >= thread.approvals[approval_id].expires_at:
                 return ExpireApproval(approval_id)
             waiting.append(approval_id)
         elif decision.decision == "approved":
-            return RunTool(call)
+            return RunTool(call, thread.approvals[approval_id].args)
         elif decision.decision == "rejected":
             reason = f": {decision.reason}" if decision.reason else ""
             return Resolve(call, "rejected", f"Rejected by {decision.by}{reason}. Not run.")

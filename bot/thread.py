@@ -16,6 +16,7 @@ from bot.events import (
     AgentReply,
     ApprovalDecided,
     ApprovalRequested,
+    ApprovalVote,
     Error,
     Event,
     HumanQuestion,
@@ -55,6 +56,7 @@ class Thread:
     approvals: dict[str, ApprovalRequested] = field(default_factory=dict)
     approval_of_call: dict[str, str] = field(default_factory=dict)
     decisions: dict[str, ApprovalDecided] = field(default_factory=dict)
+    votes: dict[str, list[ApprovalVote]] = field(default_factory=dict)  # approval id -> its votes
     turn: list[str] = field(default_factory=list)  # call ids of the latest turn
     turn_origin: str = "model"
     input_since_turn: bool = True  # an input arrived after the latest turn began
@@ -112,6 +114,8 @@ class Thread:
             self.approval_of_call[event.call_id] = event.approval_id
         elif isinstance(event, ApprovalDecided):
             self.decisions.setdefault(event.approval_id, event)
+        elif isinstance(event, ApprovalVote):
+            self.votes.setdefault(event.approval_id, []).append(event)
         elif isinstance(event, HumanQuestion):
             self.open_question = event
             self.needs_agent = False

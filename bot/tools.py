@@ -8,7 +8,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 if TYPE_CHECKING:
     from bot.store import Store
@@ -45,6 +45,11 @@ class Tool:
     needs_approval: Callable[[Any], bool] = never
     command: tuple[str, ...] = ()  # runbook tools: the argv template, for `chatops doctor`
 
+    def __post_init__(self) -> None:
+        # Extra keys are refused, never dropped: an approver must see exactly what will run, and
+        # "dry_run: true" beside the real arguments would be a lie the run silently ignores.
+        object.__setattr__(self, "args", strict_args(self.args))
+
     @property
     def gated(self) -> bool:
         """Whether some call of this tool may need an approval."""
@@ -52,6 +57,10 @@ class Tool:
 
     def validate(self, raw: dict[str, Any]) -> BaseModel:
         return self.args.model_validate(raw)
+
+    def exact(self, raw: dict[str, Any]) -> dict[str, Any]:
+        """The validated arguments as data: what an approval shows and what runs."""
+        return self.validate(raw).model_dump(mode="json")
 
     def schema(self) -> dict[str, Any]:
         """The tool as the Messages API wants it."""
@@ -63,6 +72,15 @@ class Tool:
 
 
 @lru_cache(maxsize=1024)
+def strict_args(args: type[BaseModel]) -> type[BaseModel]:
+    """`args` with extra keys forbidden (itself if it already forbids them)."""
+    if args.model_config.get("extra") == "forbid":
+        return args
+    return type(args.__name__, (args,), {"model_config": ConfigDict(extra="forbid"),
+                                         "__module__": args.__module__, "__doc__": args.__doc__})
+
+
+@lru_cache(maxsize=1024)
 def _schema(name: str, description: str, args: type[BaseModel]) -> dict[str, Any]:
     # generating a JSON schema costs about 0.2 ms per tool, on every model call otherwise
     schema = args.model_json_schema()
@@ -70,13 +88,21 @@ def _schema(name: str, description: str, args: type[BaseModel]) -> dict[str, Any
     return {"name": name, "description": description, "input_schema": schema}
 
 
+ERRORS_SHOWN = 5  # bad fields named in a validation error; the rest are counted
+NAME_LIMIT = 60  # characters of a field name in it (the model may invent huge ones)
+
+
 def compact_validation_error(tool: str, exc: ValidationError) -> str:
-    """A short, model-readable error: one line per bad field, no pydantic URLs."""
+    """A short, model-readable error: one line per bad field (the first few), no pydantic URLs,
+    no values."""
+    errors = exc.errors(include_url=False)
     lines = []
-    for err in exc.errors(include_url=False):
-        where = ".".join(str(p) for p in err["loc"]) or "arguments"
-        lines.append(f"{where}: {err['msg']}")
-    return f"invalid arguments for {tool}: " + "; ".join(lines)
+    for err in errors[:ERRORS_SHOWN]:
+        where = ".".join(str(p)[:NAME_LIMIT] for p in err["loc"]) or "arguments"
+        msg = "unknown argument, not allowed" if err["type"] == "extra_forbidden" else err["msg"]
+        lines.append(f"{where}: {msg}")
+    more = f"; and {len(errors) - ERRORS_SHOWN} more" if len(errors) > ERRORS_SHOWN else ""
+    return f"invalid arguments for {tool}: " + "; ".join(lines) + more
 
 
 # ---- the built-in tool every agent has: asking a human -------------------------------------

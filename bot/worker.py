@@ -356,7 +356,7 @@ class Worker:
                 await self._append(thread, AgentReply(text=f"There is no agent {thread.agent!r} any more."), fence)
             await self._settle(thread)
             return False
-        step = steps.next_step(thread, agent, time.time(), self.limits)
+        step = steps.next_step(thread, agent, time.time(), self.limits, self.rt.policy)
         if isinstance(step, (steps.Wait, steps.Idle)):
             await self._settle(thread)
             return False
@@ -400,10 +400,10 @@ class Worker:
 
     async def _execute(self, step: steps.Step, thread: Thread, fence: int) -> None:
         match step:
-            case steps.RunTool(call):
-                await self._run_tool(thread, call, fence)
-            case steps.RequestApproval(call):
-                await self._append(thread, self.rt.approvals.request_for(thread, call), fence)
+            case steps.RunTool(call, args):
+                await self._run_tool(thread, call, args, fence)
+            case steps.RequestApproval(call, args):
+                await self._append(thread, self.rt.approvals.request_for(thread, call, args), fence)
             case steps.ExpireApproval(approval_id):
                 self.fresh.discard(thread.id)
                 await self.rt.approvals.expire(approval_id)
@@ -423,7 +423,7 @@ class Worker:
                     await self._append(thread, Error(kind=error, message=text), fence)
                 await self._append(thread, AgentReply(text=text), fence)
 
-    async def _run_tool(self, thread: Thread, call: ToolCall, fence: int) -> None:
+    async def _run_tool(self, thread: Thread, call: ToolCall, args: dict, fence: int) -> None:
         started = await self._append(thread, ToolStarted(call_id=call.call_id), fence, Claim(f"run:{call.call_id}"))
         if not started.ok:
             return  # it was started before: the next step recovers it, never runs it again
@@ -433,7 +433,7 @@ class Worker:
                           self.rt.store)
         status, output = "ok", ""
         try:
-            output = await tool.handler(tool.validate(call.args), ctx)
+            output = await tool.handler(tool.validate(args), ctx)  # exactly what was approved
         except ToolError as exc:
             status, output = "error", str(exc)
         except Exception as exc:  # a bug in a handler must not stall the thread

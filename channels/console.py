@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator
 from datetime import datetime, timezone
 from typing import TextIO
 
-from bot.approvals import thread_of
+from bot.approvals import shown, thread_of, votes_text
 from bot.events import (
     AgentReply,
     ApprovalDecided,
@@ -25,6 +25,7 @@ from bot.events import (
     ApprovalRefused,
     ApprovalReminder,
     ApprovalRequested,
+    ApprovalVote,
     Event,
     HumanQuestion,
     Notice,
@@ -52,7 +53,7 @@ def clock(ts: float) -> str:
 
 
 def call_text(tool: str, args: dict) -> str:
-    return f"{tool}(" + ", ".join(f"{k}={v}" for k, v in args.items()) + ")"
+    return f"{tool}(" + ", ".join(f"{shown(k, 60)}={shown(v)}" for k, v in args.items()) + ")"
 
 
 def format_event(event: Event) -> str | None:
@@ -60,7 +61,8 @@ def format_event(event: Event) -> str | None:
     if isinstance(event, (AgentReply, Notice)):
         return "bot> " + event.text.replace("\n", "\n     ")
     if isinstance(event, ApprovalRequested):
-        who = ", ".join(event.approvers) if event.approvers else "anyone"
+        who = ", ".join(event.approvers_named) or "anyone"
+        who += f" ({event.quorum} different people must approve)" if event.quorum > 1 else ""
         return (
             f"bot> approval needed [{event.approval_id}]: {call_text(event.tool, event.args)}\n"
             f"     asked by {event.requester or 'unknown'}; approvers: {who}; "
@@ -72,6 +74,8 @@ def format_event(event: Event) -> str | None:
             return f"bot> approval {event.approval_id} expired; nothing was run"
         reason = f": {event.reason}" if event.reason else ""
         return f"bot> approval {event.approval_id} {event.decision} by {event.by} via {event.via}{reason}"
+    if isinstance(event, ApprovalVote):
+        return f"bot> approval {event.approval_id}: {votes_text(event.people, event.quorum)}"
     if isinstance(event, ApprovalRefused):
         return f"bot> approval {event.approval_id}: refused for {event.by}: {event.reason}"
     if isinstance(event, HumanQuestion):
@@ -224,8 +228,12 @@ class Console:
             await self.decide(*decision)
             return
         if self.thread_id is None:
+            thread_id = new_thread_id()
+            if not (admission := await self.rt.intake.admit(self.user, thread_id)).ok:
+                self.say(f"bot> {admission.refusal(self.rt.settings.requests_per_hour)}")
+                return
             self.agent, _ = route(line, self.rt.agents, self.rt.settings.default_agent)
-            self.thread_id = new_thread_id()
+            self.thread_id = thread_id
             self.watch_thread(self.thread_id, shown=0)
         assert self.agent is not None
         printed = self.printed

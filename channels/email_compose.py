@@ -23,7 +23,7 @@ from datetime import datetime, timezone
 from email.message import EmailMessage
 from email.utils import formataddr, formatdate, parseaddr
 
-from bot.approvals import approver_addresses
+from bot.approvals import approver_addresses, shown, votes_text
 from bot.events import (
     AgentReply,
     ApprovalDecided,
@@ -31,6 +31,7 @@ from bot.events import (
     ApprovalRefused,
     ApprovalReminder,
     ApprovalRequested,
+    ApprovalVote,
     Event,
     HumanQuestion,
     ScheduleMissed,
@@ -60,6 +61,9 @@ class Identity:
 class Outgoing:
     message: EmailMessage
     recipients: list[str]
+    # approvers mailed about their approval: never dropped by the per-recipient cap (new threads
+    # are throttled per requester instead, so nobody can crowd their approval mail out)
+    exempt: frozenset[str] = frozenset()
 
 
 def clock(ts: float) -> str:
@@ -71,7 +75,7 @@ def is_sent(event: Event) -> bool:
     if isinstance(event, ApprovalRefused):
         return event.via == "email" and "@" in (event.by or "")
     return isinstance(event, (AgentReply, ApprovalRequested, ApprovalDecided, HumanQuestion, ScheduleMissed,
-                              ApprovalReminder, ApprovalEscalated))
+                              ApprovalReminder, ApprovalEscalated, ApprovalVote))
 
 
 def thread_token(me: Identity, thread: Thread, event: Event) -> str:
@@ -162,6 +166,11 @@ def compose(me: Identity, thread: Thread, event: Event, to: list[str] | None = N
     elif isinstance(event, ApprovalDecided):
         cc = [a for a in approver_addresses(thread, event) if a not in to]
         text = decision_text(thread, event)
+    elif isinstance(event, ApprovalVote):
+        cc = [a for a in approver_addresses(thread, event) if a not in to]
+        text = (f"{event.person} approved {event.approval_id} via {event.via}: "
+                f"{votes_text(event.people, event.quorum)}. Not run until {event.quorum} different people "
+                "have approved.")
     elif isinstance(event, (ApprovalReminder, ApprovalEscalated)):
         text = nudge_text(event, decides=False)
     elif isinstance(event, ScheduleMissed):
@@ -176,17 +185,26 @@ def compose(me: Identity, thread: Thread, event: Event, to: list[str] | None = N
                "Nothing was decided by it."
     refs = chain(me, thread, event, list(dict.fromkeys([*to, *people])))
     out = []
-    if to or cc:
-        token = thread_token(me, thread, event)
-        out.append(_mail(me, thread, event, to or cc, cc if to else [], refs, in_reply_to, token, None,
-                         text, _html(text, event, thread, decides=False), kind))
+    token = thread_token(me, thread, event)
+    if to:  # the requester's copy: it names the approvers' group, never their addresses
+        mail = _mail(me, thread, event, to, [], refs, in_reply_to, token, None,
+                     text, _html(text, event, thread, decides=False), kind)
+        # about a Slack or console thread, `to` are the approvers themselves: never dropped
+        approvers = set(approver_addresses(thread, event)) if isinstance(event, (ApprovalDecided, ApprovalVote)) \
+            else set()
+        out.append(Outgoing(mail.message, mail.recipients, frozenset(approvers & set(to))))
+    if cc:  # the approvers hear of votes and the outcome in a mail of theirs, never dropped
+        mail = _mail(me, thread, event, cc, [], refs, in_reply_to, token, "approvers",  # its own id
+                     text, _html(text, event, thread, decides=False), kind)
+        out.append(Outgoing(mail.message, mail.recipients, frozenset(cc)))
     for decider in people:
         assert isinstance(event, APPROVAL_MAILS)
         token = email_tokens.approval_token(me.key, event.approval_id, decider, event.expires_at)
         own = approval_text(thread, event, decides=True) if isinstance(event, ApprovalRequested) \
             else nudge_text(event, decides=True)
-        out.append(_mail(me, thread, event, [decider], [], refs, None, token, decider,
-                         own, _html(own, event, thread, decides=True), kind))
+        mail = _mail(me, thread, event, [decider], [], refs, None, token, decider,
+                     own, _html(own, event, thread, decides=True), kind)
+        out.append(Outgoing(mail.message, mail.recipients, frozenset([decider])))
     return out
 
 
@@ -224,14 +242,22 @@ NOT_YOURS = ("The approvers were asked in mails of their own; only their replies
              "A reply to this mail reaches the thread as a message; it cannot decide the approval.")
 
 
+def approvers_line(event: ApprovalRequested) -> str:
+    """Who may decide, as anyone may read it: groups and people by name, never addresses."""
+    named = ", ".join(event.approvers_named) or "anyone"
+    rule = "; someone other than the requester" if event.two_person else ""
+    quorum = f"; {event.quorum} different people must approve" if event.quorum > 1 else ""
+    return f"{named}{rule}{quorum}"
+
+
 def approval_text(thread: Thread, event: ApprovalRequested, decides: bool) -> str:
-    width = max((len(k) for k in event.args), default=0)
-    rows = "\n".join(f"  {k.ljust(width)}  {v}" for k, v in event.args.items()) or "  (no arguments)"
-    approvers = ", ".join(event.approvers) if event.approvers else "anyone"
+    width = max((len(shown(k, 60)) for k in event.args), default=0)
+    rows = "\n".join(f"  {shown(k, 60).ljust(width)}  {shown(v)}" for k, v in event.args.items()) \
+        or "  (no arguments)"
     return (
         f"Approval needed: the {thread.agent} agent wants to run {event.tool} with\n\n{rows}\n\n"
         f"Asked by: {event.requester or 'unknown'}\n"
-        f"Approvers: {approvers}\n"
+        f"Approvers: {approvers_line(event)}\n"
         f"Expires: {clock(event.expires_at)}\n\n"
         f"{HOW_TO_DECIDE if decides else NOT_YOURS}\n"
         f"Approval id: {event.approval_id}"
@@ -239,7 +265,7 @@ def approval_text(thread: Thread, event: ApprovalRequested, decides: bool) -> st
 
 
 def nudge_text(event: ApprovalReminder | ApprovalEscalated, decides: bool) -> str:
-    call = f"{event.tool}(" + ", ".join(f"{k}={v}" for k, v in event.args.items()) + ")"
+    call = f"{event.tool}(" + ", ".join(f"{shown(k, 60)}={shown(v)}" for k, v in event.args.items()) + ")"
     if isinstance(event, ApprovalReminder):
         head = f"Reminder: the approval of {call} is still undecided."
     elif decides:
@@ -268,11 +294,11 @@ def _html(text: str, event: Event, thread: Thread, decides: bool) -> str:
     if not isinstance(event, ApprovalRequested):
         return _paragraphs(text)
     rows = "".join(
-        f"<tr><th align=\"left\" style=\"padding:2px 12px 2px 0\">{html.escape(str(k))}</th>"
-        f"<td style=\"font-family:monospace\">{html.escape(str(v))}</td></tr>"
+        f"<tr><th align=\"left\" style=\"padding:2px 12px 2px 0\">{html.escape(shown(k, 60))}</th>"
+        f"<td style=\"font-family:monospace\">{html.escape(shown(v))}</td></tr>"
         for k, v in event.args.items()
     )
-    approvers = ", ".join(event.approvers) if event.approvers else "anyone"
+    approvers = approvers_line(event)
     return (
         f"<p><b>Approval needed</b>: the {html.escape(thread.agent)} agent wants to run "
         f"<code>{html.escape(event.tool)}</code> with</p><table>{rows}</table>"

@@ -107,7 +107,7 @@ def settings_findings(ctx: Context) -> list[Finding]:
                            "put a verifying MTA in front and set CHATOPS_EMAIL_AUTHSERV_ID to its name"))
     else:
         out.append(ok(f"email: decisions by mail need dmarc=pass from {settings.email_authserv_id}"))
-    approvers = {a for entries in [policy.approvers, *[t.approvers or [] for t in policy.tools.values()]]
+    approvers = {a for entries in [policy.approvers or [], *[t.approvers or [] for t in policy.tools.values()]]
                  for a in policy.expand(entries)}
     if approvers and not any("@" in a for a in approvers):
         out.append(warning("no approver is an email address: nobody can approve by replying to a mail",

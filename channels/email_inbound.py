@@ -184,7 +184,7 @@ class Inbound:
         unauthenticated sender gets no mail (it would go to whoever the From names), only 550."""
         event = ApprovalRefused(
             approval_id=approval_id, by=mail.sender, via=via, reason=why,
-            source=Source(channel="email", user=mail.sender, external_id=mail.external_id),
+            person=self.rt.approvals.person(mail.sender), source=Source(channel="email", user=mail.sender, external_id=mail.external_id),
         )
         appended = await self.rt.store.append(
             approval_id.split(".")[0], event, claim=Claim(f"ext:{mail.external_id}", DEDUPE_TTL), wake=True)
@@ -218,6 +218,10 @@ class Inbound:
             })
         if why := self._not_allowed(agent, mail.sender):
             return Received(f"550 5.7.1 {why}", "rejected")
+        if thread is None and not (await self.rt.intake.admit(mail.sender, thread_id)).ok:
+            # the SMTP answer is the one short refusal: no mail of ours, so no backscatter
+            return Received(f"550 5.7.1 too many new requests from {mail.sender}: at most "
+                            f"{self.rt.settings.requests_per_hour} an hour", "rejected")
         appended = await self.rt.intake.message(
             thread_id, agent=agent, origin=origin, text=text, dedupe_ttl=DEDUPE_TTL,
             source=Source(channel="email", user=mail.sender, external_id=mail.external_id),
@@ -250,7 +254,7 @@ class Inbound:
         policy = self.rt.policy.agent(agent)
         if policy.channels and "email" not in policy.channels:
             return f"the {agent} agent does not take requests by email"
-        if policy.users and sender not in self.rt.policy.expand(policy.users):
+        if policy.users and not self.rt.policy.allows(policy.users, sender):
             return f"{sender} may not talk to the {agent} agent"
         return None
 

@@ -33,7 +33,9 @@ class EmailRenderer:
         failure), raise SendFailed: the worker records it in the thread as `delivery_failed`."""
         failures: list[str] = []
         for outgoing in mails:
-            allowed = [r for r in outgoing.recipients if await self.sender.allow(r)]
+            # counted all the same; an approver's mail about their approval is never dropped
+            allowed = [r for r in outgoing.recipients
+                       if await self.sender.allow(r) or r in outgoing.exempt]
             dropped = [r for r in outgoing.recipients if r not in allowed]
             if dropped:
                 failures.append(f"not sent to {', '.join(dropped)}: the hourly limit of mails is reached")

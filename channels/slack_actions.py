@@ -22,6 +22,7 @@ from bot.events import ApprovalRequested
 from bot.runtime import Runtime
 from channels import slack_blocks as blocks
 from channels.slack_inbound import later
+from channels.slack_people import UNVERIFIED, ProfileUnavailable, profile_emails
 from channels.slack_signing import verify
 
 log = logging.getLogger("chatops.slack")
@@ -47,7 +48,13 @@ class Actions:
             log.warning("refused an approve click by %s with an invalid value", user)
             self._tell(channel, user, thread_ts, INVALID)
             return
-        outcome = await self.rt.approvals.decide(approval_id, True, user, "slack")
+        try:
+            also = await profile_emails(self.rt, self.client, user)
+        except ProfileUnavailable:
+            await ack()
+            self._tell(channel, user, thread_ts, UNVERIFIED)
+            return
+        outcome = await self.rt.approvals.decide(approval_id, True, user, "slack", also=also)
         await ack()
         if outcome.status != "decided":
             self._tell(channel, user, thread_ts, outcome.message)
@@ -74,7 +81,11 @@ class Actions:
     async def _to_reject(self, approval_id: str, user: str) -> ApprovalRequested | str:
         """The approval `user` may be asked a reason to reject, or why not: it is gone, decided,
         expired, or not theirs to decide (the last two recorded as a click on Approve would be)."""
-        screened = await self.rt.approvals.screen(approval_id, user, "slack")
+        try:
+            also = await profile_emails(self.rt, self.client, user)
+        except ProfileUnavailable:
+            return UNVERIFIED
+        screened = await self.rt.approvals.screen(approval_id, user, "slack", also=also)
         return screened.message if isinstance(screened, Outcome) else screened
 
     async def on_reject_reason(self, ack: AsyncAck, body: dict, view: dict) -> None:
@@ -90,7 +101,12 @@ class Actions:
             return
         values = view["state"]["values"]
         reason = (values.get(blocks.REASON_BLOCK, {}).get(blocks.REASON_BLOCK, {}).get("value") or "").strip()
-        outcome = await self.rt.approvals.decide(approval_id, False, user, "slack", reason)
+        try:
+            also = await profile_emails(self.rt, self.client, user)
+        except ProfileUnavailable:
+            await ack(response_action="errors", errors={blocks.REASON_BLOCK: UNVERIFIED})
+            return
+        outcome = await self.rt.approvals.decide(approval_id, False, user, "slack", reason, also=also)
         if outcome.status == "decided":
             await ack()
         else:  # refused, already decided, expired: said in the form, which stays open

@@ -14,6 +14,7 @@ from typing import Any
 
 from slackify_markdown import slackify_markdown
 
+from bot.approvals import shown, votes_text
 from bot.events import ApprovalDecided, ApprovalRequested
 
 SECTION_LIMIT = 3000
@@ -106,24 +107,45 @@ def _fallback(text: str) -> str:
     return text if len(text) <= FALLBACK_LIMIT else text[:FALLBACK_LIMIT - 1] + "…"
 
 
-def _request_blocks(request: ApprovalRequested) -> list[Block]:
+# what an approval message keeps for itself besides its arguments: the title, who may decide,
+# the votes, the buttons or the outcome, and a note of arguments not shown
+RESERVED_BLOCKS = 6
+RESERVED_TEXT = 2000
+
+
+def _request_blocks(request: ApprovalRequested, votes: list[str] | None = None) -> list[Block]:
+    """The request: its validated arguments (each value capped; the event keeps them whole), who
+    may decide (groups and people by name, never their addresses), the votes so far. Within
+    Slack's limits whatever the arguments, leaving room for the buttons."""
     blocks = [section(f":lock: *Approval needed* to run `{escape(request.tool)}`")]
-    fields = [
-        {"type": "mrkdwn", "text": _field(name, value)} for name, value in request.args.items()
-    ]
-    for start in range(0, len(fields), FIELDS_PER_SECTION):
-        blocks.append({"type": "section", "fields": fields[start:start + FIELDS_PER_SECTION]})
-    approvers = ", ".join(who(a) for a in request.approvers) or "anyone"
+    fields = [{"type": "mrkdwn", "text": _field(name, value)} for name, value in request.args.items()]
+    room = (BLOCK_LIMIT - RESERVED_BLOCKS) * FIELDS_PER_SECTION
+    budget = MESSAGE_TEXT_LIMIT - RESERVED_TEXT
+    kept: list[Block] = []
+    for field in fields[:room]:
+        budget -= len(field["text"])
+        if budget < 0:
+            break
+        kept.append(field)
+    for start in range(0, len(kept), FIELDS_PER_SECTION):
+        blocks.append({"type": "section", "fields": kept[start:start + FIELDS_PER_SECTION]})
+    if len(kept) < len(fields):
+        blocks.append(context(f"… and {len(fields) - len(kept)} more argument(s), not shown here: "
+                              "see the thread (`chatops threads show`)"))
+    approvers = ", ".join(who(a) for a in request.approvers_named) or "anyone"
     rule = " · someone other than the requester" if request.two_person else ""
+    quorum = f" · {request.quorum} different people must approve" if request.quorum > 1 else ""
     blocks.append(context(
-        f"Asked by {who(request.requester)} · approvers: {approvers}{rule} · "
+        f"Asked by {who(request.requester)} · approvers: {approvers}{rule}{quorum} · "
         f"expires {when(request.expires_at)}"
     ))
+    if votes:
+        blocks.append(context(f":ballot_box_with_check: {escape(votes_text(votes, request.quorum))}"))
     return blocks
 
 
 def _field(name: str, value: Any) -> str:
-    text = f"*{escape(str(name))}*\n{escape(str(value))}"
+    text = f"*{escape(shown(name, 100))}*\n{escape(shown(value))}"
     return text if len(text) <= FIELD_LIMIT else text[:FIELD_LIMIT - 1] + "…"
 
 
@@ -131,16 +153,18 @@ def context(text: str) -> Block:
     return {"type": "context", "elements": [{"type": "mrkdwn", "text": text}]}
 
 
-def approval_blocks(request: ApprovalRequested, approve: str | None, reject: str | None) -> list[Block]:
+def approval_blocks(request: ApprovalRequested, approve: str | None, reject: str | None,
+                    votes: list[str] | None = None) -> list[Block]:
     """The request with Approve / Reject buttons carrying the signed values; without values
     (no signing key configured) the thread commands are offered instead."""
-    blocks = _request_blocks(request)
+    blocks = _request_blocks(request, votes)
     if approve is None or reject is None:
         blocks.append(context("Reply `approve` or `reject <reason>` in this thread to decide."))
         return blocks
     blocks.append({
         "type": "actions",
-        "block_id": f"approval.{request.approval_id}",
+        # a new block_id per message iteration (each vote updates the message)
+        "block_id": f"approval.{request.approval_id}.{len(votes or [])}",
         "elements": [
             {"type": "button", "action_id": APPROVE, "style": "primary", "value": approve,
              "text": {"type": "plain_text", "text": "Approve"}},
@@ -163,7 +187,7 @@ def outcome_text(decision: ApprovalDecided) -> str:
 
 def decided_blocks(request: ApprovalRequested, decision: ApprovalDecided) -> list[Block]:
     """The approval message once decided: the buttons replaced by the outcome."""
-    blocks = _request_blocks(request)
+    blocks = _request_blocks(request, decision.approved_by if len(decision.approved_by) > 1 else None)
     blocks[0] = section(f":lock: Approval to run `{escape(request.tool)}`")
     # a new block_id per message iteration, as Slack asks of updated messages
     blocks.append({**section(outcome_text(decision)), "block_id": f"outcome.{request.approval_id}"})

@@ -30,6 +30,7 @@ from bot.routing import route
 from bot.runtime import Runtime
 from bot.store import ThreadNotFound
 from bot.thread import Origin, ThreadMeta
+from channels.slack_people import UNVERIFIED, ProfileUnavailable, profile_emails
 from channels.slack_render import address_key, posted_key, show_working
 
 log = logging.getLogger("chatops.slack")
@@ -93,7 +94,7 @@ def strip_mention(text: str, bot_user_id: str | None) -> str:
 def refusal(policy: Policy, agent: str, user: str | None, channel: str) -> str | None:
     """Why `user` may not talk to `agent` in `channel` (the agent's allowlists), or None."""
     allowed = policy.agent(agent)
-    if allowed.users and (user or "").lower() not in policy.expand(allowed.users):
+    if allowed.users and not policy.allows(allowed.users, user):
         return f"Sorry, I can't take requests for the {agent} agent from you. " \
                "Ask whoever runs me to add you to its allowlist."
     if allowed.channels and channel.lower() not in {c.lower() for c in allowed.channels}:
@@ -138,12 +139,22 @@ class Inbound:
         if why := refusal(self.rt.policy, agent, user, channel):
             later(self.client.chat_postEphemeral(channel=channel, user=user, thread_ts=thread_ts, text=why))
             return
+        if meta is None and not (admission := await self.rt.intake.admit(user, thread_id)).ok:
+            if admission.tell:
+                text = admission.refusal(self.rt.settings.requests_per_hour)
+                later(self.client.chat_postEphemeral(channel=channel, user=user, thread_ts=thread_ts, text=text))
+            return
+        try:
+            also = await profile_emails(self.rt, self.client, user)
+        except ProfileUnavailable:
+            later(self.client.chat_postEphemeral(channel=channel, user=user, thread_ts=thread_ts, text=UNVERIFIED))
+            return
         appended = await self.rt.intake.message(
             thread_id, agent=agent, text=text or "(empty message)",
             origin=Origin(channel="slack", address={"team": team, "channel": channel, "thread_ts": thread_ts}),
             # one message, one event: Slack's retries and the app_mention + message pair of the
             # same message share (team, channel, ts), a stricter key than the event_id
-            source=Source(channel="slack", user=user, external_id=message_id),
+            source=Source(channel="slack", user=user, external_id=message_id, also=also),
         )
         if appended.ok:
             later(show_working(self.rt, self.client, thread_id, channel, ts, appended.version))
@@ -201,9 +212,14 @@ class Inbound:
                 said: str | None = self._which_one(pending)
             else:
                 approve, reason = decision
-                outcome = await self.rt.approvals.decide(pending[0].approval_id, approve, user, "slack", reason)
+                try:
+                    also = await profile_emails(self.rt, self.client, user)
+                except ProfileUnavailable:
+                    also = None
+                outcome = await self.rt.approvals.decide(pending[0].approval_id, approve, user, "slack", reason,
+                                                         also=also) if also is not None else None
                 # the message update shows a decision; explain the rest
-                said = outcome.message if outcome.status != "decided" else None
+                said = UNVERIFIED if outcome is None else outcome.message if outcome.status != "decided" else None
         except BaseException:  # not decided: Slack's retry must find the message unclaimed
             await _release(self.rt, claim)
             raise

@@ -29,6 +29,7 @@ from bot.events import (
     ApprovalRefused,
     ApprovalReminder,
     ApprovalRequested,
+    ApprovalVote,
     Event,
     HumanQuestion,
     Notice,
@@ -97,6 +98,8 @@ class SlackRenderer:
             await self._request(place, event)
         elif isinstance(event, ApprovalDecided):
             await self._decided(thread, place, event)
+        elif isinstance(event, ApprovalVote):
+            await self._voted(thread, place, event)
         elif isinstance(event, ApprovalRefused) and event.via != "slack":
             # refusals of Slack users were already explained to them, privately
             text = f"A decision on `{event.approval_id}` by {blocks.who(event.by)} via " \
@@ -155,6 +158,20 @@ class SlackRenderer:
         pipe.hset(ref, mapping={"channel": place.channel, "ts": ts})
         pipe.expire(ref, int(ttl))
         await pipe.execute()
+
+    async def _voted(self, thread: Thread, place: Place, vote: ApprovalVote) -> None:
+        """A vote that did not decide: the approval message shows the votes, buttons kept."""
+        request = thread.approvals.get(vote.approval_id)
+        ref = await self.rt.redis.hgetall(self.rt.store.keys.slack_approval(vote.approval_id))
+        if request is None or not ref or vote.approval_id in thread.decisions:
+            return  # nothing to update, or the decision's own update shows it all
+        key = self.rt.settings.signing_key
+        approve = sign(key, "approve", request.approval_id) if key else None
+        reject = sign(key, "reject", request.approval_id) if key else None
+        await self.client.chat_update(
+            channel=_s(ref[b"channel"]), ts=_s(ref[b"ts"]), text=f"Approval needed to run {request.tool}",
+            blocks=blocks.approval_blocks(request, approve, reject, vote.people),
+        )
 
     async def _decided(self, thread: Thread, place: Place, decision: ApprovalDecided) -> None:
         request = thread.approvals.get(decision.approval_id)
@@ -225,7 +242,7 @@ def _s(value: bytes | str) -> str:
 def nudge_text(event: ApprovalReminder | ApprovalEscalated) -> str:
     """A reminder or an escalation, in the approval's Slack thread; its buttons still decide."""
     call = f"`{blocks.escape(event.tool)}`"
-    who = ", ".join(blocks.who(a) for a in event.approvers) or "anyone"
+    who = ", ".join(blocks.who(a) for a in event.approvers if "@" not in a) or "the approvers"
     if isinstance(event, ApprovalReminder):
         return (f":alarm_clock: Reminder: the approval of {call} is still undecided and expires "
                 f"{blocks.when(event.expires_at)}. Approvers: {who}.")

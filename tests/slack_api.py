@@ -50,12 +50,14 @@ class SlackAPI:
                                   "im:history", "chat:write", "reactions:write"]
         self._runner: web.AppRunner | None = None
         self.base = ""
+        self.emails: dict[str, str] = {}  # Slack user id -> the email of their profile (users.info)
 
     # ---- lifecycle -------------------------------------------------------------------------
 
     async def start(self) -> SlackAPI:
         app = web.Application()
         app.router.add_post("/api/{method}", self._web_api)
+        app.router.add_get("/api/{method}", self._web_api)  # slack_sdk reads users.info with GET
         app.router.add_get("/socket", self._socket)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
@@ -139,6 +141,9 @@ class SlackAPI:
             return {**ok, "message_ts": self.next_ts()}
         if method == "views.open":
             return {**ok, "view": {"id": "VTEST"}}
+        if method == "users.info":
+            user = args.get("user", "")
+            return {**ok, "user": {"id": user, "profile": {"email": self.emails[user]} if user in self.emails else {}}}
         if method == "apps.connections.open":
             return {**ok, "url": f"{self.base.replace('http', 'ws')}/socket"}
         return ok

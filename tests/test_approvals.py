@@ -8,9 +8,10 @@ import time
 
 import pytest
 
-from bot.approvals import may_decide
-from bot.events import ApprovalRequested
-from bot.policy import ConfigError
+from bot.approvals import Approvals
+from bot.events import ApprovalEscalated, ApprovalRequested
+from bot.policy import ConfigError, Policy
+from bot.thread import Origin, Thread, ThreadMeta
 from tests.conftest import settled, wait_for
 from tests.helpers import runbook_lines, say
 from tests.messages_api import text, tool_use
@@ -150,12 +151,16 @@ async def test_a_policy_that_would_fail_open_stops_the_bot(make_settings, runtim
 
 
 def test_an_escalation_lets_its_people_decide_even_where_only_the_agents_users_may():
+    approvals = Approvals(None, Policy.model_validate({"agents": {"deploy": {"users": ["bob", "dave"]}}}), 60)
     request = ApprovalRequested(approval_id="0123456789abcdef.01234567", call_id="c", tool="rollback",
                                 args={}, requester="bob", approvers=[], expires_at=time.time() + 60)
-    talkers = {"bob", "dave"}
-    assert may_decide(request, "carol", escalated_to=[], talkers=talkers) is not None
-    assert may_decide(request, "carol", escalated_to=["carol"], talkers=talkers) is None
-    assert may_decide(request, "dave", talkers=talkers) is None
+    thread = Thread(ThreadMeta(id="0123456789abcdef", agent="deploy", origin=Origin(channel="api"), created=0))
+    thread.extend([request])
+    assert approvals.authorize(thread, request, "carol") is not None
+    assert approvals.authorize(thread, request, "dave") is None
+    thread.apply(ApprovalEscalated(approval_id=request.approval_id, tool="rollback", args={},
+                                   approvers=["carol"], expires_at=request.expires_at))
+    assert approvals.authorize(thread, request, "carol") is None
 
 
 # ---- tests that bite: each fails when its check is removed -------------------------------------

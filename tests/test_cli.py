@@ -74,9 +74,19 @@ async def test_doctor_warns_about_open_approvals(make_settings):
     out = await chatops(settings, "doctor")
     assert out.returncode == 0, out.stdout + out.stderr
     assert "ok: Redis reachable" in out.stdout
-    assert "no approvers configured, so anyone" in out.stdout
+    assert "approvers are anyone" in out.stdout
     assert "service_status: no approvers" not in out.stdout  # never gated: nothing to warn about
     assert "exact commands only" in out.stdout
+
+
+async def test_the_readme_policy_example_passes_doctor(make_settings, tmp_path):
+    readme = (ROOT / "README.md").read_text()
+    example = re.search(r"The policy file \(TOML\).*?```toml\n(.*?)```", readme, re.S).group(1)
+    assert "[people]" in example and "quorum" in example and "require_approval" in example
+    policy = tmp_path / "example.toml"
+    policy.write_text(example)
+    out = await chatops(make_settings(), "doctor", CHATOPS_POLICY=str(policy))
+    assert out.returncode == 0, out.stdout + out.stderr
 
 
 async def test_run_with_embedded_redis_keeps_threads_across_restarts(make_settings):

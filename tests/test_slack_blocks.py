@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from pydantic import SecretStr
 
 from channels import slack_blocks as blocks
@@ -60,3 +62,23 @@ def test_signed_values_verify_only_for_their_action_and_key():
     other = value.replace("01234567:", "01234568:")
     assert verify(key, "approve", other) is None
     assert verify(key, "approve", "approve:0123456789abcdef.01234567") is None
+
+
+def test_an_approval_message_fits_slack_with_its_buttons_whatever_the_arguments():
+    import time
+
+    from bot.events import ApprovalRequested
+
+    args = {f"argument_{i}_" + "k" * 300: "v" * 5000 + "\n<!channel>" for i in range(600)}
+    request = ApprovalRequested(approval_id="0123456789abcdef.01234567", call_id="c", tool="deploy", args=args,
+                                requester="U0ALICE1", approvers=[], approvers_named=["oncall"],
+                                expires_at=time.time() + 60, quorum=2)
+    out = blocks.approval_blocks(request, "approve:x", "reject:x", votes=["alice"])
+    assert len(out) <= blocks.BLOCK_LIMIT and out[-1]["type"] == "actions"
+    texts = [b["text"]["text"] for b in out if "text" in b] + \
+        [f["text"] for b in out for f in b.get("fields", [])] + \
+        [e["text"] for b in out for e in b.get("elements", []) if e.get("type") == "mrkdwn"]
+    assert sum(map(len, texts)) <= blocks.MESSAGE_TEXT_LIMIT
+    assert all(len(f["text"]) <= 420 for b in out for f in b.get("fields", []))  # values capped
+    assert "more argument(s), not shown here" in json.dumps(out)
+    assert "1 of 2 approvals: alice" in json.dumps(out) and "<!channel>" not in json.dumps(out)
