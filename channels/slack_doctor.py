@@ -12,7 +12,8 @@ from bot.settings import Settings
 PATH = "/slack/events"  # where channels/slack.py mounts the HTTP events
 # The bot scopes of manifest.yml (a test keeps them equal): what the bot calls needs all of them.
 MANIFEST_SCOPES = ("app_mentions:read", "channels:history", "groups:history", "im:history",
-                   "chat:write", "reactions:write")
+                   "chat:write", "reactions:write", "users:read", "users:read.email")
+EMAIL_MATCH_SCOPES = ("users:read", "users:read.email")  # needed only with SLACK_MATCH_EMAIL
 REINSTALL = "add the scopes of manifest.yml to the app (OAuth & Permissions) and reinstall it"
 
 
@@ -44,7 +45,8 @@ async def check(ctx: Context) -> list[Finding]:
     granted = _scopes(auth.headers)
     if granted is None:
         out.append(warning("Slack: auth.test did not say the token's scopes, so they were not checked"))
-    elif missing := [s for s in MANIFEST_SCOPES if s not in granted]:
+    elif missing := [s for s in MANIFEST_SCOPES if s not in granted
+                     and (settings.slack_match_email or s not in EMAIL_MATCH_SCOPES)]:
         out.append(error(f"Slack: the bot token lacks the scopes {', '.join(missing)}", REINSTALL))
     else:
         out.append(ok("Slack: the bot token has every scope of the manifest"))
