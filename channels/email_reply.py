@@ -24,12 +24,13 @@ WINDOW = 6  # lines after a "From:" line in which the rest of a header block mus
 _ATTRIBUTION_END = re.compile(
     r"(?:\bwrote|\bwrites|a [ée]crit|schrieb\b.{0,120}|escribi[óo]|escreveu|ha scritto|scrisse"
     r"|schreef\b.{0,120}|napisa[łl](?:\(a\)|a)?|pisze|skrev\b.{0,120}|kirjoitti\b.{0,80}"
-    r"|написал(?:\(а\)|а)?|пишет|書きました|のメッセージ|写道|寫道|<[^<>\s]+@[^<>\s]+>)\s*[:：]$",
+    r"|написал(?:\(а\)|а)?|пишет|書きました|のメッセージ|のメール|het volgende geschreven|写道|寫道|<[^<>\s]+@[^<>\s]+>)\s*[:：]$",
     re.IGNORECASE)
 _ATTRIBUTION_START = re.compile(
     r"^(?:on|le|am|el|em|il|op|w dniu|den|dnia|\d|\S+@|.{0,80}<[^<>\s]+@|\S.{0,80}\s(?:kirjoitti|schrieb|skrev))",
     re.IGNORECASE)
 _MUTT = re.compile(r"^\* .{1,200}\[[^\]]{4,40}\]:$")  # "* Alice <a@b> [251103 10:02]:"
+_APPLE_PL = re.compile(r"^wiadomość napisana przez .{1,200}:$", re.IGNORECASE)
 _ZOHO = re.compile(r"^-{2,}\s*(.+?)\s*-{2,}$")  # "---- On Mon, 03 Nov 2025 chatops wrote ----"
 
 _SEPARATOR = re.compile(
@@ -41,7 +42,7 @@ _SEPARATOR = re.compile(
     r"|vidarebefordrat meddelande|opprinnelig melding|original melding|videresendt melding"
     r"|oprindelig meddelelse|oprindelig besked|videresendt besked|alkuperäinen viesti"
     r"|välitetty viesti|исходное сообщение|пересланное сообщение|元のメッセージ|転送されたメッセージ"
-    r"|原始邮件|原始郵件|转发的邮件|轉寄郵件|original)\b.*$",
+    r"|原始邮件|原始郵件|转发的邮件|轉寄郵件|オリジナルメッセージ|original)\b.*$",
     re.IGNORECASE)
 
 _LABEL = r"^\*?\s*(?:{})\s*\*?\s*[:：]"
@@ -74,7 +75,7 @@ _CLOSING = re.compile(
     r"|un saludo|atentamente|gracias|atenciosamente|abraços|obrigado|obrigada|cumprimentos"
     r"|cordiali saluti|saluti|grazie|distinti saluti|met vriendelijke groet|groeten|groetjes|mvg"
     r"|bedankt|pozdrawiam|pozdrowienia|dziękuję|z poważaniem|med vänliga hälsningar|vänliga hälsningar"
-    r"|hälsningar|mvh|tack|med venlig hilsen|venlig hilsen|hilsen|mvh|takk|tak|ystävällisin terveisin"
+    r"|hälsningar|mvh|tack|med venlig hilsen|venlig hilsen|med vennlig hilsen|vennlig hilsen|hilsen|takk|tak|ystävällisin terveisin"
     r"|terveisin|kiitos|с уважением|спасибо|всего доброго|よろしくお願いします|よろしくお願いいたします"
     r"|宜しくお願いします|以上|谢谢|此致|敬礼|祝好|謝謝)[\s,.!、。]*$",
     re.IGNORECASE)
@@ -92,10 +93,7 @@ def is_attribution(line: str) -> bool:
     text = _norm(line)
     if not text or len(text) > 300:
         return False
-    zoho = _ZOHO.match(text)
-    if zoho and _ATTRIBUTION_END.search(zoho.group(1) + ":"):
-        return True
-    if _MUTT.match(text):
+    if _MUTT.match(text) or _APPLE_PL.match(text):
         return True
     if not _ATTRIBUTION_END.search(text):
         return False
@@ -107,7 +105,9 @@ def _history_starts(lines: list[str], i: int) -> bool:
     """Whether unquoted history starts at line i: a separator, or a header block (a From label
     with another label within WINDOW lines)."""
     text = _norm(lines[i])
-    if _SEPARATOR.match(text) and not _ZOHO_WROTE(text):
+    if _ZOHO_WROTE(text):  # Zoho's history follows it, quoted or not
+        return True
+    if _SEPARATOR.match(text):
         return True
     if not _FROM.match(text):
         return False
