@@ -11,17 +11,15 @@ since anyone can send mail naming an approval id; the others' refusals are recor
 A reply to an approval address that decides nothing (no decision word, both words, nothing
 readable) is refused the same way, so its sender gets one short mail saying how to answer.
 
-Parsing runs in a worker thread with a time limit (PARSE_TIMEOUT), so that no mail holds the
-event loop; a mail that cannot be read gets a permanent 554, never a 451 (451 means "Redis is
-down, try later", and a retry would read no better).
+Parsing runs in a worker process with a time limit (see email_reader), so that no mail holds
+the event loop; a mail that cannot be read gets a permanent 554, never a 451 (451 means "Redis
+is down, try later", and a retry would read no better).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
 from bot.events import ApprovalRefused, Source
@@ -32,15 +30,13 @@ from bot.store import Claim, ThreadNotFound
 from bot.thread import Origin, Thread
 from channels import email_tokens
 from channels.email_compose import REPLY_LOCAL, Identity
-from channels.email_parse import UNMISTAKABLE_WORDS, Decision, Mail, decision, parse
+from channels.email_parse import UNMISTAKABLE_WORDS, Decision, Mail, decision
+from channels.email_reader import Unreadable, read
 from channels.email_tokens import Token
 
 log = logging.getLogger("chatops.email")
 UNAUTHENTICATED = "email-unauthenticated"  # `via` of refusals that get no mail back
 DEDUPE_TTL = 7 * 86400.0  # mail servers retry for days (RFC 5321 §4.5.4.1: give up after 4-5)
-PARSE_TIMEOUT = 30.0
-# its own threads: a burst of big mails must not take the default executor from everyone else
-_PARSERS = ThreadPoolExecutor(max_workers=2, thread_name_prefix="chatops-mail-parse")
 HOW_TO_ANSWER = ("write approve or reject (and a reason, if you like) as the first word of your reply, "
                  "above or below the quoted mail, and nothing that says the opposite on that line")
 
@@ -89,10 +85,9 @@ class Inbound:
         place whose Authentication-Results are believed."""
         try:
             mail = await read(raw, mail_from)
-        except TimeoutError:
-            log.warning("a mail from %s took over %.0f s to read; refused", mail_from, PARSE_TIMEOUT)
-            return Received("554 5.6.0 the message could not be read in time; nothing was recorded", "rejected")
-        except Exception as exc:
+        except Unreadable as exc:
+            return Received(f"554 5.6.0 {exc}; nothing was recorded", "rejected")
+        except Exception as exc:  # whatever parse raised in its process: the mail is the cause
             log.warning("a mail from %s could not be read: %s", mail_from, type(exc).__name__)
             return Received("554 5.6.0 the message could not be read; nothing was recorded", "rejected")
         if mail is None:
@@ -297,12 +292,6 @@ def _decided(wanted: Decision | None, tokens: list[Token]) -> str | None:
     if wanted.approval_id:
         return wanted.approval_id
     return next((t.approval_id for t in tokens if t.approval_id), None)
-
-
-async def read(raw: bytes, mail_from: str | None) -> Mail | None:
-    """`parse` in a worker thread, within PARSE_TIMEOUT."""
-    loop = asyncio.get_running_loop()
-    return await asyncio.wait_for(loop.run_in_executor(_PARSERS, parse, raw, mail_from), PARSE_TIMEOUT)
 
 
 def _undecided(mail: Mail, wanted: Decision | None) -> str:

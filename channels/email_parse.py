@@ -228,7 +228,8 @@ def _encoded_size(part: Message) -> int:
     if not isinstance(payload, str):
         return 0
     if _cte(part) == "base64":
-        return len(payload) - payload.count("\n") - payload.count("\r") - payload.count(" ")
+        chars = len(payload) - payload.count("\n") - payload.count("\r") - payload.count(" ")
+        return max(chars * 3 // 4 - payload.rstrip().count("=", -2), 0)
     return len(payload)
 
 
