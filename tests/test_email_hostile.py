@@ -358,3 +358,26 @@ def test_the_loopback_port_is_free_to_bind():  # sanity for the connection tests
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         assert s.getsockname()[1] > 0
+
+
+async def test_running_out_of_file_descriptors_is_logged_once_a_minute(email_bot, caplog):
+    import errno
+
+    await email_bot()  # installs the handler on this loop
+    loop = asyncio.get_running_loop()
+    caplog.set_level(logging.ERROR, logger="chatops.email")
+    for _ in range(200):
+        loop.call_exception_handler({"message": "socket.accept() out of system resource",
+                                     "exception": OSError(errno.EMFILE, "Too many open files")})
+    assert len([r for r in caplog.records if "out of file descriptors" in r.getMessage()]) == 1
+
+
+async def test_a_refusal_naming_a_non_ascii_sender_is_still_an_ascii_answer(email_bot, sink):
+    bot = await email_bot()
+    thread_id, approval_id, mail = await request_deploy(bot, sink)
+    reply = reply_to(mail, ALICE, "approve")
+    raw = reply.as_bytes().replace(f"From: {ALICE}".encode(), "From: møllory@exämple.com".encode(), 1)
+    code, text = await deliver(bot.port, raw, "mallory@example.com", [address_of(reply["To"])])
+    assert code == 250 and text.isascii() and "not accepted" in text
+    thread = await settled(bot.rt, thread_id)
+    assert approval_id not in thread.decisions
