@@ -72,8 +72,9 @@ class _Broken(logging.Handler):
         raise RuntimeError("the log disk is full")
 
 
-async def test_a_failing_log_after_the_decision_is_stored_still_answers_250(email_bot, sink):
+async def test_a_failing_log_after_the_decision_is_stored_still_answers_250(email_bot, sink, caplog):
     bot = await email_bot()
+    caplog.set_level(logging.INFO, logger="chatops.email")  # so that the outcome is logged
     thread_id, approval_id, mail = await request_deploy(bot, sink)
     broken = _Broken()
     logger = logging.getLogger("chatops.email")
