@@ -236,7 +236,7 @@ class Server(SMTP):
                 del buf[:-4]  # keep only what may begin the terminator
         rest = buf[end + 5:]
         if rest:  # a client that did not wait for our answer: its next commands stay unread
-            getattr(self._reader, "_buffer")[:0] = rest
+            self._reader._buffer[:0] = rest
         if too_big or (limit and end > limit):
             return None
         # in place, no copy of megabytes: cut the terminator, undo the dot-stuffing if any
@@ -275,7 +275,10 @@ def server_factory(settings: Settings, inbound: Inbound, loop: asyncio.AbstractE
     auth = None
     if settings.smtp_auth_user and settings.smtp_auth_password:
         auth = Authenticator(settings.smtp_auth_user, settings.smtp_auth_password.get_secret_value())
-    relays = Relays(settings.smtp_trusted_relays)
+    try:
+        relays = Relays(settings.smtp_trusted_relays)
+    except ValueError as exc:
+        raise ConfigError(f"CHATOPS_SMTP_TRUSTED_RELAYS: {exc}") from None
     handler = Handler(inbound, relays, advertise_auth=auth is not None)
     gate = Gate(settings.smtp_max_connections, settings.smtp_max_per_ip, relays)
 

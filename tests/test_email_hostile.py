@@ -15,18 +15,27 @@ import pytest
 from bot.api import create_app
 from channels import email_tokens
 from channels.email_server import smtp_reply
+from tests import test_email
 from tests.conftest import settled, wait_for
-from tests.mail import address_of, deliver, deliver_from_process, new_mail, reply_to, text_of, with_headers
-from tests.test_email import (  # noqa: F401 (fixtures)
+from tests.mail import (
+    address_of,
+    deliver,
+    deliver_from_process,
+    new_mail,
+    reply_to,
+    text_of,
+    with_headers,
+)
+from tests.test_email import (
     ALICE,
     BOB,
     OURS,
-    email_bot,
     mails_to,
     request_deploy,
     request_deploy_authenticated,
-    sink,
 )
+
+email_bot, sink = test_email.email_bot, test_email.sink  # the fixtures of test_email.py
 
 
 async def _decided(bot, thread_id: str, approval_id: str):

@@ -7,10 +7,13 @@ from __future__ import annotations
 import pytest
 
 from channels.email_parse import decision, new_text
+from tests import test_email
 from tests.conftest import settled, wait_for
 from tests.email_replies.corpus import CASES, LANGUAGES, ORIGINAL, Language, _header_block
 from tests.mail import reply_to, text_of
-from tests.test_email import ALICE, email_bot, mails_to, request_deploy, sink  # noqa: F401 (fixtures)
+from tests.test_email import ALICE, mails_to, request_deploy
+
+email_bot, sink = test_email.email_bot, test_email.sink  # the fixtures of test_email.py
 
 
 def _verdict(text: str) -> str | None:
