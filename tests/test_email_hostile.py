@@ -391,3 +391,14 @@ async def test_a_refusal_naming_a_non_ascii_sender_is_still_an_ascii_answer(emai
     assert code == 250 and text.isascii() and "not accepted" in text
     thread = await settled(bot.rt, thread_id)
     assert approval_id not in thread.decisions
+
+
+async def test_dot_stuffed_lines_and_an_empty_body_come_through_as_written(email_bot):
+    bot = await email_bot()
+    msg = new_mail(BOB, "deploy@ops.test", "dots", "/service_status api prod\n.hidden line\n..two dots\n.\n")
+    assert (await bot.send(msg))[0] == 250  # the client doubles each leading dot; we undo it
+    [row] = await bot.rt.store.list_threads()
+    text = (await settled(bot.rt, row["id"])).events[0].text
+    assert ".hidden line\n..two dots\n." in text
+    raw = f"From: {BOB}\r\nTo: deploy@ops.test\r\nSubject: only a subject\r\nMessage-ID: <e@x>\r\n\r\n".encode()
+    assert (await deliver(bot.port, raw, BOB, ["deploy@ops.test"]))[0] == 250
