@@ -101,7 +101,9 @@ def checks(settings: Settings, policy: Policy) -> list[tuple[str, str]]:
         out.append(("warn", "CHATOPS_EMAIL_AUTHSERV_ID is not set: approvals by email trust the From "
                             "address without checking DMARC; put a verifying MTA in front and set it"))
     else:
-        out.append(("ok", f"email: decisions by mail need dmarc=pass from {settings.email_authserv_id}"))
+        out.append(("ok", f"email: decisions by mail need dmarc=pass from {settings.email_authserv_id}, "
+                          f"believed on mail from {settings.smtp_trusted_relays or 'no address'} "
+                          "or an authenticated session (CHATOPS_SMTP_TRUSTED_RELAYS)"))
     approvers = {a for entries in [policy.approvers, *[t.approvers or [] for t in policy.tools.values()]]
                  for a in policy.expand(entries)}
     if approvers and not any("@" in a for a in approvers):
