@@ -311,4 +311,6 @@ def _text(mail: Mail, new: bool) -> str:
     if mail.attachments:  # below the text: a command is its first line, so this is never part of it
         names = ", ".join(a.describe() for a in mail.attachments[:20])
         text = f"{text}\n\n[attachments, not shown: {names}]".strip()
+    if charsets := [d for d in mail.defects if d.startswith(("unknown charset", "not valid"))]:
+        text = f"{text}\n\n[decoded with replacement: {'; '.join(charsets[:3])}]".strip()
     return text

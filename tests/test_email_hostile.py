@@ -113,6 +113,8 @@ async def test_a_broken_charset_is_read_with_replacement_never_451(email_bot, ch
     [row] = await bot.rt.store.list_threads()
     thread = await settled(bot.rt, row["id"])
     assert thread.events[0].text.startswith("/service_status api prod")
+    if charset != '"utf-8; q"':
+        assert "[decoded with replacement: " in thread.events[0].text
 
 
 async def test_a_mail_the_parser_cannot_read_is_refused_for_good(email_bot):
