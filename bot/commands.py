@@ -30,8 +30,11 @@ def is_command(text: str) -> bool:
 
 
 def parse_command(text: str, agent: Agent) -> Command:
+    # a command is its first line: what follows (an email's attachment note, a greeting) is for
+    # the agent's context, never arguments
+    line = text.strip().splitlines()[0] if text.strip() else ""
     try:
-        words = shlex.split(text.strip()[1:])
+        words = shlex.split(line[1:])
     except ValueError as exc:
         raise CommandError(f"could not read the command: {exc}") from None
     if not words or words[0] == "help":

@@ -146,6 +146,12 @@ class Settings(BaseSettings):
     email_authserv_id: str | None = Field(None, validation_alias=_env("CHATOPS_EMAIL_AUTHSERV_ID"))
     email_rate_limit: int = Field(30, ge=1, validation_alias=_env("CHATOPS_EMAIL_RATE_LIMIT"))
     email_reply_ttl: float = Field(30 * 86400.0, gt=0, validation_alias=_env("CHATOPS_EMAIL_REPLY_TTL"))
+    # email hardening (issue 11): connection caps, timeouts, the relays whose
+    # Authentication-Results are believed (comma-separated addresses or networks)
+    smtp_max_connections: int = Field(200, ge=1, validation_alias=_env("CHATOPS_SMTP_MAX_CONNECTIONS"))
+    smtp_max_per_ip: int = Field(20, ge=1, validation_alias=_env("CHATOPS_SMTP_MAX_PER_IP"))
+    smtp_timeout: float = Field(300.0, gt=0, validation_alias=_env("CHATOPS_SMTP_TIMEOUT"))
+    smtp_trusted_relays: str = Field("127.0.0.1,::1", validation_alias=_env("CHATOPS_SMTP_TRUSTED_RELAYS"))
 
     @field_validator("smtp_url")
     @classmethod

@@ -106,7 +106,9 @@ def settings_findings(ctx: Context) -> list[Finding]:
                            "address without checking DMARC",
                            "put a verifying MTA in front and set CHATOPS_EMAIL_AUTHSERV_ID to its name"))
     else:
-        out.append(ok(f"email: decisions by mail need dmarc=pass from {settings.email_authserv_id}"))
+        out.append(ok(f"email: decisions by mail need dmarc=pass from {settings.email_authserv_id}, "
+                      f"believed on mail from {settings.smtp_trusted_relays or 'no address'} "
+                      "or an authenticated session (CHATOPS_SMTP_TRUSTED_RELAYS)"))
     approvers = {a for entries in [policy.approvers or [], *[t.approvers or [] for t in policy.tools.values()]]
                  for a in policy.expand(entries)}
     if approvers and not any("@" in a for a in approvers):

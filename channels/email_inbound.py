@@ -8,15 +8,20 @@ A mail tries to decide an approval when its first words are a decision and it go
 token's reply address or names the approval; with a thread token only, it is a message. A decision
 that no valid token ties to the approval's thread is refused at SMTP level and writes nothing,
 since anyone can send mail naming an approval id; the others' refusals are recorded in the thread.
+A reply to an approval address that decides nothing (no decision word, both words, nothing
+readable) is refused the same way, so its sender gets one short mail saying how to answer.
+
+Parsing runs in a worker process with a time limit (see email_reader), so that no mail holds
+the event loop; a mail that cannot be read gets a permanent 554, never a 451 (451 means "Redis
+is down, try later", and a retry would read no better).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from bot.approvals import describe
 from bot.events import ApprovalRefused, Source
 from bot.intake import thread_id_for
 from bot.routing import route
@@ -25,12 +30,15 @@ from bot.store import Claim, ThreadNotFound
 from bot.thread import Origin, Thread
 from channels import email_tokens
 from channels.email_compose import REPLY_LOCAL, Identity
-from channels.email_parse import UNMISTAKABLE_WORDS, Decision, Mail, decision, parse
+from channels.email_parse import UNMISTAKABLE_WORDS, Decision, Mail, decision
+from channels.email_reader import Unreadable, read
 from channels.email_tokens import Token
 
 log = logging.getLogger("chatops.email")
 UNAUTHENTICATED = "email-unauthenticated"  # `via` of refusals that get no mail back
 DEDUPE_TTL = 7 * 86400.0  # mail servers retry for days (RFC 5321 §4.5.4.1: give up after 4-5)
+HOW_TO_ANSWER = ("write approve or reject (and a reason, if you like) as the first word of your reply, "
+                 "above or below the quoted mail, and nothing that says the opposite on that line")
 
 
 @dataclass(frozen=True)
@@ -71,10 +79,21 @@ class Inbound:
 
     # ---- DATA ------------------------------------------------------------------------------
 
-    async def receive(self, mail_from: str | None, rcpt_tos: list[str], raw: bytes) -> Received:
-        mail = parse(raw, mail_from)
+    async def receive(self, mail_from: str | None, rcpt_tos: list[str], raw: bytes,
+                      relayed: bool = False) -> Received:
+        """`relayed`: the mail came from a trusted relay (or an authenticated session), the only
+        place whose Authentication-Results are believed."""
+        try:
+            mail = await read(raw, mail_from)
+        except Unreadable as exc:
+            return Received(f"554 5.6.0 {exc}; nothing was recorded", "rejected")
+        except Exception as exc:  # whatever parse raised in its process: the mail is the cause
+            log.warning("a mail from %s could not be read: %s", mail_from, type(exc).__name__)
+            return Received("554 5.6.0 the message could not be read; nothing was recorded", "rejected")
         if mail is None:
             return Received("554 5.6.0 not a readable message: it has no From address", "rejected")
+        if not relayed and mail.dmarc:
+            mail = replace(mail, dmarc={})  # written by whoever sent it: proves nothing
         if mail.automatic:
             log.info("ignored automatic mail from %s: %s", mail.sender, mail.automatic)
             return _ok("ignored", f"accepted and ignored: automatic mail ({mail.automatic})")
@@ -83,6 +102,9 @@ class Inbound:
         approval_id = _decided(wanted, tokens)
         if wanted is not None and approval_id is not None:
             return await self._decide(mail, wanted, approval_id, tokens)
+        if undecided := next((t.approval_id for t in tokens if t.approval_id), None):
+            # a reply to an approval mail that decides nothing: never silently a message
+            return await self._decide(mail, None, undecided, tokens)
         if self._dmarc(mail) == "fail":
             return Received("550 5.7.1 sender authentication (DMARC) failed", "refused")
         if wanted is not None and not tokens and self._looks_like_an_answer(mail):
@@ -123,7 +145,10 @@ class Inbound:
 
     # ---- approvals -------------------------------------------------------------------------
 
-    async def _decide(self, mail: Mail, wanted: Decision, approval_id: str, tokens: list[Token]) -> Received:
+    async def _decide(self, mail: Mail, wanted: Decision | None, approval_id: str,
+                      tokens: list[Token]) -> Received:
+        """Decide `approval_id` as `wanted`; with `wanted` None (or ambiguous) the mail decides
+        nothing, and once the sender is checked like a decider, is refused with how to answer."""
         found = await self.rt.approvals.find(approval_id)
         if found is None:
             return Received(f"554 5.7.1 there is no approval {approval_id}; nothing was recorded", "rejected")
@@ -153,20 +178,24 @@ class Inbound:
                                       "reply to the approval mail sent to you")
         if token.expired(time.time()):
             return await self._refuse(mail, approval_id, "the reply address of this approval expired")
+        if wanted is None or wanted.ambiguous:
+            return await self._refuse(mail, approval_id, _undecided(mail, wanted))
         fresh = await self._use_token(token, mail, request.expires_at)
         if fresh is None:
             earlier = (await self.rt.store.load(thread.id)).decisions.get(approval_id)
-            done = f" ({describe(earlier)})" if earlier else ""
+            # not describe(): its reason is someone's free text, and this goes into an SMTP reply
+            done = f" ({earlier.decision} by {earlier.by} via {earlier.via})" if earlier else ""
             return await self._refuse(mail, approval_id, f"this approval mail was already answered{done}; "
                                       "its reply address works once")
         outcome = await self.rt.approvals.decide(approval_id, wanted.approve, mail.sender, "email", wanted.reason)
-        if outcome.status == "decided":
-            return _ok("decided", outcome.message)
+        if outcome.status == "decided":  # not the reason: it is the sender's text (see smtp_reply)
+            return _ok("decided", f"{'approved' if wanted.approve else 'rejected'} {approval_id}")
         if outcome.status == "already_decided":
             if not fresh:
                 return _ok("duplicate", "already received")
-            return await self._refuse(mail, approval_id, outcome.message.rstrip("."))
-        return _ok("refused" if outcome.status == "refused" else outcome.status, outcome.message)
+            return await self._refuse(mail, approval_id, "this approval was already decided")
+        return _ok("refused" if outcome.status == "refused" else outcome.status,
+                   f"received; {outcome.status.replace('_', ' ')}: nothing was run")
 
     async def _use_token(self, token: Token, mail: Mail, expires_at: float) -> bool | None:
         """Claim the token for this mail: True if newly claimed, False if this same mail claimed
@@ -269,11 +298,23 @@ def _decided(wanted: Decision | None, tokens: list[Token]) -> str | None:
     return next((t.approval_id for t in tokens if t.approval_id), None)
 
 
+def _undecided(mail: Mail, wanted: Decision | None) -> str:
+    if wanted is not None:
+        return f"the first line says both yes and no; {HOW_TO_ANSWER}"
+    if not mail.text:
+        what = "no text could be read in it" if mail.defects and not mail.attachments else \
+            "it has no new text, only the quoted mail"
+        return f"{what}; {HOW_TO_ANSWER}"
+    return f"its first line is not a decision; {HOW_TO_ANSWER}"
+
+
 def _text(mail: Mail, new: bool) -> str:
     text = mail.text
     if new and mail.subject and not text.startswith("/"):
         text = f"{mail.subject}\n\n{text}".strip() if text else mail.subject
-    if mail.attachments:
+    if mail.attachments:  # below the text: a command is its first line, so this is never part of it
         names = ", ".join(a.describe() for a in mail.attachments[:20])
         text = f"{text}\n\n[attachments, not shown: {names}]".strip()
+    if charsets := [d for d in mail.defects if d.startswith(("unknown charset", "not valid"))]:
+        text = f"{text}\n\n[decoded with replacement: {'; '.join(charsets[:3])}]".strip()
     return text

@@ -2,29 +2,32 @@
 
 Parsing never raises on bad input: broken MIME, unknown or wrong charsets and binary garbage give
 a best-effort `Mail` (with `defects`), and a mail without a sender address is `None`.
+
+The work is bounded whatever the mail's size: the MIME parser is fed in small pieces, only the
+first MAX_ENCODED characters of a text part are decoded and MAX_BODY characters of text are
+read for the new text; attachments are measured, not decoded. It is still CPU work: the SMTP
+server runs `parse` in a worker thread (see email_inbound).
 """
 
 from __future__ import annotations
 
+import binascii
 import hashlib
-import logging
+import quopri
 import re
 from dataclasses import dataclass, field
-from email import message_from_bytes
 from email import policy as email_policy
+from email.feedparser import BytesFeedParser
 from email.header import Header, decode_header, make_header
 from email.message import Message
 from email.utils import getaddresses
 from html.parser import HTMLParser
 
 import authres
-from mailparser_reply import EmailReplyParser
-from mailparser_reply.constants import MAIL_LANGUAGES
 
-# it logs whole mail bodies at DEBUG; ours are people's mail and quote our reply addresses
-logging.getLogger("mailparser_reply").setLevel(logging.INFO)
+from channels import email_reply
+from channels.email_reply import first_line
 
-_REPLY_PARSER = EmailReplyParser(languages=list(MAIL_LANGUAGES))
 _MSG_ID = re.compile(r"<([^<>\s]+@[^<>\s]+)>")
 APPROVE_WORDS = frozenset({"approve", "approved", "yes", "lgtm"})
 REJECT_WORDS = frozenset({"reject", "rejected", "no", "deny", "denied"})
@@ -34,6 +37,9 @@ _RULE = re.compile(r"[_\-=]{10,}")
 _APPROVAL_ID = re.compile(r"^[0-9a-f]{16}\.[0-9a-f]{8}$")
 _AUTOMATIC_LOCALS = ("mailer-daemon", "postmaster", "noreply", "no-reply", "donotreply", "do-not-reply")
 MAX_TEXT = 20_000  # what the model may see of one mail
+MAX_BODY = 256 * 1024  # characters of text (plain, or HTML) read for the new text
+MAX_ENCODED = 1024 * 1024  # characters of a text part decoded (quoted-printable may triple)
+FEED_CHUNK = 64 * 1024  # bytes handed to the MIME parser at a time (keeps each C call short)
 
 
 @dataclass(frozen=True)
@@ -74,8 +80,7 @@ class Mail:
 
 def parse(raw: bytes, envelope_sender: str | None) -> Mail | None:
     try:
-        # compat32: the header registry of the modern policy costs more than all the rest
-        msg = message_from_bytes(raw, policy=email_policy.compat32)
+        msg = _message(raw)
     except Exception:  # the parser is lenient; this is for the truly pathological
         return None
     sender, name = _from(msg)
@@ -83,7 +88,7 @@ def parse(raw: bytes, envelope_sender: str | None) -> Mail | None:
         return None
     defects = [type(d).__name__ for d in getattr(msg, "defects", [])]
     plain, html, attachments = _walk(msg, defects)
-    body = plain if plain.strip() else html_to_text(html)
+    body = plain[:MAX_BODY] if plain.strip() else html_to_text(html[:MAX_BODY])
     message_id = _first(msg_ids(_header(msg, "Message-ID")))
     return Mail(
         sender=sender,
@@ -97,9 +102,17 @@ def parse(raw: bytes, envelope_sender: str | None) -> Mail | None:
         external_id=message_id or f"sha256:{content_hash(msg, raw)}",
         automatic=automatic(msg, envelope_sender, sender),
         single_from=single_from(msg),
-        dmarc=dmarc_results(msg),
+        dmarc=dmarc_results(msg, sender.rpartition("@")[2]),
         defects=defects,
     )
+
+
+def _message(raw: bytes) -> Message:
+    # compat32: the header registry of the modern policy costs more than all the rest
+    parser = BytesFeedParser(policy=email_policy.compat32)
+    for start in range(0, len(raw), FEED_CHUNK):
+        parser.feed(raw[start:start + FEED_CHUNK])
+    return parser.close()
 
 
 def msg_ids(value: str) -> list[str]:
@@ -134,12 +147,12 @@ def _bytes_text(data: bytes, charset: str | None, defects: list[str] | None = No
     charset = charset or "utf-8"
     try:
         return data.decode(charset)
-    except LookupError:
-        if defects is not None:
-            defects.append(f"unknown charset {charset}")
     except UnicodeDecodeError:
         if defects is not None:
-            defects.append(f"not valid {charset}")
+            defects.append(f"not valid {charset!r}")
+    except Exception:  # LookupError, and ValueError for a name with a NUL ("utf-8\0")
+        if defects is not None:
+            defects.append(f"unknown charset {charset!r}")
     for fallback in ("utf-8", "cp1252"):
         try:
             return data.decode(fallback)
@@ -181,8 +194,7 @@ def _walk(msg: Message, defects: list[str]) -> tuple[str, str, list[Attachment]]
         disposition = (part.get_content_disposition() or "").lower()
         filename = _filename(part)
         if disposition == "attachment" or filename or not ctype.startswith("text/"):
-            payload = part.get_payload(decode=True) or b""
-            attachments.append(Attachment(filename or "unnamed", ctype, len(payload)))
+            attachments.append(Attachment(_clean_name(filename or "unnamed"), ctype, _encoded_size(part)))
             continue
         text = _decode(part, defects)
         if ctype == "text/html":
@@ -194,18 +206,64 @@ def _walk(msg: Message, defects: list[str]) -> tuple[str, str, list[Attachment]]
 
 def _filename(part: Message) -> str | None:
     try:
-        return part.get_filename()
+        name = part.get_filename()
+        return _text(name) if name is not None else None
     except Exception:
         return "unnamed"
 
 
+def _clean_name(name: str) -> str:
+    """A file name fit for a one-line note: no control characters, at most 100 characters."""
+    return "".join(c if c.isprintable() else "?" for c in " ".join(name.split()))[:100] or "unnamed"
+
+
+def _cte(part: Message) -> str:
+    return str(part.get("Content-Transfer-Encoding", "")).strip().lower()
+
+
+def _encoded_size(part: Message) -> int:
+    """The decoded size of a part, from its encoded length (decoding megabytes to count them
+    would be wasted work)."""
+    payload = _raw_payload(part)
+    if not isinstance(payload, str):
+        return 0
+    if _cte(part) == "base64":
+        chars = len(payload) - payload.count("\n") - payload.count("\r") - payload.count(" ")
+        return max(chars * 3 // 4 - payload.rstrip().count("=", -2), 0)
+    return len(payload)
+
+
+def _raw_payload(part: Message) -> object:
+    # the payload as parsed, 8-bit bytes as surrogates: get_payload() would decode all of it in
+    # the declared charset (and raise on "utf-8\0"), only to have it encoded back
+    return getattr(part, "_payload", None)
+
+
+def _payload(part: Message) -> bytes:
+    """At most MAX_ENCODED characters of the part's payload, decoded; never raises."""
+    payload = _raw_payload(part)
+    if not isinstance(payload, str):
+        return b""
+    cut = payload[:MAX_ENCODED]
+    data = cut.encode("ascii", "surrogateescape")  # compat32 keeps 8-bit bytes as surrogates
+    cte = _cte(part)
+    try:
+        if cte == "base64":
+            clean = b"".join(data.split())
+            return binascii.a2b_base64(clean[:len(clean) // 4 * 4])
+        if cte == "quoted-printable":
+            return quopri.decodestring(data)
+    except (binascii.Error, ValueError):
+        return b""
+    return data
+
+
 def _decode(part: Message, defects: list[str]) -> str:
-    payload = part.get_payload(decode=True) or b""
     try:
         charset = part.get_content_charset()
     except Exception:
         charset = None
-    return _bytes_text(payload, charset, defects)
+    return _bytes_text(_payload(part), charset, defects)
 
 
 class _Text(HTMLParser):
@@ -274,24 +332,9 @@ def html_to_text(html: str) -> str:
 
 
 def new_text(body: str) -> str:
-    """What the sender wrote in this mail: without quoted history, signature and disclaimers."""
-    body = body.replace("\x00", "")
-    if not body.strip():
-        return ""
-    try:
-        replies = _REPLY_PARSER.read(body).replies
-    except Exception:
-        replies = []
-    if not replies:
-        text = body
-    elif replies[0].headers:
-        text = ""  # the mail starts with a quote header: nothing new above it
-    else:
-        text = replies[0].body
-    lines = [line for line in text.splitlines() if not line.lstrip().startswith(">")]
-    while lines and (not lines[-1].strip() or _RULE.fullmatch(lines[-1].strip())):
-        lines.pop()  # the rule Outlook puts above its quote header
-    return "\n".join(lines).strip()
+    """What the sender wrote in this mail: without quoted history, attribution lines and
+    signatures (see email_reply)."""
+    return email_reply.new_text(body[:MAX_BODY])
 
 
 @dataclass(frozen=True)
@@ -299,22 +342,43 @@ class Decision:
     approve: bool
     reason: str
     approval_id: str | None  # named in the mail ("approve <id>"), else None
+    ambiguous: bool = False  # the first line also holds the opposite word ("yes, but no")
 
 
 def decision(text: str) -> Decision | None:
-    """An approval decision if the first words of the new text are one."""
-    words = text.split(maxsplit=2)
+    """An approval decision if the first words of the new text's first line are one; the reason
+    is the rest of the new text."""
+    line = first_line(text)
+    words = line.split(maxsplit=1)
     if not words:
         return None
-    verb = words[0].strip(".,!:;").lower()
+    verb = words[0].strip(".,!:;*_").lower()
     if verb not in APPROVE_WORDS | REJECT_WORDS:
         return None
-    rest = words[1:]
+    approve = verb in APPROVE_WORDS
+    rest = text.strip().split(maxsplit=1)[1:]  # the reason may go on below the first line
+    rest = rest[0].split(maxsplit=1) if rest else []
     approval_id = None
     if rest and _APPROVAL_ID.match(rest[0].strip(".,:;").lower()):
         approval_id = rest.pop(0).strip(".,:;").lower()
     reason = " ".join(" ".join(rest).split()).lstrip(".,:;-– ").strip()
-    return Decision(verb in APPROVE_WORDS, reason[:500], approval_id)
+    return Decision(approve, reason[:500], approval_id, _contradicts(line, approve))
+
+
+_WORD = re.compile(r"[^\W\d_]+|[.,;:!?]", re.UNICODE)
+
+
+def _contradicts(line: str, approve: bool) -> bool:
+    """Whether the line also says the opposite: an unmistakable opposite word anywhere, or a
+    bare "yes"/"no" that stands alone as a clause ("yes, but no"; "no, yes."), not "no problem"."""
+    tokens = [t.lower() for t in _WORD.findall(line)][1:]
+    opposite = REJECT_WORDS if approve else APPROVE_WORDS
+    for i, token in enumerate(tokens):
+        if token in opposite - {"yes", "no"}:
+            return True
+        if token in opposite and (i + 1 == len(tokens) or not tokens[i + 1].isalpha()):
+            return True
+    return False
 
 
 def automatic(msg: Message, envelope_sender: str | None, sender: str) -> str | None:
@@ -340,14 +404,16 @@ def automatic(msg: Message, envelope_sender: str | None, sender: str) -> str | N
     return None
 
 
-def dmarc_results(msg: Message) -> dict[str, str]:
+def dmarc_results(msg: Message, from_domain: str | None = None) -> dict[str, str]:
     """authserv-id -> the dmarc result of the topmost Authentication-Results header of that
     authserv-id: `pass`, `fail`, `none`, ... (RFC 8601, parsed by authres), `absent` when that
     header has no dmarc result and `permerror` when it cannot be parsed. Several dmarc results in
     one header give the first that is not `pass`.
 
     Only the header of a trusted authserv-id may be believed (see the channel's settings); the
-    topmost one is the one our own MTA added last, and the others are ignored.
+    topmost one is the one our own MTA added last, and the others are ignored. With `from_domain`,
+    a pass whose `header.from` names another domain is `header.from-mismatch`: it vouches for
+    some other author than the From address we read.
     """
     out: dict[str, str] = {}
     for value in msg.get_all("Authentication-Results", failobj=[]):
@@ -362,9 +428,19 @@ def dmarc_results(msg: Message) -> dict[str, str]:
         authserv = (header.authserv_id or "").lower()
         if not authserv or authserv in out:
             continue
-        results = [str(r.result).lower() for r in header.results if str(r.method).lower() == "dmarc"]
+        results = [_dmarc_result(r, from_domain) for r in header.results if str(r.method).lower() == "dmarc"]
         out[authserv] = next((r for r in results if r != "pass"), "pass") if results else "absent"
     return out
+
+
+def _dmarc_result(result: object, from_domain: str | None) -> str:
+    value = str(getattr(result, "result", "")).lower()
+    if value != "pass" or from_domain is None:
+        return value
+    header_from = next((str(p.value) for p in getattr(result, "properties", [])
+                        if str(p.type).lower() == "header" and str(p.name).lower() == "from"), "")
+    header_from = header_from.strip().lower().rstrip(".")
+    return "pass" if header_from == from_domain.lower().rstrip(".") else "header.from-mismatch"
 
 
 def _leading_token(text: str) -> str:

@@ -154,3 +154,32 @@ def gmail_html(verb: str, original: EmailMessage) -> str:
             '<div dir="ltr" class="gmail_attr">On Mon, Nov 3, 2025 at 10:02 AM chatops '
             '&lt;bot@ops.test&gt; wrote:<br></div><blockquote class="gmail_quote" '
             f'style="margin:0px 0px 0px 0.8ex">{body}</blockquote></div>')
+
+
+_CLIENT = """
+import smtplib, sys
+port, path, mail_from, *rcpts = sys.argv[1:]
+with smtplib.SMTP("127.0.0.1", int(port), timeout=300) as smtp:
+    smtp.ehlo()
+    code, text = smtp.mail(mail_from)
+    for rcpt in rcpts:
+        if code < 400:
+            code, text = smtp.rcpt(rcpt)
+    if code < 400:
+        code, text = smtp.data(open(path, "rb").read())
+print(code, text.decode("ascii", "replace"))
+"""
+
+
+async def deliver_from_process(port: int, raw: bytes, mail_from: str, rcpts: list[str], tmp) -> tuple[int, str]:
+    """One SMTP transaction by smtplib in another process: a big mail's client work (reading,
+    dot-stuffing, writing) then costs this process's event loop nothing."""
+    import sys
+
+    path = tmp / f"mail-{abs(hash(raw))}.eml"
+    path.write_bytes(raw)
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-c", _CLIENT, str(port), str(path), mail_from, *rcpts,
+                                                stdout=asyncio.subprocess.PIPE)
+    out, _ = await proc.communicate()
+    code, _, text = out.decode().strip().partition(" ")
+    return int(code), text
