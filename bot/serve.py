@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 import uvicorn
 
 from bot.api import create_app
+from bot.http_limits import server_config
 from bot.runtime import Runtime
 from bot.worker import Worker
 
@@ -23,12 +24,16 @@ SERVICES: list[Service] = []
 
 
 async def serve_api(rt: Runtime, app: object) -> None:
-    config = uvicorn.Config(
-        app, host=rt.settings.host, port=rt.settings.port, log_level="warning", lifespan="off"
-    )
-    server = uvicorn.Server(config)
+    server = uvicorn.Server(http_config(rt, app))
     log.info("HTTP API on http://%s:%d", rt.settings.host, rt.settings.port)
     await server.serve()
+
+
+def http_config(rt: Runtime, app: object, **extra: object) -> uvicorn.Config:
+    """The HTTP server's settings, limits included (see bot/http_limits.py)."""
+    s = rt.settings
+    return server_config(app, host=s.host, port=s.port, max_connections=s.http_max_connections,  # type: ignore[arg-type]
+                         keep_alive=s.http_keep_alive, header_timeout=s.http_header_timeout, **extra)
 
 
 async def run_worker(rt: Runtime) -> None:
