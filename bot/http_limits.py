@@ -27,6 +27,8 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 log = logging.getLogger("chatops.http")
 
 MAX_HEAD = 16 * 1024  # request line and headers; Slack's and our clients' are far smaller
+LINGER_SECONDS = 2.0  # after a refusal, how long (and how much) of the rest is read and dropped
+LINGER_BYTES = 8 * 1024 * 1024
 
 Gate = Callable[[Scope], Awaitable[JSONResponse | None]]
 
@@ -55,7 +57,7 @@ class BodyLimit:
             except _Disconnected:
                 return
         if refusal is not None:
-            await refusal(scope, receive, send)
+            await _refuse_and_linger(refusal, receive, send)
             return
         await self.app(scope, _replay(body, receive), send)
 
@@ -103,6 +105,26 @@ def _replay(body: bytes, receive: Receive) -> Receive:
         return {"type": "http.request", "body": body, "more_body": False}
 
     return replay
+
+
+async def _refuse_and_linger(refusal: JSONResponse, receive: Receive, send: Send) -> None:
+    """Send the whole refusal, then read and drop what the client is still sending (bounded)
+    before closing: closing a socket with unread data resets the connection, and a reset can
+    destroy the refusal before the client has read it (the "lingering close" of HTTP servers)."""
+    await send({"type": "http.response.start", "status": refusal.status_code,
+                "headers": refusal.raw_headers})
+    await send({"type": "http.response.body", "body": refusal.body, "more_body": True})
+    drained = 0
+    try:
+        async with asyncio.timeout(LINGER_SECONDS):
+            while drained < LINGER_BYTES:
+                message = await receive()
+                if message["type"] != "http.request" or not message.get("more_body", False):
+                    break
+                drained += len(message.get("body", b""))
+    except TimeoutError:
+        pass
+    await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 def _refuse(status: int, detail: str) -> JSONResponse:
