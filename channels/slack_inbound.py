@@ -193,7 +193,8 @@ class Inbound:
         if decision is None:
             return False
         try:
-            pending = (await self.rt.store.load(thread_id)).pending_approvals()
+            # the open approvals' events only: an ack costs the same in a long thread
+            pending = (await self.rt.store.load_open_approvals(thread_id)).pending_approvals()
         except ThreadNotFound:
             return False
         if not pending:
