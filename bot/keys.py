@@ -30,6 +30,10 @@ class Keys:
         """List: the log positions of the events about one approval (a read index, see store.py)."""
         return f"{self.prefix}thread:{{{thread_id}}}:approval:{approval_id}"
 
+    def usage(self, thread_id: str) -> str:
+        """List: one JSON record per model call of the thread (tokens, cached share), newest last."""
+        return f"{self.prefix}thread:{{{thread_id}}}:usage"
+
     def open_approvals(self, thread_id: str) -> str:
         """Set: the thread's approvals requested and not decided yet (a read index)."""
         return f"{self.prefix}thread:{{{thread_id}}}:approvals:open"

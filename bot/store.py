@@ -69,6 +69,8 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 """
 
+USAGE_KEPT = 1000  # model calls whose usage a thread keeps
+
 Outcome = Literal["appended", "duplicate", "fenced", "missing"]
 _OUTCOMES: dict[int, Outcome] = {-1: "fenced", -2: "duplicate", -3: "missing"}
 
@@ -263,6 +265,25 @@ class Store:
         thread = Thread(meta=ThreadMeta.model_validate_json(info))
         thread.extend(events)
         return thread
+
+    async def find_event(self, thread_id: str, event_id: str) -> Event | None:
+        """One event by its id (a scan of the raw log, no parsing: for the rare `read_event`)."""
+        try:
+            position = await self._position_after(self.keys.log(thread_id), event_id)
+        except LookupError:
+            return None
+        raw = await self.redis.lindex(self.keys.log(thread_id), position - 1)
+        return parse_event(raw) if raw is not None else None
+
+    async def record_usage(self, thread_id: str, record: dict) -> None:
+        """Append a model call's usage to the thread's usage record (the latest USAGE_KEPT)."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.rpush(self.keys.usage(thread_id), json.dumps(record, separators=(",", ":")))
+        pipe.ltrim(self.keys.usage(thread_id), -USAGE_KEPT, -1)
+        await pipe.execute()
+
+    async def usage(self, thread_id: str, last: int = USAGE_KEPT) -> list[dict]:
+        return [json.loads(r) for r in await self.redis.lrange(self.keys.usage(thread_id), -last, -1)]
 
     async def length(self, thread_id: str) -> int:
         return int(await self.redis.llen(self.keys.log(thread_id)))

@@ -16,6 +16,7 @@ from bot.events import (
     AgentReply,
     ApprovalDecided,
     ApprovalRequested,
+    ContextCompacted,
     Error,
     Event,
     HumanQuestion,
@@ -65,6 +66,7 @@ class Thread:
     consecutive_errors: int = 0
     model_steps: int = 0  # model calls since the last human input
     last_error: str = ""
+    compacted: ContextCompacted | None = None  # the latest compaction of the model's context
 
     @property
     def id(self) -> str:
@@ -119,6 +121,8 @@ class Thread:
             self.needs_agent = False
         elif isinstance(event, Error):
             self.last_error = event.message[:300]
+        elif isinstance(event, ContextCompacted):
+            self.compacted = event
 
     def _apply_input(self, event: Event) -> None:
         # whatever a human says while a question is open answers it, whichever type it was

@@ -20,6 +20,7 @@ from typing import AsyncIterator, Awaitable
 
 from redis.exceptions import ResponseError
 
+from bot import compaction
 from bot import step as steps
 from bot.agent import Agent
 from bot.approvals import approver_addresses
@@ -28,6 +29,7 @@ from bot.context import ContextBuilder
 from bot.events import (
     VISIBLE_TYPES,
     AgentReply,
+    ContextCompacted,
     Error,
     Event,
     HumanQuestion,
@@ -303,9 +305,41 @@ class Worker:
 
     def _context(self, thread: Thread) -> list:
         builder = self.contexts.get(thread.id)
-        if builder is None or builder.count > thread.version:
-            builder = self.contexts[thread.id] = ContextBuilder(self.rt.settings.tool_output_limit)
+        if builder is None or builder.count > thread.version or builder.base is not thread.compacted:
+            builder = self.contexts[thread.id] = ContextBuilder(self.rt.settings.tool_output_limit,
+                                                                thread.compacted)
         return builder.extend(thread.events)
+
+    async def _bounded_context(self, thread: Thread, system: str, tools: list, fence: int) -> tuple[list, int]:
+        """The messages of the next model call within the token budget (CHATOPS_CONTEXT_TOKENS),
+        compacting older events into a summary when needed (bot/compaction.py); and the
+        estimated tokens of the request."""
+        budget = self.rt.settings.context_tokens
+        schemas = [t.schema() for t in tools]
+        messages = self._context(thread)
+        tokens = compaction.request_tokens(system, schemas, messages)
+        if tokens <= budget:
+            return messages, tokens
+        fixed = compaction.request_tokens(system, schemas, [])
+        keep = max(int(budget * (compaction.TARGET - compaction.SUMMARY_SHARE)) - fixed, budget // 20)
+        for _ in range(3):  # the estimate of a tail is rough: cut deeper if it was not enough
+            start = thread.compacted.upto if thread.compacted else 0
+            upto = compaction.cut(thread.events, start, keep, self.rt.settings.tool_output_limit)
+            if upto is None:
+                break
+            event = ContextCompacted(upto=upto, summary=compaction.summarize(thread.events, upto, budget),
+                                     tokens_before=tokens)
+            await self._append(thread, event, fence)
+            if thread.compacted is not event:
+                break  # another append came first: the next call compacts from the reloaded log
+            log.info("thread %s: context compacted (%d tokens, budget %d): events before %d summarized",
+                     thread.id, tokens, budget, upto)
+            messages = self._context(thread)
+            tokens = compaction.request_tokens(system, schemas, messages)
+            if tokens <= budget:
+                break
+            keep //= 2
+        return messages, tokens
 
     async def _steps(self, thread_id: str, fence: int) -> None:
         for n in range(MAX_STEPS_PER_WAKE):
@@ -447,9 +481,10 @@ class Worker:
         assert self.rt.model is not None
         agent = self.rt.agents[thread.agent]
         system = render(agent.prompt, agent=agent.name, commands=help_text(agent))
-        messages = self._context(thread)
+        messages, estimated = await self._bounded_context(thread, system, agent.model_tools, fence)
         try:
             turn = await self.rt.model.next_turn(system, agent.model_tools, messages)
+            await self._record_usage(thread, turn.usage, estimated)
         except ModelUnavailable as exc:
             log.warning("model unavailable for thread %s: %s", thread.id, exc)
             error = Error(kind="model_unavailable", message=str(exc))
@@ -469,6 +504,15 @@ class Worker:
         else:
             await self._append(thread, Error(kind="model_empty", message=f"stop_reason={turn.stop_reason}"), fence)
             await self._append(thread, AgentReply(text="The model returned an empty answer."), fence)
+
+    async def _record_usage(self, thread: Thread, usage: dict[str, int], estimated: int) -> None:
+        """The call's tokens in the thread's usage record, with the share of input tokens read
+        from the prompt cache."""
+        read = usage.get("cache_read_input_tokens", 0)
+        total = usage.get("input_tokens", 0) + read + usage.get("cache_creation_input_tokens", 0)
+        record = {**usage, "ts": time.time(), "estimated_input_tokens": estimated,
+                  "cached_fraction": round(read / total, 4) if total else 0.0}
+        await self.rt.store.record_usage(thread.id, record)
 
     # ---- showing it ----------------------------------------------------------------------------
 
