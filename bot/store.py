@@ -230,7 +230,8 @@ class Store:
         if info is None:
             raise ThreadNotFound(thread_id)
         thread = cached or Thread(meta=ThreadMeta.model_validate_json(info))
-        thread.extend([parse_event(r) for r in raw])
+        for r in raw:
+            thread.apply(parse_event(r), len(r))
         return thread
 
     async def load_approval(self, thread_id: str, approval_id: str) -> Thread:

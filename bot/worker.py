@@ -55,7 +55,11 @@ MAX_STEPS_PER_WAKE = 200  # a guard against a reducer bug, far above the step bu
 # renderer forwards to the email channel itself)
 MAILS_ITSELF = frozenset({"email", "schedule"})
 MAX_DELIVERIES = 5  # a wake-up that failed this often with a bug is given up, visibly
-CACHE_SIZE = 10_000
+# The thread cache is bounded by bytes (CHATOPS_WORKER_CACHE_MB): a parsed thread takes about 2.9
+# times its JSON and its model context 0.6 times more (measured on 20,000 events), so 4 times,
+# plus a fixed cost per cached thread.
+MEMORY_FACTOR = 4
+CACHE_OVERHEAD = 4096
 
 
 class LeaseLost(Exception):
@@ -73,6 +77,9 @@ class Worker:
         self.rt = rt
         self.name = name or f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
         self.cache: OrderedDict[str, Thread] = OrderedDict()
+        self.cache_limit = int(rt.settings.worker_cache_mb * 1024 * 1024)
+        self.cache_bytes = 0  # estimated memory of the cached threads and their contexts
+        self.cached_sizes: dict[str, int] = {}
         self.fresh: set[str] = set()  # cached threads known to match the log (no reload needed)
         # each cached thread's context, grown event by event: a model step costs O(new events)
         self.contexts: dict[str, ContextBuilder] = {}
@@ -297,11 +304,20 @@ class Worker:
         self.fresh.add(thread_id)
         self.cache[thread_id] = thread
         self.cache.move_to_end(thread_id)
-        if len(self.cache) > CACHE_SIZE:
+        self._account(thread)
+        return thread
+
+    def _account(self, thread: Thread) -> None:
+        """Count a cached thread's (new) size; evict the least recently used threads beyond the
+        cache's bytes (an evicted thread is read from Redis again when it is next woken)."""
+        size = thread.size * MEMORY_FACTOR + CACHE_OVERHEAD
+        self.cache_bytes += size - self.cached_sizes.get(thread.id, 0)
+        self.cached_sizes[thread.id] = size
+        while self.cache_bytes > self.cache_limit and len(self.cache) > 1:
             evicted, _ = self.cache.popitem(last=False)
+            self.cache_bytes -= self.cached_sizes.pop(evicted, 0)
             self.contexts.pop(evicted, None)
             self.fresh.discard(evicted)
-        return thread
 
     def _context(self, thread: Thread) -> list:
         builder = self.contexts.get(thread.id)
@@ -393,6 +409,8 @@ class Worker:
         if appended.ok and appended.version == thread.version + len(events):
             thread.extend(events)
             self.fresh.add(thread.id)
+            if self.cache.get(thread.id) is thread:
+                self._account(thread)
         else:
             self.fresh.discard(thread.id)
 

@@ -117,3 +117,29 @@ async def test_pending_approval_arguments_stay_verbatim_in_the_summary():
     summary = compaction.summarize(events, len(events), 20_000)
     assert json.dumps(args, sort_keys=True) in summary
     assert "older lines omitted" in summary and len(summary) <= 20_000 * compaction.SUMMARY_SHARE * 3 + 300
+
+
+async def test_the_worker_cache_is_bounded_by_bytes_and_reloads_what_it_evicted(make_settings, runtime):
+    from bot.worker import Worker
+
+    rt = await runtime(make_settings(worker_cache_mb=0.2))  # about 200 KB
+    worker = Worker(rt)
+    ids = ["00000000000ca0e1", "00000000000ca0e2"]
+    for thread_id in ids:
+        await history(rt, thread_id, 30_000)  # about 120 KB cached each
+    for thread_id in ids:
+        await rt.intake.message(thread_id, agent="deploy", origin=Origin(channel="api"), text="/help",
+                                source=Source(channel="api", user="bob"))
+        assert await worker.advance(thread_id)
+    assert list(worker.cache) == [ids[1]]  # the first was evicted to make room
+    assert 0 < worker.cache_bytes <= worker.cache_limit
+    assert set(worker.cached_sizes) == set(worker.cache) and set(worker.contexts) <= set(worker.cache)
+
+    await rt.intake.message(ids[0], agent="deploy", origin=Origin(channel="api"), text="/help",
+                            source=Source(channel="api", user="bob"))
+    assert await worker.advance(ids[0])  # read from Redis again
+    thread = await rt.store.load(ids[0])
+    assert worker.cache[ids[0]].version == thread.version
+    replies = [e for e in thread.events if isinstance(e, AgentReply) and "Commands of the deploy agent" in e.text]
+    assert len(replies) == 2
+    assert list(worker.cache) == [ids[0]]
