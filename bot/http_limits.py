@@ -162,11 +162,11 @@ def header_deadline_protocol(timeout: float) -> type[H11Protocol]:
 
 def server_config(app: ASGIApp, *, host: str, port: int, max_connections: int, keep_alive: float,
                   header_timeout: float, **extra: Any) -> uvicorn.Config:
-    return uvicorn.Config(
-        app, host=host, port=port, log_level="warning", lifespan="off",
+    options: dict[str, Any] = dict(
+        log_level="warning", lifespan="off",
         http=header_deadline_protocol(header_timeout),
         h11_max_incomplete_event_size=MAX_HEAD,
         limit_concurrency=max_connections,
         timeout_keep_alive=int(max(1, keep_alive)),
-        **extra,
     )
+    return uvicorn.Config(app, host=host, port=port, **{**options, **extra})

@@ -55,11 +55,12 @@ MAX_STEPS_PER_WAKE = 200  # a guard against a reducer bug, far above the step bu
 # renderer forwards to the email channel itself)
 MAILS_ITSELF = frozenset({"email", "schedule"})
 MAX_DELIVERIES = 5  # a wake-up that failed this often with a bug is given up, visibly
-# The thread cache is bounded by bytes (CHATOPS_WORKER_CACHE_MB): a parsed thread takes about 2.9
-# times its JSON and its model context 0.6 times more (measured on 20,000 events), so 4 times,
-# plus a fixed cost per cached thread.
-MEMORY_FACTOR = 4
-CACHE_OVERHEAD = 4096
+# The thread cache is bounded by bytes (CHATOPS_WORKER_CACHE_MB), estimated from each thread's JSON
+# size and event count: measured (tracemalloc), a parsed event costs about 1,550 bytes beyond its
+# text, its text about its length, and the model context up to 0.6 times the JSON more.
+BYTES_FACTOR = 2
+PER_EVENT = 2000
+CACHE_OVERHEAD = 4096  # per cached thread: its meta, lock, index entries
 
 
 class LeaseLost(Exception):
@@ -310,7 +311,7 @@ class Worker:
     def _account(self, thread: Thread) -> None:
         """Count a cached thread's (new) size; evict the least recently used threads beyond the
         cache's bytes (an evicted thread is read from Redis again when it is next woken)."""
-        size = thread.size * MEMORY_FACTOR + CACHE_OVERHEAD
+        size = thread.size * BYTES_FACTOR + thread.version * PER_EVENT + CACHE_OVERHEAD
         self.cache_bytes += size - self.cached_sizes.get(thread.id, 0)
         self.cached_sizes[thread.id] = size
         while self.cache_bytes > self.cache_limit and len(self.cache) > 1:

@@ -10,7 +10,15 @@ import time
 from typing import Any
 
 from bot import compaction
-from bot.events import AgentReply, ContextCompacted, Source, ToolCall, ToolResult, UserMessage, new_id
+from bot.events import (
+    AgentReply,
+    ContextCompacted,
+    Source,
+    ToolCall,
+    ToolResult,
+    UserMessage,
+    new_id,
+)
 from bot.runtime import Runtime
 from bot.thread import Origin, ThreadMeta
 from tests.conftest import settled, wait_for

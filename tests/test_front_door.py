@@ -20,7 +20,7 @@ import pytest
 from bot.api import create_app
 from bot.settings import Settings
 from channels import slack
-from tests.conftest import ROOT, bot_env, wait_for
+from tests.conftest import ROOT, bot_env
 from tests.messages_api import text, tool_use
 from tests.slack_api import Sender, event_body, mention, message, new_ts
 from tests.test_slack import DEPLOY_PROD, slack_api, slack_bot  # noqa: F401  (fixtures)
@@ -277,7 +277,7 @@ async def test_thread_events_are_paged(front):
 
 # ---- safe text out -------------------------------------------------------------------------------
 
-async def test_what_the_model_says_can_mention_no_one_and_hide_no_link(slack_bot, messages_api):
+async def test_what_the_model_says_can_mention_no_one_and_hide_no_link(slack_bot, messages_api):  # noqa: F811
     bot = await slack_bot()
     messages_api.add(text("<!channel> <!here> ping <@U0BOB001>, and [approve here](https://evil.example/x) "
                           "or <https://evil.example|approve> `<!everyone>`"))

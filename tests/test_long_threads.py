@@ -16,7 +16,16 @@ import redis as sync_redis
 
 from bot.api import create_app
 from bot.approvals import new_approval_id
-from bot.events import AgentReply, ApprovalRequested, Event, Source, ToolCall, ToolResult, UserMessage, new_id
+from bot.events import (
+    AgentReply,
+    ApprovalRequested,
+    Event,
+    Source,
+    ToolCall,
+    ToolResult,
+    UserMessage,
+    new_id,
+)
 from bot.intake import thread_id_for
 from bot.runtime import Runtime
 from bot.settings import Settings
@@ -109,7 +118,7 @@ async def test_requests_cost_the_same_in_a_long_thread(own_redis, make_settings:
     meter = Meter(own_redis.url)
     costs: dict[int, dict[str, tuple[int, int]]] = {}
     async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {TOKEN}"}) as http:
-        for size in (40, 4000):
+        async def measure(size: int) -> dict[str, tuple[int, int]]:
             api_meta = ThreadMeta(id=f"{size:016x}", agent="deploy", origin=Origin(channel="api"),
                                   created=time.time())
             await grow(rt, api_meta, size)
@@ -143,13 +152,17 @@ async def test_requests_cost_the_same_in_a_long_thread(own_redis, make_settings:
                                                  ts=new_ts()))
                 assert ack.status_code == 200
 
-            costs[size] = {"message": await meter.cost(post_message), "decide": await meter.cost(decide),
-                           "slack ack": await meter.cost(slack_ack)}
+            cost = {"message": await meter.cost(post_message), "decide": await meter.cost(decide),
+                    "slack ack": await meter.cost(slack_ack)}
             slack_approval = await request_approval(rt, slack_meta.id)
-            costs[size]["approvals"] = await meter.cost(listing)
-            costs[size]["slack decide"] = await meter.cost(slack_decide)
+            cost["approvals"] = await meter.cost(listing)
+            cost["slack decide"] = await meter.cost(slack_decide)
             assert slack_approval in (await rt.store.load(slack_meta.id)).decisions
             assert approval in (await rt.store.load(api_meta.id)).decisions
+            return cost
+
+        for size in (40, 4000):
+            costs[size] = await measure(size)
     await sender.close()
     print(json.dumps(costs))
     for what, (short_bytes, short_commands) in costs[40].items():
