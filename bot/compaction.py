@@ -173,3 +173,23 @@ def _args(args: dict[str, Any]) -> str:
 def _short(text: str, limit: int = LINE) -> str:
     text = " ".join(text.split())
     return text if len(text) <= limit else text[:limit] + "…"
+
+
+async def check_estimate(client: Any, model: str, system: str, tools: list[dict[str, Any]]) -> tuple[str, str]:
+    """For `chatops doctor`: our estimate of a sample request against the API's own token count
+    (`messages.count_tokens`). The estimate must not be lower, or the budget would be passed."""
+    messages = [{"role": "user", "content": "deploy api 1.2.3 to staging, then check it is healthy"},
+                {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_doctor", "name": "service_status",
+                                                   "input": {"service": "api", "environment": "staging"}}]},
+                {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_doctor",
+                                              "content": "api staging: healthy, 3 pods, p99 45 ms\n" * 20}]}]
+    try:
+        counted = (await client.messages.count_tokens(model=model, system=system, tools=tools,
+                                                      messages=messages)).input_tokens
+    except Exception as exc:  # the doctor reports, it does not fail on this
+        return "warn", f"context budget: could not count tokens with the API ({type(exc).__name__}: {exc})"
+    ours = request_tokens(system, tools, messages)
+    if ours < counted:
+        return "warn", (f"context budget: the estimate ({ours} tokens) is below the API's count ({counted}) "
+                        "for a sample request; lower CHATOPS_CONTEXT_TOKENS to stay within the model's limit")
+    return "ok", f"context budget: the estimate ({ours} tokens) covers the API's count ({counted}) for a sample request"

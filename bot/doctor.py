@@ -39,6 +39,7 @@ async def doctor() -> int:
     if settings.model_configured:
         lines.append(("ok", f"model: {settings.model}" + (f" at {settings.anthropic_base_url}"
                                                             if settings.anthropic_base_url else "")))
+        lines.append(await _context_estimate(settings, agents))
     else:
         lines.append(("warn", "ANTHROPIC_API_KEY is not set: the bot understands exact commands only"))
     if settings.api_token is None:
@@ -53,6 +54,22 @@ async def doctor() -> int:
     for level, message in lines:
         print(f"{level}: {message}")
     return 1 if any(level == "error" for level, _ in lines) else 0
+
+
+async def _context_estimate(settings: Settings, agents: dict) -> tuple[str, str]:
+    """The context budget's token estimate, checked against the API's token count."""
+    from bot.commands import help_text
+    from bot.compaction import check_estimate
+    from bot.model import Model
+    from bot.prompts import render
+
+    agent = agents.get(settings.default_agent) or next(iter(agents.values()))
+    model = Model(settings)
+    try:
+        system = render(agent.prompt, agent=agent.name, commands=help_text(agent))
+        return await check_estimate(model.client, settings.model, system, [t.schema() for t in agent.model_tools])
+    finally:
+        await model.close()
 
 
 async def _redis(settings: Settings) -> list[tuple[str, str]]:

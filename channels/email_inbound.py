@@ -155,7 +155,7 @@ class Inbound:
             return await self._refuse(mail, approval_id, "the reply address of this approval expired")
         fresh = await self._use_token(token, mail, request.expires_at)
         if fresh is None:
-            earlier = (await self.rt.store.load(thread.id)).decisions.get(approval_id)
+            earlier = (await self.rt.store.load_approval(thread.id, approval_id)).decisions.get(approval_id)
             done = f" ({describe(earlier)})" if earlier else ""
             return await self._refuse(mail, approval_id, f"this approval mail was already answered{done}; "
                                       "its reply address works once")

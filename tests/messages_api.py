@@ -42,6 +42,7 @@ class MessagesAPI:
         self.script: deque[Reply] = deque()
         self.requests: list[dict[str, Any]] = []
         self.latency = latency
+        self.bytes_per_token = 4  # what count_tokens answers with
         self.responder: Callable[[dict[str, Any]], Reply] | None = None
         self._lock = threading.Lock()
         server = self
@@ -55,7 +56,10 @@ class MessagesAPI:
 
             def do_POST(self) -> None:  # noqa: N802
                 body = json.loads(self.rfile.read(int(self.headers["content-length"])))
-                status, payload = server._answer(body)
+                if self.path.split("?")[0].endswith("/count_tokens"):  # a stand-in: 4 bytes a token
+                    status, payload = 200, {"input_tokens": len(json.dumps(body)) // server.bytes_per_token}
+                else:
+                    status, payload = server._answer(body)
                 data = json.dumps(payload).encode()
                 self.send_response(status)
                 self.send_header("content-type", "application/json")

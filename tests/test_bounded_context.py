@@ -151,3 +151,20 @@ async def test_the_worker_cache_is_bounded_by_bytes_and_reloads_what_it_evicted(
     replies = [e for e in thread.events if isinstance(e, AgentReply) and "Commands of the deploy agent" in e.text]
     assert len(replies) == 2
     assert list(worker.cache) == [ids[0]]
+
+
+async def test_doctor_checks_the_token_estimate_against_the_api_count(model_settings, messages_api):
+    import asyncio
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT, bot_env
+
+    async def doctor() -> str:
+        done = await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "bot", "doctor"], capture_output=True,
+                                       text=True, env=bot_env(model_settings()), cwd=ROOT, timeout=60)
+        return done.stdout
+
+    assert "ok: context budget: the estimate" in await doctor()  # the stand-in counts 4 bytes a token
+    messages_api.bytes_per_token = 2  # an API that counts more tokens than we estimate
+    assert "warn: context budget: the estimate" in await doctor()
