@@ -31,6 +31,8 @@ def refusal(verifier: SignatureVerifier, headers: Any, body: bytes) -> tuple[int
         payload = _parse(headers.get("content-type", ""), body.decode("utf-8"))
         if _has_surrogate(payload):
             return 400, "malformed body: a lone UTF-16 surrogate in a string"
+        if why := _shape(payload):
+            return 400, f"malformed body: {why}"
     except (UnicodeDecodeError, ValueError) as exc:
         return 400, f"malformed body: {str(exc)[:200]}"
     except RecursionError:
@@ -53,6 +55,25 @@ def _parse(content_type: str, text: str) -> Any:
             return payload
         return form
     raise ValueError(f"unexpected content type {content_type!r}")
+
+
+def _shape(payload: Any) -> str | None:
+    """What an interaction or event lacks that our listeners read without checking."""
+    kind = payload.get("type") if isinstance(payload, dict) else None
+    if kind in ("block_actions", "view_submission"):
+        user = payload.get("user")
+        if not isinstance(user, dict) or not isinstance(user.get("id"), str):
+            return f"{kind} without user.id"
+        if kind == "block_actions" and not isinstance(payload.get("actions"), list):
+            return "block_actions without actions"
+        if kind == "view_submission":
+            view = payload.get("view")
+            state = view.get("state") if isinstance(view, dict) else None
+            if not isinstance(state, dict) or not isinstance(state.get("values"), dict):
+                return "view_submission without view.state.values"
+    if kind == "event_callback" and not isinstance(payload.get("event"), dict):
+        return "event_callback without an event"
+    return None
 
 
 def _has_surrogate(value: Any) -> bool:

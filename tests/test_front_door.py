@@ -294,3 +294,19 @@ async def test_what_the_model_says_can_mention_no_one_and_hide_no_link(slack_bot
     await bot.send.event(mention("deploy api 1.2.3 to prod", ts=ts))
     [request] = await bot.calls("chat.postMessage", thread_ts=ts)
     assert "<@U0BOB001>" in json.dumps(request.args["blocks"])
+
+
+async def test_a_slack_interaction_without_the_fields_we_need_is_not_a_500(front):
+    _, _, sender = front
+    from tests.slack_api import block_action
+
+    click = block_action("approval_approve", "approve:x:y", user="U0BOB001", channel="C0X", message_ts=new_ts(),
+                         thread_ts=new_ts())
+    del click["user"]
+    assert (await sender.interaction(click)).status_code == 400
+    form = {"type": "view_submission", "user": {"id": "U0BOB001"}, "view": {"id": "V1"}}
+    assert (await sender.interaction(form)).status_code == 400
+    event = event_body(message("hi", channel_type="im", channel="D0X"))
+    event["event"] = "not an object"
+    raw = json.dumps(event)
+    assert (await sender.http.post(sender.url, content=raw, headers=sender.signed(raw))).status_code == 400
