@@ -83,6 +83,7 @@ def _guarded(path: str) -> bool:
 
 PAGE = 200  # events per page of GET /v1/threads/{id}
 MAX_PAGE = 1000
+USAGE_SHOWN = 20  # the latest model calls' usage records shown with a thread
 _STATUS_CODES = {"decided": 200, "already_decided": 409, "refused": 403, "expired": 410, "not_found": 404}
 
 
@@ -162,7 +163,8 @@ def create_app(rt: Runtime) -> FastAPI:
         limit: int = Query(PAGE, ge=1, le=MAX_PAGE),
     ) -> dict[str, Any]:
         """The thread's summary and a page of its events (`next_after`: the cursor of the next
-        page, null on the last); `total_events`: how many there are."""
+        page, null on the last); `total_events`: how many there are; `usage`: the latest model
+        calls' tokens, with the share read from the prompt cache (`cached_fraction`)."""
         row = await rt.store.row(thread_id)
         if row is None:
             raise HTTPException(404, f"no thread {thread_id}")
@@ -172,7 +174,8 @@ def create_app(rt: Runtime) -> FastAPI:
             raise HTTPException(404, f"no event {after} in thread {thread_id}") from None
         more = bool(events) and _first + len(events) < total
         return {**row, "total_events": total, "events": [e.model_dump(mode="json") for e in events],
-                "next_after": events[-1].id if more else None}
+                "next_after": events[-1].id if more else None,
+                "usage": await rt.store.usage(thread_id, USAGE_SHOWN)}
 
     @app.post("/v1/threads/{thread_id}/messages", dependencies=auth, status_code=202, tags=["threads"])
     async def post_message(thread_id: str, body: NewMessage) -> dict[str, Any]:

@@ -503,12 +503,12 @@ class Worker:
         messages, estimated = await self._bounded_context(thread, system, agent.model_tools, fence)
         try:
             turn = await self.rt.model.next_turn(system, agent.model_tools, messages)
-            await self._record_usage(thread, turn.usage, estimated)
         except ModelUnavailable as exc:
             log.warning("model unavailable for thread %s: %s", thread.id, exc)
             error = Error(kind="model_unavailable", message=str(exc))
             await self._append_all(thread, [error, AgentReply(text=_unavailable(exc, thread, agent))], fence)
             return
+        await self._record_usage(thread, turn.usage, estimated)
         if turn.tool_uses:
             calls = [
                 ToolCall(call_id=use.id, tool=use.name, args=use.input, turn=turn.id,
@@ -531,7 +531,10 @@ class Worker:
         total = usage.get("input_tokens", 0) + read + usage.get("cache_creation_input_tokens", 0)
         record = {**usage, "ts": time.time(), "estimated_input_tokens": estimated,
                   "cached_fraction": round(read / total, 4) if total else 0.0}
-        await self.rt.store.record_usage(thread.id, record)
+        try:  # a record, not the work: losing one must not cost the model's answer
+            await self.rt.store.record_usage(thread.id, record)
+        except REDIS_DOWN as exc:
+            log.warning("could not record the usage of a model call in thread %s: %s", thread.id, exc)
 
     # ---- showing it ----------------------------------------------------------------------------
 

@@ -43,6 +43,7 @@ class MessagesAPI:
         self.requests: list[dict[str, Any]] = []
         self.latency = latency
         self.bytes_per_token = 4  # what count_tokens answers with
+        self.usage: dict[str, int] | None = None  # the usage answers report (default: no cache use)
         self.responder: Callable[[dict[str, Any]], Reply] | None = None
         self._lock = threading.Lock()
         server = self
@@ -106,6 +107,6 @@ class MessagesAPI:
             "content": reply["content"],
             "stop_reason": reply["stop_reason"],
             "stop_sequence": None,
-            "usage": {"input_tokens": 10, "output_tokens": 5,
-                      "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0},
+            "usage": self.usage or {"input_tokens": 10, "output_tokens": 5,
+                                    "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0},
         }

@@ -89,6 +89,8 @@ async def test_a_long_history_is_sent_compacted_under_budget_with_a_stable_prefi
     target = next(e for e in events[compacted.upto - 40:compacted.upto] if isinstance(e, ToolResult))
     assert f"[{target.id}]" in compacted.summary
     messages_api.add(tool_use("read_event", {"event_id": target.id}), text("Read it."))
+    messages_api.usage = {"input_tokens": 100, "output_tokens": 5, "cache_creation_input_tokens": 0,
+                          "cache_read_input_tokens": 300}
     await rt.intake.message(thread_id, agent="deploy", origin=Origin(channel="api"), text="details?",
                             source=Source(channel="api", user="bob"))
 
@@ -109,6 +111,8 @@ async def test_a_long_history_is_sent_compacted_under_budget_with_a_stable_prefi
 
     usage = await rt.store.usage(thread_id)
     assert len(usage) == 3 and all("cached_fraction" in u and u["estimated_input_tokens"] <= BUDGET for u in usage)
+    assert usage[0]["input_tokens"] == 10 and usage[0]["cached_fraction"] == 0.0  # what the stub reports
+    assert usage[1]["cache_read_input_tokens"] == 300 and usage[1]["cached_fraction"] == 0.75
 
 
 async def test_pending_approval_arguments_stay_verbatim_in_the_summary():
