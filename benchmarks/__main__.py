@@ -4,7 +4,8 @@
 
 Sections: (1) step loop overhead at 10/100/1,000 events, (2) resume latency, (3) Redis bytes,
 (4) 1,000 concurrent threads waiting on the model, (5) Slack ack and SMTP intake (modules
-benchmarks/slack_ack.py and benchmarks/smtp_intake.py), (6) context size.
+benchmarks/slack_ack.py and benchmarks/smtp_intake.py), (6) context size, (7) long threads
+(benchmarks/long_threads.py: API message latency, model request size, worker cache memory).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import statistics
 import sys
 from typing import Any
 
-from benchmarks import env, ours, slack_ack, smtp_intake
+from benchmarks import env, long_threads, ours, slack_ack, smtp_intake
 from benchmarks.model_stub import model_stub
 from benchmarks.table import Row, note, percentiles, ratio, render, row
 
@@ -178,7 +179,8 @@ def main() -> None:
     peer = peer_figures(args.quick)
     print("measuring chatops-bot ...", file=sys.stderr)
     figures = asyncio.run(measure_ours(args.latency, args.quick))
-    print(render(rows_for(figures, peer)))
+    print("measuring long threads ...", file=sys.stderr)
+    print(render(rows_for(figures, peer) + long_threads.main(args.quick)))
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from bot.read_event import READ_EVENT
 from bot.tools import ASK_HUMAN, Tool
 
 
@@ -20,8 +21,10 @@ class Agent:
     def tool(self, name: str) -> Tool | None:
         if name == ASK_HUMAN.name:
             return ASK_HUMAN
+        if name == READ_EVENT.name:
+            return READ_EVENT
         return next((t for t in self.tools if t.name == name), None)
 
     @property
     def model_tools(self) -> list[Tool]:
-        return [*self.tools, ASK_HUMAN]
+        return [*self.tools, READ_EVENT, ASK_HUMAN]

@@ -5,19 +5,23 @@ health, its OpenAPI description included (at /openapi.json). Other channels (Sla
 from __future__ import annotations
 
 import hmac
+import json
 import time
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from fastapi import Depends, FastAPI, HTTPException, Request, status
+from fastapi import Depends, FastAPI, HTTPException, Query, Request, status
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from starlette.types import Scope
 
 from bot.approvals import Outcome
 from bot.events import Source
-from bot.intake import new_thread_id
+from bot.http_limits import BodyLimit
+from bot.intake import new_thread_id, poison
 from bot.runtime import Runtime
 from bot.store import ThreadNotFound
 from bot.thread import Origin
@@ -25,22 +29,61 @@ from bot.thread import Origin
 State = Literal["working", "awaiting_approval", "awaiting_human", "idle"]
 
 
+def _no_poison(text: str) -> str:
+    if why := poison(text):
+        raise ValueError(why)
+    return text
+
+
+# text that can be stored and encoded: no lone surrogates, no NUL or other control characters
+Text = Annotated[str, AfterValidator(_no_poison)]
+
+
 class NewThread(BaseModel):
-    agent: str | None = Field(None, description="Agent name; the default agent if omitted")
-    text: str = Field(min_length=1, max_length=40_000)
-    user: str = Field(min_length=1, max_length=200)
+    agent: Text | None = Field(None, description="Agent name; the default agent if omitted", max_length=100)
+    text: Text = Field(min_length=1, max_length=40_000)
+    user: Text = Field(min_length=1, max_length=200)
 
 
 class NewMessage(BaseModel):
-    text: str = Field(min_length=1, max_length=40_000)
-    user: str = Field(min_length=1, max_length=200)
+    text: Text = Field(min_length=1, max_length=40_000)
+    user: Text = Field(min_length=1, max_length=200)
 
 
 class DecisionIn(BaseModel):
     decision: Literal["approve", "reject"]
-    user: str = Field(min_length=1, max_length=200)
-    reason: str = Field("", max_length=2000)
+    user: Text = Field(min_length=1, max_length=200)
+    reason: Text = Field("", max_length=2000)
 
+
+class SafeJSONResponse(JSONResponse):
+    """JSON that always encodes: non-ASCII as \\u escapes, so even a lone surrogate in some
+    string cannot turn a response into a 500."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode()
+
+
+def token_refusal(rt: Runtime, authorization: str | None) -> HTTPException | None:
+    """Why a request with this Authorization header may not use the API, or None."""
+    token = rt.settings.api_token
+    if token is None:
+        return HTTPException(status.HTTP_401_UNAUTHORIZED, "the API is off: set CHATOPS_API_TOKEN")
+    scheme, _, given = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(
+            given.strip().encode(), token.get_secret_value().encode()):
+        return HTTPException(status.HTTP_401_UNAUTHORIZED, "missing or wrong bearer token",
+                             headers={"WWW-Authenticate": "Bearer"})
+    return None
+
+
+def _guarded(path: str) -> bool:
+    return path.startswith("/v1/") or path == "/openapi.json"
+
+
+PAGE = 200  # events per page of GET /v1/threads/{id}
+MAX_PAGE = 1000
+USAGE_SHOWN = 20  # the latest model calls' usage records shown with a thread
 
 _STATUS_CODES = {"decided": 200, "voted": 202, "already_decided": 409, "refused": 403, "expired": 410,
                  "not_found": 404}
@@ -62,19 +105,35 @@ def approval_resource(rt: Runtime, thread: Any, request: Any) -> dict[str, Any]:
 def create_app(rt: Runtime) -> FastAPI:
     # no open /docs or /openapi.json: the description is served below, behind the token
     app = FastAPI(title="chatops-bot", version="1", summary="Durable agent threads with approvals",
-                  openapi_url=None, docs_url=None, redoc_url=None)
+                  openapi_url=None, docs_url=None, redoc_url=None, default_response_class=SafeJSONResponse)
     bearer = HTTPBearer(auto_error=False)
 
     def authorized(creds: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
-        token = rt.settings.api_token
-        if token is None:
-            raise HTTPException(status.HTTP_401_UNAUTHORIZED, "the API is off: set CHATOPS_API_TOKEN")
-        given = creds.credentials if creds else ""
-        if not hmac.compare_digest(given.encode(), token.get_secret_value().encode()):
-            raise HTTPException(
-                status.HTTP_401_UNAUTHORIZED, "missing or wrong bearer token",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
+        given = f"Bearer {creds.credentials}" if creds else None
+        if (refusal := token_refusal(rt, given)) is not None:
+            raise refusal
+
+    async def gate(scope: Scope) -> JSONResponse | None:
+        """The token, checked before a byte of the body is read (the body limit's gate)."""
+        if not _guarded(scope["path"]):
+            return None
+        header = next((v for k, v in scope["headers"] if k == b"authorization"), None)
+        refusal = token_refusal(rt, header.decode("latin-1") if header is not None else None)
+        if refusal is None:
+            return None
+        return SafeJSONResponse({"detail": refusal.detail}, status_code=refusal.status_code,
+                                headers={**(refusal.headers or {}), "Connection": "close"})
+
+    settings = rt.settings
+    app.add_middleware(BodyLimit, max_body=settings.max_body, body_timeout=settings.http_body_timeout,
+                       gate=gate)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        # without the input: it may be what cannot be encoded (or huge)
+        errors = [{"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": e.get("type")}
+                  for e in exc.errors()]
+        return SafeJSONResponse({"detail": errors}, status_code=422)
 
     @app.exception_handler(RedisConnectionError)
     @app.exception_handler(RedisTimeoutError)
@@ -116,22 +175,34 @@ def create_app(rt: Runtime) -> FastAPI:
         return {"threads": await rt.store.list_threads(state, max(1, min(limit, 1000)))}
 
     @app.get("/v1/threads/{thread_id}", dependencies=auth, tags=["threads"])
-    async def get_thread(thread_id: str) -> dict[str, Any]:
+    async def get_thread(
+        thread_id: str,
+        after: str | None = Query(None, max_length=64, description="Events after this event id"),
+        limit: int = Query(PAGE, ge=1, le=MAX_PAGE),
+    ) -> dict[str, Any]:
+        """The thread's summary and a page of its events (`next_after`: the cursor of the next
+        page, null on the last); `total_events`: how many there are; `usage`: the latest model
+        calls' tokens, with the share read from the prompt cache (`cached_fraction`)."""
+        row = await rt.store.row(thread_id)
+        if row is None:
+            raise HTTPException(404, f"no thread {thread_id}")
         try:
-            thread = await rt.store.load(thread_id)
-        except ThreadNotFound:
-            raise HTTPException(404, f"no thread {thread_id}") from None
-        events = [e.model_dump(mode="json") for e in thread.events]
-        return {**thread.summary(), "events": events}
+            total, _first, events = await rt.store.page(thread_id, after, limit)
+        except LookupError:
+            raise HTTPException(404, f"no event {after} in thread {thread_id}") from None
+        more = bool(events) and _first + len(events) < total
+        return {**row, "total_events": total, "events": [e.model_dump(mode="json") for e in events],
+                "next_after": events[-1].id if more else None,
+                "usage": await rt.store.usage(thread_id, USAGE_SHOWN)}
 
     @app.post("/v1/threads/{thread_id}/messages", dependencies=auth, status_code=202, tags=["threads"])
     async def post_message(thread_id: str, body: NewMessage) -> dict[str, Any]:
         try:
-            thread = await rt.store.load(thread_id)
+            meta = await rt.store.meta(thread_id)  # not the log: a long thread costs a short one's
         except ThreadNotFound:
             raise HTTPException(404, f"no thread {thread_id}") from None
         await rt.intake.message(
-            thread_id, agent=thread.agent, origin=thread.meta.origin, text=body.text,
+            thread_id, agent=meta.agent, origin=meta.origin, text=body.text,
             source=Source(channel="api", user=body.user),
         )
         return {"id": thread_id, "accepted": True}
@@ -140,7 +211,7 @@ def create_app(rt: Runtime) -> FastAPI:
     async def list_approvals(state: Literal["pending"] = "pending") -> dict[str, Any]:
         out = []
         for approval_id in await rt.store.pending_approval_ids():
-            found = await rt.approvals.find(approval_id)
+            found = await rt.approvals.find(approval_id)  # reads that approval's events only
             if found is None or approval_id in found[0].decisions:
                 continue
             out.append(approval_resource(rt, *found))

@@ -169,8 +169,8 @@ class Approvals:
         thread_id = thread_of(approval_id)
         if thread_id is None:
             return None
-        try:
-            thread = await self.store.load(thread_id)
+        try:  # only that approval's events: deciding costs the same in a long thread
+            thread = await self.store.load_approval(thread_id, approval_id)
         except ThreadNotFound:
             return None
         request = thread.approvals.get(approval_id)

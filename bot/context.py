@@ -15,6 +15,7 @@ from typing import Any
 
 from bot.events import (
     AgentReply,
+    ContextCompacted,
     Error,
     Event,
     HumanQuestion,
@@ -50,15 +51,22 @@ def _text(text: str) -> Block:
 class ContextBuilder:
     """Folds events into messages; `messages` is valid whenever no model turn is open."""
 
-    def __init__(self, output_limit: int = 2000) -> None:
+    def __init__(self, output_limit: int = 2000, base: ContextCompacted | None = None) -> None:
+        """`base`: the latest compaction; the context then starts with its summary (a cache
+        breakpoint on it: it is the stable prefix until the next compaction) and folds the
+        events after `base.upto`."""
         self.output_limit = output_limit
+        self.base = base
         self.messages: list[Message] = []
+        if base is not None:
+            summary = {**_text(base.summary), "cache_control": {"type": "ephemeral"}}
+            self.messages.append({"role": "user", "content": [summary]})
         self._open: set[str] = set()  # tool_use ids still waiting for their result
         self._results: list[Block] = []
         self._deferred: list[Block] = []
         self._commands: dict[str, str] = {}  # call id -> tool, for exact commands
         self._asked = False
-        self.count = 0  # events folded in so far
+        self.count = base.upto if base is not None else 0  # events folded in (or summarized) so far
 
     def extend(self, events: list[Event]) -> list[Message]:
         """Fold in the events after the ones already seen; the messages so far."""
@@ -68,6 +76,8 @@ class ContextBuilder:
 
     def add(self, event: Event) -> None:
         self.count += 1
+        if isinstance(event, ContextCompacted):
+            return  # a summary takes effect in a builder based on it
         if isinstance(event, ToolCall):
             self._add_call(event)
         elif isinstance(event, ToolResult):

@@ -222,7 +222,7 @@ async def model_check(ctx: Context) -> list[Finding]:
     where = f" at {settings.anthropic_base_url}" if settings.anthropic_base_url else ""
     headers = {"x-api-key": settings.anthropic_api_key.get_secret_value(),
                "anthropic-version": ANTHROPIC_VERSION}
-    body = {"model": settings.model, "messages": [{"role": "user", "content": "ping"}]}
+    body = _sample_request(ctx)
     try:
         async with aiohttp.ClientSession() as session, session.post(
                 f"{base}/v1/messages/count_tokens", json=body, headers=headers) as response:
@@ -241,7 +241,26 @@ async def model_check(ctx: Context) -> list[Finding]:
     if status != 200 or not isinstance(answer, dict) or "input_tokens" not in answer:
         return [error(f"model: the API{where} answered {status} to a token count",
                       "check ANTHROPIC_BASE_URL and the provider's status page")]
-    return [ok(f"model: {settings.model}{where} answers (counted {answer['input_tokens']} tokens)")]
+    found = [ok(f"model: {settings.model}{where} answers (counted {answer['input_tokens']} tokens)")]
+    from bot.compaction import estimate_verdict
+
+    covered, verdict = estimate_verdict(body["system"], body["tools"], int(answer["input_tokens"]))
+    found.append(ok(verdict) if covered else
+                 warning(verdict, "lower CHATOPS_CONTEXT_TOKENS to stay within the model's limit"))
+    return found
+
+
+def _sample_request(ctx: Context) -> dict:
+    """A typical request of the default agent (its system prompt, its tools, a short tool turn):
+    counting it proves the key works and checks the context budget's token estimate."""
+    from bot.commands import help_text
+    from bot.compaction import SAMPLE_MESSAGES
+    from bot.prompts import render
+
+    agent = ctx.agents.get(ctx.settings.default_agent) or next(iter(ctx.agents.values()))
+    return {"model": ctx.settings.model, "messages": SAMPLE_MESSAGES,
+            "system": render(agent.prompt, agent=agent.name, commands=help_text(agent)),
+            "tools": [t.schema() for t in agent.model_tools]}
 
 
 async def api_check(ctx: Context) -> list[Finding]:

@@ -205,6 +205,16 @@ class ScheduleMissed(_Event):
     grace: float
 
 
+class ContextCompacted(_Event):
+    """The model's context from here on starts with `summary`, written by our code, in place of
+    the first `upto` events of the log (which stay in the log; `read_event` reads them)."""
+
+    type: Literal["context_compacted"] = "context_compacted"
+    upto: int
+    summary: str
+    tokens_before: int  # the estimated request that made it necessary
+
+
 Event = Annotated[
     Union[
         UserMessage,
@@ -224,6 +234,7 @@ Event = Annotated[
         Error,
         ScheduleFired,
         ScheduleMissed,
+        ContextCompacted,
     ],
     Field(discriminator="type"),
 ]

@@ -8,6 +8,7 @@ its source only after this returns; if Redis is down it raises and the channel r
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 import time
 from dataclasses import dataclass
@@ -17,6 +18,39 @@ from bot.store import Appended, Claim, Store
 from bot.thread import Origin, ThreadMeta
 
 DEDUPE_TTL = 3 * 3600.0  # longer than Slack's retry window (about 6 minutes) and mail retries
+MAX_TEXT = 40_000  # characters of one message kept; the rest is cut, with a note
+MAX_NAME = 200  # a user name or delivery id
+# what cannot be stored or encoded (lone surrogates) or shown (NUL and other C0 controls but tab,
+# newline and carriage return; DEL)
+_POISON = re.compile(r"[\ud800-\udfff\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def poison(text: str) -> str | None:
+    """What makes `text` unacceptable as it is (for the channels that refuse rather than clean)."""
+    match = _POISON.search(text)
+    if match is None:
+        return None
+    char = match.group()
+    if "\ud800" <= char <= "\udfff":
+        return "contains a lone UTF-16 surrogate (not valid Unicode)"
+    return f"contains the control character U+{ord(char):04X}"
+
+
+def clean(text: str, limit: int = MAX_TEXT) -> str:
+    """`text` made safe to store, encode and show: surrogates replaced by U+FFFD, control
+    characters dropped, cut to `limit` characters."""
+    text = _POISON.sub(lambda m: "\ufffd" if m.group() >= "\ud800" else "", text)
+    if len(text) > limit:
+        text = text[:limit] + f"\n[… {len(text) - limit} characters cut]"
+    return text
+
+
+def clean_source(source: Source) -> Source:
+    return Source(
+        channel=clean(source.channel, MAX_NAME),
+        user=clean(source.user, MAX_NAME) if source.user is not None else None,
+        external_id=clean(source.external_id, 4 * MAX_NAME) if source.external_id is not None else None,
+    )
 
 
 def new_thread_id() -> str:
@@ -81,7 +115,10 @@ class Intake:
         dedupe_ttl: float = DEDUPE_TTL,
     ) -> Appended:
         """Append what a human said: a `human_response` if the thread is waiting for one, else a
-        `user_message` (one round trip: the append script looks at the thread's state)."""
+        `user_message` (one round trip: the append script looks at the thread's state). Every
+        channel's text passes here, so this is where poison (surrogates, NUL, huge text) is
+        cleaned: nothing stored can fail to encode later."""
+        text, source = clean(text), clean_source(source)
         event = UserMessage(text=text, source=source)
         answer = HumanResponse(id=event.id, ts=event.ts, text=text, source=source)
         meta = ThreadMeta(id=thread_id, agent=agent, origin=origin, created=time.time())

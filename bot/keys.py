@@ -26,6 +26,18 @@ class Keys:
     def claim(self, thread_id: str, name: str) -> str:
         return f"{self.prefix}thread:{{{thread_id}}}:claim:{name}"
 
+    def approval_events(self, thread_id: str, approval_id: str) -> str:
+        """List: the log positions of the events about one approval (a read index, see store.py)."""
+        return f"{self.prefix}thread:{{{thread_id}}}:approval:{approval_id}"
+
+    def usage(self, thread_id: str) -> str:
+        """List: one JSON record per model call of the thread (tokens, cached share), newest last."""
+        return f"{self.prefix}thread:{{{thread_id}}}:usage"
+
+    def open_approvals(self, thread_id: str) -> str:
+        """Set: the thread's approvals requested and not decided yet (a read index)."""
+        return f"{self.prefix}thread:{{{thread_id}}}:approvals:open"
+
     # global indexes (derived from the logs; rebuilt by replaying them if ever lost)
     @property
     def threads(self) -> str:

@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 import uvicorn
 
 from bot.api import create_app
+from bot.http_limits import server_config
 from bot.policy import ConfigError
 from bot.runtime import Runtime
 from bot.worker import Worker
@@ -27,8 +28,7 @@ SERVICES: list[Service] = []
 
 async def serve_api(rt: Runtime, app: object) -> None:
     sock = listen(rt.settings.host, rt.settings.port)
-    config = uvicorn.Config(app, log_level="warning", lifespan="off")
-    server = uvicorn.Server(config)
+    server = uvicorn.Server(http_config(rt, app))
     host, port = sock.getsockname()[:2]
     log.info("HTTP API on http://%s:%d", host, port)  # the port bound, also when PORT=0
     await server.serve(sockets=[sock])
@@ -44,6 +44,13 @@ def listen(host: str, port: int) -> socket.socket:
         reason = os.strerror(exc.errno) if exc.errno else str(exc)
         raise ConfigError(f"PORT: cannot listen on {host}:{port}: {reason} "
                           "(another process uses it? set PORT or CHATOPS_HOST)") from None
+
+
+def http_config(rt: Runtime, app: object, **extra: object) -> uvicorn.Config:
+    """The HTTP server's settings, limits included (see bot/http_limits.py)."""
+    s = rt.settings
+    return server_config(app, host=s.host, port=s.port, max_connections=s.http_max_connections,  # type: ignore[arg-type]
+                         keep_alive=s.http_keep_alive, header_timeout=s.http_header_timeout, **extra)
 
 
 async def run_worker(rt: Runtime) -> None:

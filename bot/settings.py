@@ -87,6 +87,15 @@ class Settings(BaseSettings):
     slack_match_email: bool = Field(False, validation_alias=_env("SLACK_MATCH_EMAIL"))
     slack_email_ttl: float = Field(3600.0, gt=0, validation_alias=_env("SLACK_EMAIL_TTL"))
 
+    # ---- the front door and long threads (issue 12): request limits, context budget, cache size
+    max_body: int = Field(1024 * 1024, ge=1024, validation_alias=_env("CHATOPS_MAX_BODY"))
+    http_max_connections: int = Field(256, ge=1, validation_alias=_env("CHATOPS_HTTP_MAX_CONNECTIONS"))
+    http_header_timeout: float = Field(10.0, gt=0, validation_alias=_env("CHATOPS_HTTP_HEADER_TIMEOUT"))
+    http_body_timeout: float = Field(30.0, gt=0, validation_alias=_env("CHATOPS_HTTP_BODY_TIMEOUT"))
+    http_keep_alive: float = Field(5.0, gt=0, validation_alias=_env("CHATOPS_HTTP_KEEP_ALIVE"))
+    context_tokens: int = Field(60_000, ge=2000, validation_alias=_env("CHATOPS_CONTEXT_TOKENS"))
+    worker_cache_mb: float = Field(256.0, gt=0, validation_alias=_env("CHATOPS_WORKER_CACHE_MB"))
+
     # ---- schedules
     # a fire missed while no process ran still happens on start if it is at most this old (seconds)
     schedule_grace: float = Field(600.0, ge=0, validation_alias=_env("CHATOPS_SCHEDULE_GRACE"))

@@ -69,6 +69,8 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 """
 
+USAGE_KEPT = 1000  # model calls whose usage a thread keeps
+
 Outcome = Literal["appended", "duplicate", "fenced", "missing"]
 _OUTCOMES: dict[int, Outcome] = {-1: "fenced", -2: "duplicate", -3: "missing"}
 
@@ -164,7 +166,21 @@ class Store:
         appended = Appended(_OUTCOMES.get(code, "appended"), version)
         if not appended.ok:
             await self._unindex(thread_id, event, appended, state is not None)
+        elif approval_id := getattr(event, "approval_id", None):
+            await self._index_approval(thread_id, approval_id, event, version - 1 - len(followed_by))
         return appended
+
+    async def _index_approval(self, thread_id: str, approval_id: str, event: Event, position: int) -> None:
+        """Where the events about an approval are in the log, so that deciding reads them alone.
+        Written after the append (its position is known only then): a hint, checked on reading,
+        and a missing entry means a full read (see `load_approval`)."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.rpush(self.keys.approval_events(thread_id, approval_id), position)
+        if isinstance(event, ApprovalRequested):
+            pipe.sadd(self.keys.open_approvals(thread_id), approval_id)
+        elif isinstance(event, ApprovalDecided):
+            pipe.srem(self.keys.open_approvals(thread_id), approval_id)
+        await pipe.execute()
 
     def _index_state(self, pipe: Pipeline, thread_id: str, state: str, now: float) -> None:
         pipe.zadd(self.keys.threads_in(state), {thread_id: now})
@@ -214,8 +230,91 @@ class Store:
         if info is None:
             raise ThreadNotFound(thread_id)
         thread = cached or Thread(meta=ThreadMeta.model_validate_json(info))
-        thread.extend([parse_event(r) for r in raw])
+        for r in raw:
+            thread.apply(parse_event(r), len(r))
         return thread
+
+    async def load_approval(self, thread_id: str, approval_id: str) -> Thread:
+        """The thread with only the events about `approval_id` (its request, refusals, nudges and
+        decision): what deciding needs, in a few reads whatever the thread's length. Falls back to
+        the whole thread when the index does not know the request (threads older than it)."""
+        return await self.load_approvals(thread_id, [approval_id])
+
+    async def load_open_approvals(self, thread_id: str) -> Thread:
+        """The thread with only the events of its undecided approvals (as `load_approval`)."""
+        ids = sorted(_s(a) for a in await self.redis.smembers(self.keys.open_approvals(thread_id)))
+        return await self.load_approvals(thread_id, ids)
+
+    async def load_approvals(self, thread_id: str, approval_ids: list[str]) -> Thread:
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hget(self.keys.meta(thread_id), "info")
+        for approval_id in approval_ids:
+            pipe.lrange(self.keys.approval_events(thread_id, approval_id), 0, -1)
+        info, *lists = await pipe.execute()
+        if info is None:
+            raise ThreadNotFound(thread_id)
+        positions = sorted({int(p) for found in lists for p in found})
+        pipe = self.redis.pipeline(transaction=False)
+        for position in positions:
+            pipe.lindex(self.keys.log(thread_id), position)
+        wanted = set(approval_ids)
+        events = [e for e in (parse_event(r) for r in await pipe.execute() if r is not None)
+                  if getattr(e, "approval_id", None) in wanted]
+        requested = {e.approval_id for e in events if isinstance(e, ApprovalRequested)}
+        if requested != wanted:
+            return await self.load(thread_id)  # not (all) indexed: read it all
+        thread = Thread(meta=ThreadMeta.model_validate_json(info))
+        thread.extend(events)
+        return thread
+
+    async def find_event(self, thread_id: str, event_id: str) -> Event | None:
+        """One event by its id (a scan of the raw log, no parsing: for the rare `read_event`)."""
+        try:
+            position = await self._position_after(self.keys.log(thread_id), event_id)
+        except LookupError:
+            return None
+        raw = await self.redis.lindex(self.keys.log(thread_id), position - 1)
+        return parse_event(raw) if raw is not None else None
+
+    async def record_usage(self, thread_id: str, record: dict) -> None:
+        """Append a model call's usage to the thread's usage record (the latest USAGE_KEPT)."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.rpush(self.keys.usage(thread_id), json.dumps(record, separators=(",", ":")))
+        pipe.ltrim(self.keys.usage(thread_id), -USAGE_KEPT, -1)
+        await pipe.execute()
+
+    async def usage(self, thread_id: str, last: int = USAGE_KEPT) -> list[dict]:
+        return [json.loads(r) for r in await self.redis.lrange(self.keys.usage(thread_id), -last, -1)]
+
+    async def length(self, thread_id: str) -> int:
+        return int(await self.redis.llen(self.keys.log(thread_id)))
+
+    async def page(self, thread_id: str, after: str | None, limit: int) -> tuple[int, int, list[Event]]:
+        """(total, position of the first, events): up to `limit` events after the event whose id
+        is `after` (from the start if None). Finding `after` reads the log's raw bytes up to it
+        (no parsing); a client that pages on reads it once per page."""
+        log = self.keys.log(thread_id)
+        start = 0
+        if after is not None:
+            start = await self._position_after(log, after)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.llen(log)
+        pipe.lrange(log, start, start + limit - 1)
+        total, raw = await pipe.execute()
+        return int(total), start, [parse_event(r) for r in raw]
+
+    async def _position_after(self, log: str, event_id: str) -> int:
+        needle = f'"id":"{event_id}"'.encode()
+        chunk = 1000
+        start = 0
+        while True:
+            raw = await self.redis.lrange(log, start, start + chunk - 1)
+            for i, item in enumerate(raw):
+                if needle in item:
+                    return start + i + 1
+            if len(raw) < chunk:
+                raise LookupError(event_id)
+            start += chunk
 
     async def meta(self, thread_id: str) -> ThreadMeta:
         """The thread's metadata alone (its origin: where to tell its humans)."""
@@ -245,6 +344,11 @@ class Store:
             start += limit
         return rows[:limit]
 
+    async def row(self, thread_id: str) -> dict | None:
+        """A thread's summary from its meta (no log read), as in `list_threads`."""
+        rows = await self._rows([thread_id])
+        return rows[0] if rows else None
+
     async def _rows(self, ids: list) -> list[dict]:
         pipe = self.redis.pipeline(transaction=False)
         for tid in ids:
@@ -260,6 +364,7 @@ class Store:
                 "state": _s(state) if state else "working",
                 "origin": meta["origin"],
                 "updated": float(updated or meta["created"]),
+                "created": meta["created"],
             })
         return rows
 

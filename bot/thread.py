@@ -17,6 +17,7 @@ from bot.events import (
     ApprovalDecided,
     ApprovalRequested,
     ApprovalVote,
+    ContextCompacted,
     Error,
     Event,
     HumanQuestion,
@@ -67,6 +68,8 @@ class Thread:
     consecutive_errors: int = 0
     model_steps: int = 0  # model calls since the last human input
     last_error: str = ""
+    compacted: ContextCompacted | None = None  # the latest compaction of the model's context
+    size: int = 0  # bytes of its events as JSON, about (what a cache of threads is bounded by)
 
     @property
     def id(self) -> str:
@@ -84,8 +87,10 @@ class Thread:
         for event in events:
             self.apply(event)
 
-    def apply(self, event: Event) -> None:
+    def apply(self, event: Event, size: int | None = None) -> None:
+        """Fold in one event; `size`: its JSON's length if known (else estimated)."""
         self.events.append(event)
+        self.size += size if size is not None else approx_size(event)
         kind = event.type
         if kind in INPUT_TYPES:
             self._apply_input(event)
@@ -123,6 +128,8 @@ class Thread:
             self.needs_agent = False
         elif isinstance(event, Error):
             self.last_error = event.message[:300]
+        elif isinstance(event, ContextCompacted):
+            self.compacted = event
 
     def _apply_input(self, event: Event) -> None:
         # whatever a human says while a question is open answers it, whichever type it was
@@ -175,3 +182,14 @@ class Thread:
             "updated": self.events[-1].ts if self.events else self.meta.created,
             "events": self.version,
         }
+
+
+def approx_size(event: Event) -> int:
+    """About the length of an event's JSON, without serializing it."""
+    size = 120
+    for value in event.__dict__.values():
+        if isinstance(value, str):
+            size += len(value) + 10
+        elif isinstance(value, (dict, list)):
+            size += len(str(value))
+    return size

@@ -20,6 +20,7 @@ from typing import AsyncIterator, Awaitable
 
 from redis.exceptions import ResponseError
 
+from bot import compaction
 from bot import step as steps
 from bot.agent import Agent
 from bot.approvals import approver_addresses
@@ -28,6 +29,7 @@ from bot.context import ContextBuilder
 from bot.events import (
     VISIBLE_TYPES,
     AgentReply,
+    ContextCompacted,
     Error,
     Event,
     HumanQuestion,
@@ -54,7 +56,12 @@ MAX_STEPS_PER_WAKE = 200  # a guard against a reducer bug, far above the step bu
 # renderer forwards to the email channel itself)
 MAILS_ITSELF = frozenset({"email", "schedule"})
 MAX_DELIVERIES = 5  # a wake-up that failed this often with a bug is given up, visibly
-CACHE_SIZE = 10_000
+# The thread cache is bounded by bytes (CHATOPS_WORKER_CACHE_MB), estimated from each thread's JSON
+# size and event count: measured (tracemalloc), a parsed event costs about 1,550 bytes beyond its
+# text, its text about its length, and the model context up to 0.6 times the JSON more.
+BYTES_FACTOR = 2
+PER_EVENT = 2000
+CACHE_OVERHEAD = 4096  # per cached thread: its meta, lock, index entries
 
 
 class LeaseLost(Exception):
@@ -72,6 +79,9 @@ class Worker:
         self.rt = rt
         self.name = name or f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
         self.cache: OrderedDict[str, Thread] = OrderedDict()
+        self.cache_limit = int(rt.settings.worker_cache_mb * 1024 * 1024)
+        self.cache_bytes = 0  # estimated memory of the cached threads and their contexts
+        self.cached_sizes: dict[str, int] = {}
         self.fresh: set[str] = set()  # cached threads known to match the log (no reload needed)
         # each cached thread's context, grown event by event: a model step costs O(new events)
         self.contexts: dict[str, ContextBuilder] = {}
@@ -325,17 +335,58 @@ class Worker:
         self.fresh.add(thread_id)
         self.cache[thread_id] = thread
         self.cache.move_to_end(thread_id)
-        if len(self.cache) > CACHE_SIZE:
+        self._account(thread)
+        return thread
+
+    def _account(self, thread: Thread) -> None:
+        """Count a cached thread's (new) size; evict the least recently used threads beyond the
+        cache's bytes (an evicted thread is read from Redis again when it is next woken)."""
+        size = thread.size * BYTES_FACTOR + thread.version * PER_EVENT + CACHE_OVERHEAD
+        self.cache_bytes += size - self.cached_sizes.get(thread.id, 0)
+        self.cached_sizes[thread.id] = size
+        while self.cache_bytes > self.cache_limit and len(self.cache) > 1:
             evicted, _ = self.cache.popitem(last=False)
+            self.cache_bytes -= self.cached_sizes.pop(evicted, 0)
             self.contexts.pop(evicted, None)
             self.fresh.discard(evicted)
-        return thread
 
     def _context(self, thread: Thread) -> list:
         builder = self.contexts.get(thread.id)
-        if builder is None or builder.count > thread.version:
-            builder = self.contexts[thread.id] = ContextBuilder(self.rt.settings.tool_output_limit)
+        if builder is None or builder.count > thread.version or builder.base is not thread.compacted:
+            builder = self.contexts[thread.id] = ContextBuilder(self.rt.settings.tool_output_limit,
+                                                                thread.compacted)
         return builder.extend(thread.events)
+
+    async def _bounded_context(self, thread: Thread, system: str, tools: list, fence: int) -> tuple[list, int]:
+        """The messages of the next model call within the token budget (CHATOPS_CONTEXT_TOKENS),
+        compacting older events into a summary when needed (bot/compaction.py); and the
+        estimated tokens of the request."""
+        budget = self.rt.settings.context_tokens
+        schemas = [t.schema() for t in tools]
+        messages = self._context(thread)
+        tokens = compaction.request_tokens(system, schemas, messages)
+        if tokens <= budget:
+            return messages, tokens
+        fixed = compaction.request_tokens(system, schemas, [])
+        keep = max(int(budget * (compaction.TARGET - compaction.SUMMARY_SHARE)) - fixed, budget // 20)
+        for _ in range(3):  # the estimate of a tail is rough: cut deeper if it was not enough
+            start = thread.compacted.upto if thread.compacted else 0
+            upto = compaction.cut(thread.events, start, keep, self.rt.settings.tool_output_limit)
+            if upto is None:
+                break
+            event = ContextCompacted(upto=upto, summary=compaction.summarize(thread.events, upto, budget),
+                                     tokens_before=tokens)
+            await self._append(thread, event, fence)
+            if thread.compacted is not event:
+                break  # another append came first: the next call compacts from the reloaded log
+            log.info("thread %s: context compacted (%d tokens, budget %d): events before %d summarized",
+                     thread.id, tokens, budget, upto)
+            messages = self._context(thread)
+            tokens = compaction.request_tokens(system, schemas, messages)
+            if tokens <= budget:
+                break
+            keep //= 2
+        return messages, tokens
 
     async def _steps(self, thread_id: str, fence: int) -> None:
         for n in range(MAX_STEPS_PER_WAKE):
@@ -393,6 +444,8 @@ class Worker:
         if appended.ok and appended.version == thread.version + len(events):
             thread.extend(events)
             self.fresh.add(thread.id)
+            if self.cache.get(thread.id) is thread:
+                self._account(thread)
         else:
             self.fresh.discard(thread.id)
 
@@ -481,7 +534,7 @@ class Worker:
         assert self.rt.model is not None
         agent = self.rt.agents[thread.agent]
         system = render(agent.prompt, agent=agent.name, commands=help_text(agent))
-        messages = self._context(thread)
+        messages, estimated = await self._bounded_context(thread, system, agent.model_tools, fence)
         try:
             turn = await self._slow_model_noticed(
                 thread, fence, self.rt.model.next_turn(system, agent.model_tools, messages))
@@ -490,6 +543,7 @@ class Worker:
             error = Error(kind="model_unavailable", message=str(exc))
             await self._append_all(thread, [error, AgentReply(text=_unavailable(exc, thread, agent))], fence)
             return
+        await self._record_usage(thread, turn.usage, estimated)
         if turn.tool_uses:
             calls = [
                 ToolCall(call_id=use.id, tool=use.name, args=use.input, turn=turn.id,
@@ -523,6 +577,18 @@ class Worker:
         finally:
             self.model_waits.discard(me)
             task.cancel()
+
+    async def _record_usage(self, thread: Thread, usage: dict[str, int], estimated: int) -> None:
+        """The call's tokens in the thread's usage record, with the share of input tokens read
+        from the prompt cache."""
+        read = usage.get("cache_read_input_tokens", 0)
+        total = usage.get("input_tokens", 0) + read + usage.get("cache_creation_input_tokens", 0)
+        record = {**usage, "ts": time.time(), "estimated_input_tokens": estimated,
+                  "cached_fraction": round(read / total, 4) if total else 0.0}
+        try:  # a record, not the work: losing one must not cost the model's answer
+            await self.rt.store.record_usage(thread.id, record)
+        except REDIS_DOWN as exc:
+            log.warning("could not record the usage of a model call in thread %s: %s", thread.id, exc)
 
     # ---- showing it ----------------------------------------------------------------------------
 

@@ -182,7 +182,7 @@ class Inbound:
             return await self._refuse(mail, approval_id, _undecided(mail, wanted))
         fresh = await self._use_token(token, mail, request.expires_at)
         if fresh is None:
-            earlier = (await self.rt.store.load(thread.id)).decisions.get(approval_id)
+            earlier = (await self.rt.store.load_approval(thread.id, approval_id)).decisions.get(approval_id)
             # not describe(): its reason is someone's free text, and this goes into an SMTP reply
             done = f" ({earlier.decision} by {earlier.by} via {earlier.via})" if earlier else ""
             return await self._refuse(mail, approval_id, f"this approval mail was already answered{done}; "

@@ -16,7 +16,7 @@ from collections.abc import Awaitable
 
 import aiohttp
 from fastapi import FastAPI, Request
-from fastapi.responses import Response
+from fastapi.responses import JSONResponse, Response
 from slack_bolt.adapter.fastapi.async_handler import AsyncSlackRequestHandler
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.async_app import AsyncApp
@@ -25,6 +25,7 @@ from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncConnectionErrorRetryHandler,
     AsyncRateLimitErrorRetryHandler,
 )
+from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.channel import RENDERERS
@@ -32,6 +33,7 @@ from bot.policy import ConfigError
 from bot.runtime import Runtime
 from bot.serve import SERVICES
 from bot.settings import Settings
+from channels import slack_guard as guard
 from channels.slack_actions import Actions
 from channels.slack_doctor import PATH, configured
 from channels.slack_inbound import Inbound
@@ -77,8 +79,15 @@ def build_app(rt: Runtime) -> AsyncApp:
 def mount(rt: Runtime, api: FastAPI, app: AsyncApp) -> None:
     """Serve the Events API and interactivity on the bot's HTTP server."""
     handler = AsyncSlackRequestHandler(app)
+    secret = rt.settings.slack_signing_secret
+    verifier = SignatureVerifier(secret.get_secret_value() if secret else "")
 
     async def slack_events(request: Request) -> Response:
+        body = await request.body()  # bounded by the server's body limit
+        if (refused := guard.refusal(verifier, request.headers, body)) is not None:
+            status, why = refused
+            log.warning("refused a request to %s: %s", PATH, why)
+            return JSONResponse({"error": why}, status_code=status)
         return await handler.handle(request)
 
     api.add_api_route(PATH, slack_events, methods=["POST"], include_in_schema=False)

@@ -114,7 +114,8 @@ class Actions:
 
     def _tell(self, channel: str | None, user: str, thread_ts: str | None, text: str) -> None:
         if channel:
-            later(self.client.chat_postEphemeral(channel=channel, user=user, thread_ts=thread_ts, text=text))
+            later(self.client.chat_postEphemeral(channel=channel, user=user, thread_ts=thread_ts,
+                                                 text=blocks.escape(text)))  # may quote a person
 
 
 def _where(body: dict) -> tuple[str, str | None, str | None]:

@@ -41,7 +41,24 @@ def escape(text: str) -> str:
 
 
 def mrkdwn(markdown: str) -> str:
-    return slackify_markdown(markdown).strip() or " "
+    """A model's (or a person's) Markdown as mrkdwn that can mention no one and hide no link:
+    what Slack would read as markup (`<!channel>`, `<@U…>`, `<url|label>`) is escaped, and the
+    links Markdown made are shown as plain URLs."""
+    return _MARKUP.sub(_defuse, slackify_markdown(markdown)).strip() or " "
+
+
+_MARKUP = re.compile(r"<([^<>]*)>|[<>]")
+
+
+def _defuse(match: re.Match[str]) -> str:
+    inner = match.group(1)
+    if inner is None:  # a lone < or >
+        return escape(match.group())
+    url, _, label = inner.partition("|")
+    if re.match(r"(https?|mailto):", url) and "<" not in label:
+        shown = escape(url)  # already URL-encoded by the converter; Slack links a bare URL itself
+        return shown if not label or label in (url, url.removeprefix("mailto:")) else f"{escape(label)} ({shown})"
+    return f"&lt;{inner}&gt;"
 
 
 def who(user: str | None) -> str:

@@ -30,6 +30,7 @@ from bot.routing import route
 from bot.runtime import Runtime
 from bot.store import ThreadNotFound
 from bot.thread import Origin, ThreadMeta
+from channels.slack_blocks import escape
 from channels.slack_people import UNVERIFIED, ProfileUnavailable, profile_emails
 from channels.slack_render import address_key, posted_key, show_working
 
@@ -119,10 +120,16 @@ class Inbound:
         await self.handle(body, event, context, mentioned=event.get("channel_type") == "im")
 
     async def handle(self, body: dict, event: dict, context: dict, *, mentioned: bool) -> None:
-        if not self._is_saying(event):
+        if not isinstance(event.get("subtype") or "", str) or not self._is_saying(event):
             return
         team = body.get("team_id") or event.get("team") or context.get("team_id") or ""
-        channel, ts, user = event["channel"], event["ts"], event.get("user") or event.get("bot_id")
+        channel, ts, user = event.get("channel"), event.get("ts"), event.get("user") or event.get("bot_id")
+        if not all(isinstance(v, str) for v in (channel, ts, team, user)) or \
+                not all(isinstance(event.get(f) or "", str) for f in ("text", "thread_ts")):
+            # acknowledged (a retry would be the same) and dropped
+            log.warning("dropped a Slack %s event without a channel, ts, user or text: %s",
+                        event.get("type"), body.get("event_id"))
+            return
         thread_ts = event.get("thread_ts") or ts
         thread_id = thread_id_for("slack", address_key(team, channel, thread_ts))
         text = strip_mention(event.get("text") or "", context.get("bot_user_id"))
@@ -197,7 +204,8 @@ class Inbound:
         if decision is None:
             return False
         try:
-            pending = (await self.rt.store.load(thread_id)).pending_approvals()
+            # the open approvals' events only: an ack costs the same in a long thread
+            pending = (await self.rt.store.load_open_approvals(thread_id)).pending_approvals()
         except ThreadNotFound:
             return False
         if not pending:
@@ -225,7 +233,8 @@ class Inbound:
             raise
         await self.rt.redis.set(claim, "decided", ex=int(DEDUPE_TTL))
         if said:
-            later(self.client.chat_postEphemeral(channel=channel, user=user, thread_ts=thread_ts, text=said))
+            later(self.client.chat_postEphemeral(channel=channel, user=user, thread_ts=thread_ts,
+                                                 text=escape(said)))  # may quote a person's reason
         return True
 
     async def _claim(self, key: str) -> bool:

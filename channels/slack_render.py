@@ -150,7 +150,7 @@ class SlackRenderer:
         key = self.rt.settings.signing_key
         approve = sign(key, "approve", request.approval_id) if key else None
         reject = sign(key, "reject", request.approval_id) if key else None
-        text = f"Approval needed to run {request.tool}"
+        text = f"Approval needed to run {blocks.escape(request.tool)}"
         ts = await self.post(place, text, blocks.approval_blocks(request, approve, reject))
         ref = self.rt.store.keys.slack_approval(request.approval_id)
         ttl = max(request.expires_at - time.time(), 0) + KEEP_MESSAGE_REF

@@ -43,6 +43,8 @@ class MessagesAPI:
         self.requests: list[dict[str, Any]] = []
         self.latency = latency
         self.received = 0  # requests that arrived, counted before the latency is waited out
+        self.bytes_per_token = 4  # what count_tokens answers with
+        self.usage: dict[str, int] | None = None  # the usage answers report (default: no cache use)
         self.responder: Callable[[dict[str, Any]], Reply] | None = None
         self.api_key: str | None = None  # set: requests with another key (x-api-key or Bearer) get a 401
         self.counted: list[dict[str, Any]] = []  # bodies of count_tokens requests
@@ -92,10 +94,11 @@ class MessagesAPI:
             self.script.extend(replies)
 
     def _count(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-        """POST /v1/messages/count_tokens: a rough count (4 characters a token), as the API shapes it."""
+        """POST /v1/messages/count_tokens: a stand-in count (`bytes_per_token` bytes of the whole
+        request a token), as the API shapes it."""
         with self._lock:
             self.counted.append(body)
-        return 200, {"input_tokens": max(1, len(json.dumps(body.get("messages", []))) // 4)}
+        return 200, {"input_tokens": max(1, len(json.dumps(body)) // self.bytes_per_token)}
 
     def _answer(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         with self._lock:
@@ -120,6 +123,6 @@ class MessagesAPI:
             "content": reply["content"],
             "stop_reason": reply["stop_reason"],
             "stop_sequence": None,
-            "usage": {"input_tokens": 10, "output_tokens": 5,
-                      "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0},
+            "usage": self.usage or {"input_tokens": 10, "output_tokens": 5,
+                                    "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0},
         }
