@@ -171,4 +171,4 @@ async def test_doctor_checks_the_token_estimate_against_the_api_count(model_sett
 
     assert "ok: context budget: the estimate" in await doctor()  # the stand-in counts 4 bytes a token
     messages_api.bytes_per_token = 2  # an API that counts more tokens than we estimate
-    assert "warn: context budget: the estimate" in await doctor()
+    assert "warning: context budget: the estimate" in await doctor()
