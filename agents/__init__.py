@@ -1,8 +1,9 @@
-"""The shipped agents. To add one: write a module with `build(policy) -> Agent`, list it here."""
+"""The shipped agents. To add one: write a module with `build(policy) -> Agent`, list it here, or
+declare it in the policy file (`[agents.X]` with a `prompt_file`, see agents/declared.py)."""
 
 from __future__ import annotations
 
-from agents import deploy, digest
+from agents import declared, deploy, digest
 from bot.agent import Agent
 from bot.policy import Policy
 
@@ -11,4 +12,7 @@ MODULES = [deploy, digest]
 
 def load_agents(policy: Policy) -> dict[str, Agent]:
     agents = [module.build(policy) for module in MODULES]
+    conns = declared.connections(policy)
+    agents += [declared.build(name, section, policy, conns) for name, section in policy.agents.items()
+               if section.prompt_file is not None]
     return {agent.name: agent for agent in agents}

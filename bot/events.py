@@ -86,6 +86,7 @@ class ApprovalRequested(_Event):
     remind_at: float | None = None  # when the approvers get a reminder (tool policy remind_before)
     escalate_at: float | None = None  # when `escalate_to` may decide too (tool policy escalate_after)
     escalate_to: list[str] = []
+    about: str = ""  # MCP tools: the server, tool, description and annotations (the server's claims)
 
 
 Decision = Literal["approved", "rejected", "expired"]

@@ -11,7 +11,8 @@ PROMPTS = Path(__file__).resolve().parent.parent / "prompts"
 
 @lru_cache(maxsize=64)
 def _load(name: str) -> Template:
-    path = PROMPTS / f"{name}.md"
+    # a declared agent's prompt is a file path (relative to the policy file, resolved)
+    path = Path(name) if Path(name).is_absolute() else PROMPTS / f"{name}.md"
     if not path.is_file():
         raise FileNotFoundError(f"prompt file not found: {path}")
     return Template(path.read_text())

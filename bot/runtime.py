@@ -77,6 +77,8 @@ class Runtime:
         return rt
 
     async def close(self) -> None:
+        for agent in self.agents.values():  # stops the MCP servers this process started
+            await agent.close()
         for renderer in self.renderers.values():
             await renderer.close()
         if self.model is not None:

@@ -44,6 +44,7 @@ class Tool:
     # whether a call needs a human's approval; may look at the validated arguments
     needs_approval: Callable[[Any], bool] = never
     command: tuple[str, ...] = ()  # runbook tools: the argv template, for `chatops doctor`
+    about: str = ""  # MCP tools: server, tool, description and annotations, shown to approvers
 
     @property
     def gated(self) -> bool:
