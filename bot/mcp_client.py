@@ -21,6 +21,8 @@ from mcp import ClientSession, StdioServerParameters, stdio_client
 from mcp.client.stdio import get_default_environment
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
+from mcp.shared.exceptions import MCPError
+from mcp_types import CONNECTION_CLOSED, REQUEST_TIMEOUT
 
 from bot.policy import McpServer, expand_env
 
@@ -33,6 +35,10 @@ PING_AFTER_IDLE = 10.0  # an HTTP session idle this long is checked (it may have
 
 class McpDown(Exception):
     """The server cannot be reached now; the message says why and until when we wait."""
+
+
+class McpRefused(Exception):
+    """The server answered the call with a protocol error (it did not run the tool, or says so)."""
 
 
 class McpCallFailed(Exception):
@@ -114,7 +120,7 @@ class McpConnection:
     async def _own(self, ready: asyncio.Future, stop: asyncio.Event) -> None:
         try:
             async with AsyncExitStack() as stack:
-                read, write = await stack.enter_async_context(self._transport(stack))
+                read, write = await stack.enter_async_context(self._transport())
                 session = await stack.enter_async_context(_Session(
                     read, write, message_handler=self._on_message,
                     sampling_callback=self._refuse_sampling, elicitation_callback=self._refuse_elicitation,
@@ -132,7 +138,7 @@ class McpConnection:
             if self._stop is stop:
                 self.session = None
 
-    def _transport(self, stack: AsyncExitStack):
+    def _transport(self):
         if self.config.command is not None:
             return stdio_client(StdioServerParameters(
                 command=self.config.command[0], args=self.config.command[1:], env=self.server_env(),
@@ -225,6 +231,11 @@ class McpConnection:
                 result = await session.call_tool(tool, arguments)
         except TimeoutError:
             raise McpCallFailed(f"no answer within {timeout:g}s") from None
+        except MCPError as exc:
+            if exc.code not in (CONNECTION_CLOSED, REQUEST_TIMEOUT):  # the server answered: an error
+                raise McpRefused(f"the server answered with an error: {exc.message[:300]}") from None
+            await self.reset(_describe(exc))
+            raise McpCallFailed(f"the call failed: {_describe(exc)}") from None
         except Exception as exc:
             await self.reset(_describe(exc))
             raise McpCallFailed(f"the call failed: {_describe(exc)}") from None

@@ -17,8 +17,10 @@ def result_text(result: types.CallToolResult) -> str:
         parts.append(_block(block))
     if result.structured_content is not None:
         structured = json.dumps(result.structured_content, ensure_ascii=False, default=str)
-        if structured not in parts:  # servers often send the same JSON as text too
-            parts.append(structured)
+        wrapped = result.structured_content.get("result") if isinstance(result.structured_content, dict) \
+            and len(result.structured_content) == 1 else None
+        if structured not in parts and not (isinstance(wrapped, str) and wrapped in parts):
+            parts.append(structured)  # servers often send the same content as text too
     text = "\n".join(p for p in parts if p) or "(no output)"
     return text if len(text) <= MAX_TEXT else text[:MAX_TEXT] + "\n[… output cut]"
 

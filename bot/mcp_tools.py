@@ -18,7 +18,7 @@ import mcp.types as types
 from pydantic import BaseModel, ConfigDict, model_validator
 from pydantic_core import PydanticCustomError
 
-from bot.mcp_client import McpCallFailed, McpConnection, McpDown
+from bot.mcp_client import McpCallFailed, McpConnection, McpDown, McpRefused
 from bot.mcp_names import model_name
 from bot.mcp_results import result_text
 from bot.policy import McpServer, Policy
@@ -104,6 +104,8 @@ def mcp_tool(conn: McpConnection, tool: types.Tool, policy: Policy) -> Tool:
             result = await conn.call(tool.name, values.model_dump(), timeout)
         except McpDown as exc:
             raise ToolError(f"{exc}; {name} was not run") from None
+        except McpRefused as exc:
+            raise ToolError(f"{name}: {exc}") from None
         except McpCallFailed as exc:
             raise ToolError(f"{name}: {exc}. Whether it took effect is unknown; it was not retried.") from None
         text = result_text(result)

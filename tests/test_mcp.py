@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import settled
+from tests.conftest import ROOT, settled, wait_for
 from tests.helpers import say
 from tests.messages_api import text, tool_use
 
@@ -67,3 +67,100 @@ async def test_safe_tool_runs_at_once(model_settings, start_bot, messages_api, t
     assert tools["git__git_status"]["input_schema"]["required"] == ["repo_path"]
     last = messages_api.requests[1]["messages"][-1]["content"][0]
     assert last["type"] == "tool_result" and "working tree clean" in last["content"]
+
+
+# ---- our failure server over streamable HTTP -----------------------------------------------
+
+class FailureServer:
+    """tests/mcp_http_server.py in a subprocess; `calls` is every tool call it received."""
+
+    def __init__(self, state: Path) -> None:
+        self.state = state
+        self.proc: subprocess.Popen | None = None
+        self.port: int | None = None
+
+    async def start(self) -> FailureServer:
+        (self.state / "port").unlink(missing_ok=True)
+        args = [sys.executable, "-m", "tests.mcp_http_server", str(self.state)]
+        if self.port is not None:
+            args.append(str(self.port))
+        self.proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        port_file = self.state / "port"
+
+        async def listening():
+            return port_file.exists()
+
+        await wait_for(listening, 30, "the MCP test server to listen")
+        self.port = int(port_file.read_text())
+        return self
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/mcp"
+
+    def calls(self) -> list[str]:
+        path = self.state / "calls"
+        return path.read_text().splitlines() if path.exists() else []
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@pytest.fixture
+async def failures(tmp_path: Path):
+    state = tmp_path / "mcp-state"
+    state.mkdir()
+    server = await FailureServer(state).start()
+    yield server
+    server.stop()
+
+
+def failure_policy(tmp_path: Path, server: FailureServer, repo: Path | None = None, extra: str = "") -> Path:
+    (tmp_path / "prompts").mkdir(exist_ok=True)
+    (tmp_path / "prompts" / "ops.md").write_text("You operate with your tools.\n")
+    git = f'\n[mcp.git]\ncommand = ["{BIN / "mcp-server-git"}", "--repository", "{repo}"]\nsafe = ["git_status"]\n' \
+        if repo else ""
+    path = tmp_path / "chatops.toml"
+    path.write_text(f"""
+approvers = ["alice"]
+[mcp.failures]
+url = "{server.url}"
+safe = ["echo", "slow", "crash", "fail", "huge", "drop_count", "ask"]
+timeout = 30
+{git}
+[agents.ops]
+prompt_file = "prompts/ops.md"
+tools = ["mcp:failures"{', "mcp:git"' if repo else ''}]
+{extra}
+""")
+    return path
+
+
+async def test_annotations_never_remove_a_gate_and_invalid_arguments_never_reach_the_server(
+        model_settings, start_bot, messages_api, tmp_path, failures):
+    rt = await start_bot(model_settings(policy_file=failure_policy(tmp_path, failures)))
+    messages_api.add(
+        tool_use("failures__count", {"note": "x", "times": "many"}),  # times is an integer
+        tool_use("failures__count", {"times": 2, "x": "\x00"}),  # no note
+        tool_use("failures__count", {"note": "héllo", "times": 2}),
+        text("counted"),
+    )
+    thread_id = await say(rt, "count", agent="ops")
+    thread = await settled(rt, thread_id, timeout=60)
+    first, second = [r for r in thread.results.values()]
+    assert first.status == "error" and "times: 'many' is not of type 'integer'" in first.output
+    assert second.status == "error" and "'note' is a required property" in second.output
+    assert thread.state == "awaiting_approval"  # readOnlyHint=True from the server: still gated
+    [request] = thread.pending_approvals()
+    assert request.tool == "failures__count" and request.args == {"note": "héllo", "times": 2}
+    assert "MCP server failures, tool count" in request.about
+    assert "read_only_hint=True" in request.about and "not trusted" in request.about
+    assert "Count a call" in request.about
+    assert failures.calls() == []  # nothing reached the server before the approval
+    assert (await rt.approvals.decide(request.approval_id, True, "alice", "api")).status == "decided"
+    thread = await settled(rt, thread_id, timeout=60)
+    assert thread.state == "idle" and thread.events[-1].text == "counted"
+    assert failures.calls()[-1] == "count héllo 2"
+    assert failures.calls().count("count héllo 2") == 1
