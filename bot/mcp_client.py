@@ -97,7 +97,10 @@ class McpConnection:
     def _failed(self, exc: BaseException | str) -> None:
         self.failures += 1
         self.error = exc if isinstance(exc, str) else _describe(exc)
-        self.retry_at = time.monotonic() + min(MAX_BACKOFF, 2.0 ** (self.failures - 1))
+        # the first restart at once (a session that broke once is replaced on the next call),
+        # then 1s, 2s, 4s ... while it keeps failing
+        backoff = 0.0 if self.failures == 1 else min(MAX_BACKOFF, 2.0 ** (self.failures - 2))
+        self.retry_at = time.monotonic() + backoff
         log.warning("MCP server %s: %s (retry in %.0fs)", self.name, self.error,
                     self.retry_at - time.monotonic())
 

@@ -164,3 +164,75 @@ async def test_annotations_never_remove_a_gate_and_invalid_arguments_never_reach
     assert thread.state == "idle" and thread.events[-1].text == "counted"
     assert failures.calls()[-1] == "count héllo 2"
     assert failures.calls().count("count héllo 2") == 1
+
+
+async def test_server_failures_become_compact_errors_and_the_rest_of_the_agent_works(
+        model_settings, start_bot, messages_api, tmp_path, failures, repo):
+    policy = failure_policy(tmp_path, failures, repo, extra='[tools."failures.slow"]\ntimeout = 2\n')
+    settings = model_settings(policy_file=policy, tool_output_limit=2000, error_budget=20)
+    rt = await start_bot(settings)
+    messages_api.add(
+        tool_use("failures__fail", {}),
+        tool_use("failures__huge", {"n": 500_000}),
+        tool_use("failures__huge", {"n": 3_000_000}),  # past the SDK's 1 MiB limit of an event
+        tool_use("failures__slow", {"seconds": 60}),
+        tool_use("failures__crash", {}),
+        tool_use("failures__echo", {"text": "still there?"}),  # the server is down now
+        tool_use("git__git_status", {"repo_path": str(repo)}),  # another server: works
+        text("done"),
+    )
+    thread = await settled(rt, await say(rt, "break things", agent="ops"), timeout=90)
+    failed, huge, too_big, slow, crash, echo, status = thread.results.values()
+    assert failed.status == "error" and "failures__fail failed" in failed.output
+    assert huge.status == "ok" and len(huge.output) == 500_000
+    assert too_big.status == "error" and "exceeded" in too_big.output
+    assert slow.status == "error" and "no answer within 2s" in slow.output and "unknown" in slow.output
+    assert crash.status == "error" and "Whether it took effect is unknown" in crash.output
+    assert echo.status == "error" and "MCP server failures is down" in echo.output and "not run" in echo.output
+    assert status.status == "ok" and "working tree clean" in status.output
+    assert thread.events[-1].text == "done"
+    # the model got the huge output truncated, as any tool output
+    results = [b for m in messages_api.requests[2]["messages"] for b in m["content"]
+               if isinstance(b, dict) and b.get("type") == "tool_result"]
+    assert len(results[1]["content"]) < 3000
+    assert [c.split()[0] for c in failures.calls()] == ["fail", "huge", "huge", "slow", "crash"]  # each once
+
+    # the server comes back (on its port): the next call starts a new session after the back-off
+    failures.stop()
+    await failures.start()
+    messages_api.add(tool_use("failures__echo", {"text": "back"}), text("ok"))
+
+    async def echoed():
+        thread_id = await say(rt, "again", agent="ops")
+        thread = await settled(rt, thread_id, timeout=60)
+        [result] = thread.results.values()
+        if result.status != "ok":
+            messages_api.add(tool_use("failures__echo", {"text": "back"}), text("ok"))
+        return result.status == "ok" and result.output == "back"
+
+    await wait_for(echoed, 60, "the server to be used again")
+
+
+async def test_a_tool_that_disappears_fails_its_pending_call(model_settings, start_bot, messages_api,
+                                                            tmp_path, failures):
+    rt = await start_bot(model_settings(policy_file=failure_policy(tmp_path, failures)))
+    messages_api.add(tool_use("failures__count", {"note": "later"}))
+    thread_id = await say(rt, "count", agent="ops")
+    thread = await settled(rt, thread_id, timeout=60)
+    [request] = thread.pending_approvals()
+
+    messages_api.add(tool_use("failures__drop_count", {}), text("dropped"))
+    other = await settled(rt, await say(rt, "drop it", agent="ops"), timeout=60)
+    assert other.events[-1].text == "dropped"
+
+    async def gone():
+        return "failures__count" not in {t.name for t in rt.agents["ops"].all_tools}
+
+    await wait_for(gone, 30, "the tool list change to arrive")
+    messages_api.add(text("it is gone"))
+    assert (await rt.approvals.decide(request.approval_id, True, "alice", "api")).status == "decided"
+    thread = await settled(rt, thread_id, timeout=60)
+    result = thread.results[request.call_id]
+    assert result.status == "error" and "does not offer failures__count" in result.output
+    assert "count later 1" not in failures.calls()
+    assert "failures__count" not in {t["name"] for t in messages_api.requests[-1]["tools"]}
