@@ -113,6 +113,8 @@ def _request_blocks(request: ApprovalRequested) -> list[Block]:
     ]
     for start in range(0, len(fields), FIELDS_PER_SECTION):
         blocks.append({"type": "section", "fields": fields[start:start + FIELDS_PER_SECTION]})
+    if request.about:  # an MCP tool: its server, description and annotations (the server's claims)
+        blocks.append(context(escape(request.about)[:SECTION_LIMIT]))
     approvers = ", ".join(who(a) for a in request.approvers) or "anyone"
     rule = " · someone other than the requester" if request.two_person else ""
     blocks.append(context(

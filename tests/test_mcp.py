@@ -4,13 +4,14 @@ the real anthropic client against the local Messages API."""
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, settled, wait_for
+from tests.conftest import ROOT, settled, spawn_bot, wait_for
 from tests.helpers import say
 from tests.messages_api import text, tool_use
 
@@ -236,3 +237,34 @@ async def test_a_tool_that_disappears_fails_its_pending_call(model_settings, sta
     assert result.status == "error" and "does not offer failures__count" in result.output
     assert "count later 1" not in failures.calls()
     assert "failures__count" not in {t["name"] for t in messages_api.requests[-1]["tools"]}
+
+
+async def test_a_worker_killed_mid_call_gives_an_unknown_outcome_and_no_second_call(
+        model_settings, runtime, messages_api, tmp_path, failures):
+    policy = failure_policy(tmp_path, failures)
+    settings = model_settings(policy_file=policy, lease_ttl=1.0, claim_idle=1.0)
+    rt = await runtime(settings)
+    messages_api.add(tool_use("failures__slow", {"seconds": 4}))
+    worker = spawn_bot(settings, "worker")
+    try:
+        thread_id = await say(rt, "take your time", agent="ops")
+
+        async def called():
+            return failures.calls() == ["slow 4.0"]
+
+        await wait_for(called, 60, "the slow call to reach the server")
+        thread = await rt.store.load(thread_id)
+        assert [e.type for e in thread.events][-1] == "tool_started"
+        worker.send_signal(signal.SIGKILL)
+        worker.wait()
+
+        worker = spawn_bot(settings, "worker")
+        thread = await settled(rt, thread_id, timeout=60)
+        assert thread.state == "awaiting_human"
+        [result] = thread.results.values()
+        assert result.status == "unknown" and "not run again" in result.output
+        assert "check whether it took effect" in thread.events[-1].question
+        assert failures.calls() == ["slow 4.0"]  # never called a second time
+    finally:
+        worker.send_signal(signal.SIGKILL)
+        worker.wait()
