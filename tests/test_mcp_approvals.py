@@ -102,7 +102,7 @@ async def test_http_api(model_settings, start_bot, serve, messages_api, policy_f
     messages_api.add(create_branch(repo), text("branch made"))
     async with httpx.AsyncClient(base_url=await serve(create_app(rt)), timeout=30, headers=auth) as client:
         made = await client.post("/v1/threads", json={"agent": "git", "text": "make a branch", "user": "bob"})
-        thread_id = made.json()["thread_id"] if "thread_id" in made.json() else made.json()["id"]
+        thread_id = made.json()["id"]
         thread = await settled(rt, thread_id, timeout=60)
         [request] = thread.pending_approvals()
         assert request.args == {"repo_path": str(repo), "branch_name": "fix-äü"}
