@@ -37,6 +37,11 @@ def main(argv: list[str] | None = None) -> None:
         from bot.doctor import doctor
 
         sys.exit(asyncio.run(doctor()))
+    if args.command == "tools" and settings is not None:  # no Redis needed: policy and servers only
+        try:
+            sys.exit(asyncio.run(cmd_tools(settings, args)))
+        except ConfigError as exc:
+            sys.exit(f"chatops: {exc}")
     if settings is None:
         first = invalid.errors()[0]
         sys.exit(f"chatops: invalid setting {'.'.join(map(str, first['loc']))}: {first['msg']}")
@@ -85,6 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     console = add("console", cmd_console, "talk to a running bot from stdin (scriptable)")
     console.add_argument("--as", dest="user", default=getpass.getuser(), help="who you are")
     add("doctor", None, "check configuration and connectivity")
+    tools = add("tools", None, "list an agent's tools (safe or gated) and its MCP servers' state")
+    tools.add_argument("agent")
     add("clock", cmd_clock, "run the schedules of the policy file (any number of clocks fire each once)")
 
     schedules = sub.add_parser("schedules", help="list schedules, fire one now").add_subparsers(
@@ -237,3 +244,22 @@ async def cmd_decide(rt: Runtime, args: argparse.Namespace) -> int:
     outcome = await rt.approvals.decide(args.id, approve, args.user, "cli", getattr(args, "reason", ""))
     print(outcome.message)
     return 0 if outcome.status == "decided" else 1
+
+
+async def cmd_tools(settings: Settings, args: argparse.Namespace) -> int:
+    from agents import load_agents
+    from bot.mcp_status import tool_lines
+    from bot.policy import load_policy
+
+    policy = load_policy(settings.resolved_policy_file())
+    agents = load_agents(policy)
+    agent = agents.get(args.agent)
+    if agent is None:
+        print(f"chatops: no agent {args.agent!r} (agents: {', '.join(sorted(agents))})", file=sys.stderr)
+        return 1
+    try:
+        lines, healthy = await tool_lines(agent, policy)
+    finally:
+        await agent.close()
+    print("\n".join(lines))
+    return 0 if healthy else 1

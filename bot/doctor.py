@@ -47,6 +47,7 @@ async def doctor() -> int:
         lines.append(("ok", f"HTTP API on {settings.host}:{settings.port}"))
     lines += _approvals(policy, agents)
     lines += _runbooks(agents)
+    lines += await _mcp_servers(agents)
     load_channels()
     for check in CHECKS:
         lines += check(settings, policy)
@@ -94,3 +95,16 @@ def _runbooks(agents: dict) -> list[tuple[str, str]]:
             if not path or not os.access(path, os.X_OK):
                 out.append(("error", f"tools.{tool.name}.command: {program} is not an executable"))
     return out
+
+
+async def _mcp_servers(agents: dict) -> list[tuple[str, str]]:
+    """Each MCP server's state and tools (safe / gated); the servers are started to ask them."""
+    if not any(agent.sources for agent in agents.values()):
+        return []
+    from bot.mcp_status import server_findings
+
+    try:
+        return await server_findings(agents)
+    finally:
+        for agent in agents.values():
+            await agent.close()

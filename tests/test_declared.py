@@ -13,6 +13,7 @@ from bot.policy import ConfigError, load_policy
 from tests.conftest import settled
 from tests.helpers import say
 from tests.messages_api import text, tool_use
+from tests.test_mcp import repo  # noqa: F401 (fixture)
 
 BIN = Path(sys.executable).parent
 RESTART = """#!/bin/sh
@@ -146,3 +147,43 @@ def test_model_facing_names_are_valid_deterministic_and_distinct():
     odd = model_name("k8s", "pods.list/ünï")
     assert odd.startswith("k8s__pods_list_") and all(c.isalnum() or c in "_-" for c in odd)
     assert model_name("k8s", "a.b") != model_name("k8s", "a/b")
+
+
+def test_chatops_tools_and_doctor_list_each_servers_state_and_tools(make_settings, tmp_path, repo):
+    from tests.conftest import spawn_bot
+
+    policy = write_policy(tmp_path, f"""
+approvers = ["alice"]
+[mcp.git]
+command = ["{BIN / 'mcp-server-git'}", "--repository", "{repo}"]
+safe = ["git_status", "git_diff*"]
+[mcp.gone]
+url = "http://127.0.0.1:9/mcp"
+[tools."git.git_commit"]
+approvers = ["bob"]
+[runbooks.restart]
+command = ["SCRIPT", "{{service}}"]
+args = {{ service = {{ pattern = "^[a-z]+$" }} }}
+[agents.git]
+prompt_file = "prompts/ops.md"
+tools = ["mcp:git", "runbook:restart"]
+[agents.both]
+prompt_file = "prompts/ops.md"
+tools = ["mcp:git/git_status", "mcp:gone"]
+""")
+    settings = make_settings(policy_file=policy)
+    tools = spawn_bot(settings, "tools", "git")
+    out = tools.output(60)
+    assert tools.returncode == 0, out
+    assert "git__git_status                          safe" in out
+    assert "git__git_commit                          gated  approvers: bob" in out
+    assert "git__git_show                            gated  approvers: alice" in out  # readOnlyHint: no matter
+    assert "restart                                  gated" in out and "mcp server git: up" in out
+    both = spawn_bot(settings, "tools", "both")
+    out = both.output(60)
+    assert both.returncode == 1 and "mcp server gone: down" in out and "git__git_commit" not in out
+    doctor = spawn_bot(settings, "doctor")
+    out = doctor.output(60)
+    assert doctor.returncode == 1
+    assert "ok: mcp.git: up; tools: git_add (gated)" in out and "git_status (safe)" in out
+    assert "error: mcp.gone: down" in out
