@@ -30,7 +30,7 @@ log = logging.getLogger("chatops.mcp")
 
 CONNECT_TIMEOUT = 30.0  # seconds to start a server, initialize and list its tools
 MAX_BACKOFF = 60.0
-PING_AFTER_IDLE = 10.0  # an HTTP session idle this long is checked (it may have expired) first
+PING_TIMEOUT = 10.0  # seconds a live session has to answer the ping before a call
 
 
 class McpDown(Exception):
@@ -66,7 +66,6 @@ class McpConnection:
         self.session: ClientSession | None = None
         self.failures = 0
         self.retry_at = 0.0
-        self.last_used = 0.0
         self._lock = asyncio.Lock()
         self._stop: asyncio.Event | None = None
         self._owner: asyncio.Task | None = None
@@ -101,8 +100,8 @@ class McpConnection:
         # then 1s, 2s, 4s ... while it keeps failing
         backoff = 0.0 if self.failures == 1 else min(MAX_BACKOFF, 2.0 ** (self.failures - 2))
         self.retry_at = time.monotonic() + backoff
-        log.warning("MCP server %s: %s (retry in %.0fs)", self.name, self.error,
-                    self.retry_at - time.monotonic())
+        log.warning("MCP server %s: %s (next start %s)", self.name, self.error,
+                    f"in {backoff:g}s" if backoff else "on the next call")
 
     async def _start(self) -> ClientSession:
         ready: asyncio.Future[ClientSession] = asyncio.get_running_loop().create_future()
@@ -116,7 +115,6 @@ class McpConnection:
             await asyncio.gather(self._owner, return_exceptions=True)
             raise
         self.session, self.failures, self.error = session, 0, None
-        self.last_used = time.monotonic()
         log.info("MCP server %s: connected, %d tools", self.name, len(self.tools))
         return session
 
@@ -225,10 +223,7 @@ class McpConnection:
 
     async def call(self, tool: str, arguments: dict[str, Any], timeout: float) -> types.CallToolResult:
         """Call once. McpDown: not sent. McpCallFailed: sent, no answer (outcome unknown)."""
-        session = await self.ensure()
-        if self.config.url is not None and time.monotonic() - self.last_used > PING_AFTER_IDLE:
-            session = await self._checked(session)
-        self.last_used = time.monotonic()
+        session = await self._checked(await self.ensure())
         try:
             async with asyncio.timeout(timeout):
                 result = await session.call_tool(tool, arguments)
@@ -247,10 +242,12 @@ class McpConnection:
         return result
 
     async def _checked(self, session: ClientSession) -> ClientSession:
-        """An idle HTTP session may have expired on the server: ping before a call, and on failure
-        re-initialize (nothing was sent yet, so this is no retry of the call)."""
+        """A session may have died since its last use (a stdio server that exited, an HTTP
+        session the server expired or forgot in a restart): ping before each call and on failure
+        start a new session. Nothing of the call was sent yet, so this never repeats a call; the
+        price is one round trip per call."""
         try:
-            async with asyncio.timeout(min(self.config.timeout, CONNECT_TIMEOUT)):
+            async with asyncio.timeout(min(self.config.timeout, PING_TIMEOUT)):
                 await session.send_ping()
             return session
         except Exception as exc:

@@ -4,6 +4,7 @@ the real anthropic client against the local Messages API."""
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -268,3 +269,38 @@ async def test_a_worker_killed_mid_call_gives_an_unknown_outcome_and_no_second_c
     finally:
         worker.send_signal(signal.SIGKILL)
         worker.wait()
+
+
+def _children(name: str) -> list[int]:
+    """Our child processes whose command line mentions `name` (a stdio server we started)."""
+    pids = []
+    for task in Path("/proc/self/task").iterdir():
+        for pid in (task / "children").read_text().split():
+            try:
+                if name in Path(f"/proc/{pid}/cmdline").read_text():
+                    pids.append(int(pid))
+            except FileNotFoundError:
+                pass
+    return pids
+
+
+async def test_a_dead_server_or_expired_session_is_replaced_before_the_next_call(
+        model_settings, start_bot, messages_api, tmp_path, failures, repo):
+    rt = await start_bot(model_settings(policy_file=failure_policy(tmp_path, failures, repo)))
+    status = tool_use("git__git_status", {"repo_path": str(repo)})
+    messages_api.add(tool_use("failures__echo", {"text": "one"}), status, text("ok"))
+    thread = await settled(rt, await say(rt, "go", agent="ops"), timeout=60)
+    assert [r.status for r in thread.results.values()] == ["ok", "ok"]
+
+    # the HTTP server restarts (it forgets our session); the stdio server exits between calls
+    failures.stop()
+    await failures.start()
+    [pid] = _children("mcp-server-git")
+    os.kill(pid, signal.SIGKILL)
+
+    messages_api.add(tool_use("failures__echo", {"text": "two"}), status, text("ok"))
+    thread = await settled(rt, await say(rt, "again", agent="ops"), timeout=60)
+    assert [(r.status, r.output[:20]) for r in thread.results.values()] == [
+        ("ok", "two"), ("ok", "Repository status:\nO")]
+    assert failures.calls() == ["echo one", "echo two"]  # each call sent once, none lost
+    assert len(_children("mcp-server-git")) == 1
