@@ -187,3 +187,21 @@ tools = ["mcp:git/git_status", "mcp:gone"]
     assert doctor.returncode == 1
     assert "ok: mcp.git: up; tools: git_add (gated)" in out and "git_status (safe)" in out
     assert "error: mcp.gone: down" in out
+
+
+def test_the_readme_example_is_a_valid_policy_and_its_rules_apply(tmp_path):
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme.split("## Connecting tools", 1)[1]
+    example = section.split("```toml\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "prompts").mkdir()
+    (tmp_path / "prompts" / "platform.md").write_text("You look after the cluster.\n")
+    path = tmp_path / "chatops.toml"
+    path.write_text(example)
+    policy = load_policy(path)
+    agents = load_agents(policy)
+    assert [t.name for t in agents["platform"].tools] == ["restart"] and agents["platform"].tools[0].gated
+    assert policy.approvers_for("k8s__pods_delete") == ["group:sre"]
+    assert policy.tool("k8s__pods_delete").two_person is True
+    assert policy.approvers_for("github__merge_pull_request") == ["group:release"]
+    assert policy.approvers_for("github__create_pull_request") == ["group:platform"]  # the server's
+    assert policy.approvers_for("k8s__pods_exec") == ["group:oncall"]  # the policy's default
