@@ -69,7 +69,13 @@ def args_model(name: str, schema: dict[str, Any]) -> type[McpArgs]:
     return model
 
 
-def is_safe(server: McpServer, tool: str) -> bool:
+def is_safe(server: McpServer, tool: str, policy: Policy | None = None, key: str = "") -> bool:
+    """Listed safe, and no [tools."server.tool"] section asks for approval rules (which add a
+    gate: the policy never leaves an operator believing a tool is gated when it is not)."""
+    section = policy.tools.get(key) if policy is not None else None
+    if section is not None and any(v is not None for v in (section.approvers, section.two_person,
+                                                            section.approval_ttl)):
+        return False
     return any(fnmatch.fnmatchcase(tool, pattern) for pattern in server.safe)
 
 
@@ -94,7 +100,7 @@ def mcp_tool(conn: McpConnection, tool: types.Tool, policy: Policy) -> Tool:
     key = f"{server}.{tool.name}"
     if name != f"{server}__{tool.name}":
         policy.alias_mcp_tool(name, key)
-    safe = is_safe(conn.config, tool.name)
+    safe = is_safe(conn.config, tool.name, policy, key)
     timeout = policy.tool(name).timeout or conn.config.timeout
 
     async def handler(values: BaseModel, _ctx: ToolContext) -> str:
@@ -184,7 +190,8 @@ class McpSource:
         for server, picked in self.picks.items():
             conn = self.conns[server]
             names = [t for t in sorted(conn.tools) if picked is None or t in picked]
-            lines = ", ".join(f"{t} ({'safe' if is_safe(conn.config, t) else 'gated'})" for t in names)
+            safe = {t for t in names if is_safe(conn.config, t, self.policy, f"{server}.{t}")}
+            lines = ", ".join(f"{t} ({'safe' if t in safe else 'gated'})" for t in names)
             rows.append((server, conn.state, lines or "-"))
         return rows
 

@@ -304,3 +304,38 @@ async def test_a_dead_server_or_expired_session_is_replaced_before_the_next_call
         ("ok", "two"), ("ok", "Repository status:\nO")]
     assert failures.calls() == ["echo one", "echo two"]  # each call sent once, none lost
     assert len(_children("mcp-server-git")) == 1
+
+
+async def test_a_tool_section_gates_a_safe_tool_and_elicitation_is_refused(
+        model_settings, start_bot, messages_api, tmp_path, failures, caplog):
+    extra = '[tools."failures.echo"]\napprovers = ["carol"]\ntwo_person = true\n'
+    rt = await start_bot(model_settings(policy_file=failure_policy(tmp_path, failures, extra=extra)))
+    messages_api.add(tool_use("failures__ask", {}), tool_use("failures__echo", {"text": "hi"}))
+    thread_id = await say(rt, "ask and echo", agent="ops")
+    thread = await settled(rt, thread_id, timeout=60)
+    [asked] = thread.results.values()
+    assert asked.status == "error" and "elicitation is not offered" in asked.output
+    assert "asked for elicitation (input from a human); refused" in caplog.text
+    [request] = thread.pending_approvals()  # echo is listed safe, but its section adds a gate
+    assert request.tool == "failures__echo" and request.approvers == ["carol"] and request.two_person
+    assert failures.calls() == ["ask"]
+
+
+def test_results_keep_text_and_structured_content_and_note_the_rest():
+    import mcp.types as types
+
+    from bot.mcp_results import result_text
+
+    result = types.CallToolResult(content=[
+        types.TextContent(type="text", text="3 pods"),
+        types.ImageContent(type="image", data="aGk=", mime_type="image/png"),
+        types.ResourceLink(type="resource_link", uri="file:///var/log/x", name="x"),
+        types.EmbeddedResource(type="resource", resource=types.TextResourceContents(
+            uri="file:///etc/x", text="secret-ish file content")),
+    ], structured_content={"pods": ["a", "b", "c"]}, is_error=False)
+    out = result_text(result)
+    assert out.splitlines() == [
+        "3 pods", "[image (image/png) not shown]", "[resource link file:///var/log/x not read]",
+        "[embedded resource file:///etc/x not shown]", '{"pods": ["a", "b", "c"]}']
+    assert "aGk=" not in out and "secret-ish" not in out
+    assert result_text(types.CallToolResult(content=[])) == "(no output)"
