@@ -28,8 +28,9 @@ from bot.policy import McpServer, expand_env
 
 log = logging.getLogger("chatops.mcp")
 
-CONNECT_TIMEOUT = 30.0  # seconds to start a server, initialize and list its tools
+LIST_TIMEOUT = 30.0  # seconds to re-read a tool list after list_changed
 MAX_BACKOFF = 60.0
+STOP_GRACE = 10.0  # seconds a session has to close before its task is cancelled
 PING_TIMEOUT = 10.0  # seconds a live session has to answer the ping before a call
 
 
@@ -96,23 +97,20 @@ class McpConnection:
     def _failed(self, exc: BaseException | str) -> None:
         self.failures += 1
         self.error = exc if isinstance(exc, str) else _describe(exc)
-        # the first restart at once (a session that broke once is replaced on the next call),
-        # then 1s, 2s, 4s ... while it keeps failing
-        backoff = 0.0 if self.failures == 1 else min(MAX_BACKOFF, 2.0 ** (self.failures - 2))
+        backoff = min(MAX_BACKOFF, 2.0 ** (self.failures - 1))  # 1s, 2s, 4s ... while it fails
         self.retry_at = time.monotonic() + backoff
-        log.warning("MCP server %s: %s (next start %s)", self.name, self.error,
-                    f"in {backoff:g}s" if backoff else "on the next call")
+        log.warning("MCP server %s: %s (next start in %gs at the earliest)", self.name, self.error, backoff)
 
     async def _start(self) -> ClientSession:
         ready: asyncio.Future[ClientSession] = asyncio.get_running_loop().create_future()
+        ready.add_done_callback(lambda f: f.cancelled() or f.exception())  # retrieved, if we gave up
         self._stop = asyncio.Event()
         self._owner = asyncio.create_task(self._own(ready, self._stop), name=f"mcp-{self.name}")
         try:
-            async with asyncio.timeout(CONNECT_TIMEOUT):
+            async with asyncio.timeout(self.config.timeout):  # to start, initialize and list tools
                 session = await asyncio.shield(ready)
         except BaseException:
-            self._stop.set()
-            await asyncio.gather(self._owner, return_exceptions=True)
+            await self._halt(grace=0)  # it may hang in initialize: cancel it
             raise
         self.session, self.failures, self.error = session, 0, None
         log.info("MCP server %s: connected, %d tools", self.name, len(self.tools))
@@ -157,20 +155,31 @@ class McpConnection:
 
     async def reset(self, why: str) -> None:
         """Drop the session (it failed); the next call starts a new one after the back-off."""
-        if self._stop is not None:
-            self._stop.set()
         self.session = None
         self._failed(why)
-        if self._owner is not None:
-            await asyncio.gather(self._owner, return_exceptions=True)
+        if self.failures == 1:  # a session that was up and broke is replaced on the next call
+            self.retry_at = 0.0
+        await self._halt()
 
     async def close(self) -> None:
+        for task in self._background:
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+        await self._halt()
+        self.session = None
+
+    async def _halt(self, grace: float = STOP_GRACE) -> None:
+        """Stop the owner task: let it close the session (the SDK stops a stdio server, ends an
+        HTTP session) within `grace` seconds, else cancel it."""
         if self._stop is not None:
             self._stop.set()
-        for task in [self._owner, *self._background]:
-            if task is not None:
-                await asyncio.gather(task, return_exceptions=True)
-        self.session = None
+        owner = self._owner
+        if owner is None or owner.done():
+            return
+        done, _ = await asyncio.wait([owner], timeout=grace) if grace else (set(), None)
+        if not done:
+            owner.cancel()
+            await asyncio.gather(owner, return_exceptions=True)
 
     # ---- tools -----------------------------------------------------------------------------------
 
@@ -205,7 +214,7 @@ class McpConnection:
         if session is None:
             return
         try:
-            async with asyncio.timeout(CONNECT_TIMEOUT):
+            async with asyncio.timeout(LIST_TIMEOUT):
                 await self._list(session)
             log.info("MCP server %s: tool list changed, %d tools", self.name, len(self.tools))
         except Exception as exc:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -339,3 +340,26 @@ def test_results_keep_text_and_structured_content_and_note_the_rest():
         "[embedded resource file:///etc/x not shown]", '{"pods": ["a", "b", "c"]}']
     assert "aGk=" not in out and "secret-ish" not in out
     assert result_text(types.CallToolResult(content=[])) == "(no output)"
+
+
+async def test_a_server_that_never_answers_leaves_the_rest_of_the_agent_working(
+        model_settings, start_bot, messages_api, tmp_path, failures, repo):
+    silent = socket.socket()  # accepts connections (the kernel does), never answers
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)
+    try:
+        port = silent.getsockname()[1]
+        extra = f'[mcp.silent]\nurl = "http://127.0.0.1:{port}/mcp"\ntimeout = 1\n'
+        policy = failure_policy(tmp_path, failures, repo, extra=extra)
+        policy.write_text(policy.read_text().replace('"mcp:git"]', '"mcp:git", "mcp:silent"]'))
+        rt = await start_bot(model_settings(policy_file=policy))
+        messages_api.add(tool_use("git__git_status", {"repo_path": str(repo)}),
+                         tool_use("silent__anything", {}), text("done"))
+        thread = await settled(rt, await say(rt, "status", agent="ops"), timeout=60)
+        status, silent_call = thread.results.values()
+        assert status.status == "ok" and "working tree clean" in status.output
+        assert silent_call.status == "error" and "MCP server silent is down" in silent_call.output
+        assert thread.events[-1].text == "done"
+        assert not any(t["name"].startswith("silent__") for t in messages_api.requests[0]["tools"])
+    finally:
+        silent.close()
