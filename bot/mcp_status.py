@@ -20,7 +20,20 @@ async def server_findings(agents: dict[str, Agent]) -> list[tuple[str, str]]:
                 if server not in seen or seen[server][1].count("(") < tools.count("("):
                     level = "ok" if state == "up" else "error"
                     seen[server] = (level, f"mcp.{server}: {state}; tools: {tools}")
-    return [seen[name] for name in sorted(seen)]
+    return [seen[name] for name in sorted(seen)] + _unknown_sections(agents)
+
+
+def _unknown_sections(agents: dict[str, Agent]) -> list[tuple[str, str]]:
+    """A [tools."server.tool"] section naming a tool the running server does not offer is likely a
+    misspelling: its rules apply to nothing."""
+    out = []
+    for source in {id(s): s for a in agents.values() for s in a.sources if isinstance(s, McpSource)}.values():
+        for key in sorted(source.policy.tools):
+            server, sep, tool = key.partition(".")
+            conn = source.conns.get(server) if sep else None
+            if conn is not None and conn.listed and tool not in conn.tools:
+                out.append(("warn", f"tools.\"{key}\": MCP server {server} offers no tool {tool!r}"))
+    return sorted(set(out))
 
 
 async def tool_lines(agent: Agent, policy: Policy) -> tuple[list[str], bool]:
