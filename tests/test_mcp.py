@@ -130,7 +130,7 @@ def failure_policy(tmp_path: Path, server: FailureServer, repo: Path | None = No
 approvers = ["alice"]
 [mcp.failures]
 url = "{server.url}"
-safe = ["echo", "slow", "crash", "fail", "huge", "drop_count", "ask"]
+safe = ["echo", "slow", "crash", "fail", "huge", "drop_count", "ask", "think"]
 timeout = 30
 {git}
 [agents.ops]
@@ -311,15 +311,19 @@ async def test_a_tool_section_gates_a_safe_tool_and_elicitation_is_refused(
         model_settings, start_bot, messages_api, tmp_path, failures, caplog):
     extra = '[tools."failures.echo"]\napprovers = ["carol"]\ntwo_person = true\n'
     rt = await start_bot(model_settings(policy_file=failure_policy(tmp_path, failures, extra=extra)))
-    messages_api.add(tool_use("failures__ask", {}), tool_use("failures__echo", {"text": "hi"}))
+    messages_api.add(tool_use("failures__ask", {}), tool_use("failures__think", {}),
+                     tool_use("failures__echo", {"text": "hi"}))
     thread_id = await say(rt, "ask and echo", agent="ops")
     thread = await settled(rt, thread_id, timeout=60)
-    [asked] = thread.results.values()
+    asked, thought = thread.results.values()
     assert asked.status == "error" and "elicitation is not offered" in asked.output
     assert "asked for elicitation (input from a human); refused" in caplog.text
+    assert thought.status == "error" and "sampling is not offered" in thought.output
+    assert "asked for sampling (a model call); refused" in caplog.text
+    assert len(messages_api.requests) == 3  # the server's request never reached the model
     [request] = thread.pending_approvals()  # echo is listed safe, but its section adds a gate
     assert request.tool == "failures__echo" and request.approvers == ["carol"] and request.two_person
-    assert failures.calls() == ["ask"]
+    assert failures.calls() == ["ask", "think"]
 
 
 def test_results_keep_text_and_structured_content_and_note_the_rest():
