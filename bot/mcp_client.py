@@ -12,7 +12,6 @@ import asyncio
 import logging
 import sys
 import time
-from collections.abc import Callable
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -56,11 +55,9 @@ class _Session(ClientSession):
 
 
 class McpConnection:
-    def __init__(self, name: str, config: McpServer,
-                 on_change: Callable[[McpConnection], None] | None = None) -> None:
+    def __init__(self, name: str, config: McpServer) -> None:
         self.name = name
         self.config = config
-        self.on_change = on_change
         self.tools: dict[str, types.Tool] = {}  # the last listing (kept while the server is down)
         self.listed = False
         self.error: str | None = None  # why it is down
@@ -197,8 +194,6 @@ class McpConnection:
         self.tools, self.listed = tools, True
         if gone:
             log.warning("MCP server %s no longer offers: %s", self.name, ", ".join(sorted(gone)))
-        if self.on_change is not None:
-            self.on_change(self)
 
     async def _on_message(self, message: Any) -> None:
         if isinstance(message, Exception):

@@ -20,7 +20,3 @@ def model_name(server: str, tool: str) -> str:
     digest = hashlib.sha256(tool.encode("utf-8", "surrogatepass")).hexdigest()[:8]
     head = _OTHER.sub("_", tool)[: MAX_LENGTH - len(server) - 2 - 9]
     return f"{server}__{head}_{digest}"
-
-
-def is_shortened(server: str, tool: str) -> bool:
-    return model_name(server, tool) != f"{server}__{tool}"

@@ -10,7 +10,7 @@ import subprocess
 import httpx
 
 from bot.api import create_app
-from tests.conftest import settled, wait_for
+from tests.conftest import settled
 from tests.messages_api import text, tool_use
 from tests.slack_api import block_action, mention, new_ts
 from tests.test_email import ALICE, BOB, email_bot, mails_to, sink  # noqa: F401 (fixtures)
