@@ -37,6 +37,11 @@ def main(argv: list[str] | None = None) -> None:
         from bot.doctor import doctor
 
         sys.exit(asyncio.run(doctor()))
+    if args.command == "tools" and settings is not None:  # no Redis needed: policy and servers only
+        try:
+            sys.exit(asyncio.run(cmd_tools(settings, args)))
+        except ConfigError as exc:
+            sys.exit(f"chatops: {exc}")
     if settings is None:
         first = invalid.errors()[0]
         sys.exit(f"chatops: invalid setting {'.'.join(map(str, first['loc']))}: {first['msg']}")
@@ -103,6 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
     console = add(sub, "console", cmd_console, "talk to a running bot from stdin (scriptable)")
     as_user(console, "who you are: the requester of what you ask, the approver of what you approve")
     add(sub, "doctor", None, "check configuration and connectivity: ok / warning / error, with the fix")
+    tools = add(sub, "tools", None, "list an agent's tools (safe or gated) and its MCP servers' state")
+    tools.add_argument("agent", help="the agent's name (see the policy file's [agents.*])")
     add(sub, "clock", cmd_clock,
         "run the schedules of the policy file (any number of clocks fire each once)", serving=True)
 
@@ -278,3 +285,20 @@ def _one_line(exc: Exception) -> str:
     if isinstance(exc, RedisError):
         return f"chatops: Redis: {first or type(exc).__name__} (is REDIS_URL right, and Redis up?)"
     return f"chatops: {type(exc).__name__}: {first} (CHATOPS_LOG_LEVEL=DEBUG shows where)"
+
+
+async def cmd_tools(settings: Settings, args: argparse.Namespace) -> int:
+    from bot.mcp_status import tool_lines
+    from bot.runtime import load_checked
+
+    policy, agents = load_checked(settings)
+    agent = agents.get(args.agent)
+    if agent is None:
+        print(f"chatops: no agent {args.agent!r} (agents: {', '.join(sorted(agents))})", file=sys.stderr)
+        return 1
+    try:
+        lines, healthy = await tool_lines(agent, policy)
+    finally:
+        await agent.close()
+    print("\n".join(lines))
+    return 0 if healthy else 1

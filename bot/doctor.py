@@ -80,6 +80,7 @@ def checks() -> list[DoctorCheck]:
         DoctorCheck("ports", ports_check),
         DoctorCheck("approvals", approvals_check),
         DoctorCheck("runbooks", runbooks_check),
+        DoctorCheck("MCP servers", mcp_check, _mcp_needs),
         DoctorCheck("Slack", slack_doctor.check, slack_doctor.needs),
         DoctorCheck("email", email_doctor.check, email_doctor.needs),
         DoctorCheck("schedules", schedule_doctor.check),
@@ -339,3 +340,21 @@ async def runbooks_check(ctx: Context) -> list[Finding]:
             else:
                 out.append(ok(f"tools.{tool.name}.command: {path}"))
     return out
+
+
+async def mcp_check(ctx: Context) -> list[Finding]:
+    """Each MCP server's state and tools (safe / gated); the servers are started to ask them."""
+    if not any(agent.sources for agent in ctx.agents.values()):
+        return []
+    from bot.mcp_status import server_findings
+
+    try:
+        found = await server_findings(ctx.agents)
+    finally:
+        for agent in ctx.agents.values():
+            await agent.close()
+    return [Finding("warning" if level == "warn" else level, message) for level, message in found]
+
+
+def _mcp_needs(ctx: Context) -> list[str]:
+    return ["bot.mcp_client"] if any(agent.sources for agent in ctx.agents.values()) else []

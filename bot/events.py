@@ -94,6 +94,7 @@ class ApprovalRequested(_Event):
     requester_person: str | None = None
     approvers_named: list[str] = []  # how the approvers are named to anyone: groups, people
     quorum: int = 1  # distinct people who must approve
+    about: str = ""  # MCP tools: the server, tool, description and annotations (the server's claims)
 
 
 Decision = Literal["approved", "rejected", "expired"]

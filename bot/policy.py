@@ -5,13 +5,23 @@ Kept apart from settings because it is reviewed like code: it decides what runs 
 
 from __future__ import annotations
 
+import os
+import re
 import tomllib
 from collections.abc import Mapping
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from bot import cron
 from bot.people import ANYONE, GROUP, People, norm
@@ -83,6 +93,89 @@ class ToolPolicy(_Strict):
 class AgentPolicy(_Strict):
     users: list[str] = []  # empty: anyone may talk to the agent
     channels: list[str] = []
+    # declarative agents (MCP tools): an agent section with a prompt_file is an agent of its own
+    description: str = ""
+    prompt_file: str | None = None  # relative to the policy file
+    tools: list[str] = []  # "mcp:server", "mcp:server/tool", "runbook:name"
+
+    @field_validator("tools")
+    @classmethod
+    def _tool_refs(cls, value: list[str]) -> list[str]:
+        for ref in value:
+            if not _TOOL_REF.match(ref):
+                raise ValueError(f"{ref!r}: a tool is 'mcp:SERVER', 'mcp:SERVER/TOOL' or 'runbook:NAME'")
+        return value
+
+
+_TOOL_REF = re.compile(r"^(mcp:[A-Za-z0-9-]{1,32}(/[^\s]+)?|runbook:[A-Za-z0-9_-]{1,64})$")
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def expand_env(value: str, where: str) -> str:
+    """`${VAR}` from the environment only (never from the policy file); a missing one is an error."""
+    def sub(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in os.environ:
+            raise ConfigError(f"{where}: environment variable {name} is not set")
+        return os.environ[name]
+
+    return _ENV_REF.sub(sub, value)
+
+
+class McpServer(_Strict):
+    """An MCP server: `command` (stdio) or `url` (streamable HTTP). Every tool needs an approval
+    unless `safe` lists it (glob patterns); the server's own annotations never remove a gate."""
+
+    command: list[str] | None = Field(None, min_length=1)
+    env: dict[str, str] = {}  # added to a minimal environment; values may use ${VAR}
+    url: str | None = Field(None, pattern=r"^https?://")
+    headers: dict[str, str] = {}  # values may use ${VAR}
+    safe: list[str] = []
+    timeout: float = Field(60.0, gt=0)
+    approvers: list[str] | None = None  # None: the policy's default approvers
+
+    @model_validator(mode="after")
+    def _one_transport(self) -> McpServer:
+        if (self.command is None) == (self.url is None):
+            raise ValueError("an MCP server has either command (stdio) or url (streamable HTTP)")
+        if self.command is None and self.env:
+            raise ValueError("env is for stdio servers (command); an HTTP server takes headers")
+        if self.url is None and self.headers:
+            raise ValueError("headers are for HTTP servers (url)")
+        return self
+
+
+class RunbookArg(_Strict):
+    description: str = ""
+    pattern: str = r"^[A-Za-z0-9._-]+$"
+    allow_dash: bool = False  # may the value start with "-" (an option)?
+
+    @field_validator("pattern")
+    @classmethod
+    def _compiles(cls, value: str) -> str:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"not a regular expression: {exc}") from None
+        return value
+
+
+class RunbookSpec(_Strict):
+    """A declared runbook: argv with {arg} placeholders, never a shell."""
+
+    description: str = ""
+    command: list[str] = Field(min_length=1)
+    args: dict[str, RunbookArg] = {}
+    needs_approval: bool = True
+    timeout: float = Field(120.0, gt=0)
+
+    @model_validator(mode="after")
+    def _placeholders_declared(self) -> RunbookSpec:
+        for part in self.command:
+            for name in re.findall(r"\{([^{}]*)\}", part):
+                if name not in self.args:
+                    raise ValueError(f"command uses {{{name}}}, which args does not declare")
+        return self
 
 
 class Schedule(_Strict):
@@ -125,6 +218,20 @@ class Policy(_Strict):
     agents: dict[str, AgentPolicy] = {}
     routes: dict[str, str] = {}  # a conversation (Slack channel id) -> the agent that answers there
     schedules: list[Schedule] = []
+    mcp: dict[str, McpServer] = {}
+    runbooks: dict[str, RunbookSpec] = {}
+    # the policy file's directory (prompt files are relative to it), set by load_policy
+    _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
+    # shortened model-facing MCP tool names -> "server.tool", registered as tools are listed
+    _mcp_aliases: dict[str, str] = PrivateAttr(default_factory=dict)
+
+    @field_validator("mcp")
+    @classmethod
+    def _server_names(cls, value: dict[str, McpServer]) -> dict[str, McpServer]:
+        for name in value:  # no "_": "<server>__<tool>" must split back unambiguously
+            if not re.fullmatch(r"[A-Za-z0-9-]{1,32}", name):
+                raise ValueError(f"MCP server name {name!r}: use letters, digits and '-' (at most 32)")
+        return value
 
     @field_validator("approvers")
     @classmethod
@@ -170,6 +277,7 @@ class Policy(_Strict):
             lists += [(f"tools.{name}.approvers", tool.approvers or []),
                       (f"tools.{name}.escalate_to", tool.escalate_to)]
         lists += [(f"agents.{name}.users", agent.users) for name, agent in self.agents.items()]
+        lists += [(f"mcp.{name}.approvers", server.approvers or []) for name, server in self.mcp.items()]
         return lists
 
     def check_names(self, agents: dict[str, list[str]]) -> None:
@@ -177,6 +285,8 @@ class Policy(_Strict):
         misspelt `[tools.deploi]` would silently leave deploy on the default approvers."""
         tools = {tool for names in agents.values() for tool in names}
         for name in self.tools:
+            if name.split(".", 1)[0] in self.mcp and "." in name:
+                continue  # an MCP server's tools are known once it runs (`chatops doctor` lists them)
             if name not in tools:
                 raise ConfigError(f"policy: setting 'tools.{name}': no agent has a tool named {name!r} "
                                   f"(tools: {', '.join(sorted(tools))})")
@@ -215,7 +325,27 @@ class Policy(_Strict):
         return value
 
     def tool(self, name: str) -> ToolPolicy:
-        return self.tools.get(name, ToolPolicy())
+        key = self.mcp_key(name)
+        found = self.tools.get(key, ToolPolicy())
+        server = self.mcp.get(key.split(".", 1)[0]) if key != name else None
+        if server is not None and found.approvers is None:  # the server's approvers, then the default
+            found = found.model_copy(update={"approvers": server.approvers})
+        return found
+
+    @property
+    def base_dir(self) -> Path:
+        return self._base_dir
+
+    def alias_mcp_tool(self, model_name: str, key: str) -> None:
+        self._mcp_aliases[model_name] = key
+
+    def mcp_key(self, name: str) -> str:
+        """The policy key of a model-facing MCP tool name: `git__git_commit` -> `git.git_commit`
+        (a shortened name maps through the aliases the MCP tools registered)."""
+        if name in self._mcp_aliases:
+            return self._mcp_aliases[name]
+        server, sep, tool = name.partition("__")
+        return f"{server}.{tool}" if sep and server in self.mcp else name
 
     def agent(self, name: str) -> AgentPolicy:
         return self.agents.get(name, AgentPolicy())
@@ -261,7 +391,9 @@ def load_policy(path: Path | None) -> Policy:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     try:
-        return Policy.model_validate(data)
+        policy = Policy.model_validate(data)
+        policy._base_dir = path.resolve().parent
+        return policy
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])

@@ -34,7 +34,8 @@ def packaged(package: str, source: Path) -> Traversable:
 
 @lru_cache(maxsize=64)
 def _load(directory: str, name: str) -> Template:
-    path = prompts_dir() / f"{name}.md"
+    # a declared agent's prompt is a file path (relative to the policy file, resolved)
+    path = Path(name) if Path(name).is_absolute() else prompts_dir() / f"{name}.md"
     if not path.is_file():
         raise FileNotFoundError(f"prompt file not found: {path} (CHATOPS_PROMPTS_DIR: {directory or 'unset'})")
     return Template(path.read_text())

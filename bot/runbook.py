@@ -8,15 +8,24 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import typing
 from collections.abc import Callable
 from functools import cache
 from typing import Any
 
-from pydantic import AliasChoices, BaseModel, SecretStr
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    create_model,
+    field_validator,
+)
 
-from bot.policy import Policy
+from bot.policy import Policy, RunbookArg, RunbookSpec
 from bot.settings import Settings
 from bot.tools import Tool, ToolContext, ToolError, never
 
@@ -116,3 +125,40 @@ def _kill_group(pid: int) -> None:
         os.killpg(pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
+
+
+# ---- runbooks declared in the policy file ([runbooks.NAME]) ----------------------------------
+
+def declared_runbook(name: str, spec: RunbookSpec, policy: Policy) -> Tool:
+    """A runbook tool from the policy file: every argument a string matched in full by its
+    pattern; a value starting with "-" is refused unless the argument allows it (else
+    `{service}` = `--force` would become an option of the command)."""
+    fields: dict[str, Any] = {
+        arg: (str, Field(description=rule.description or arg, json_schema_extra={"pattern": rule.pattern}))
+        for arg, rule in spec.args.items()
+    }
+    validators = {f"_check_{arg}": field_validator(arg)(_arg_check(arg, rule)) for arg, rule in spec.args.items()}
+    model = create_model(f"Runbook_{name}", __config__=ConfigDict(extra="forbid"),
+                         __validators__=validators, **fields)
+    gate = _always if spec.needs_approval else never
+    return runbook_tool(name, spec.description or f"Runs {spec.command[0]}.", model, spec.command,
+                        policy=policy, timeout=spec.timeout, needs_approval=gate)
+
+
+def _arg_check(arg: str, rule: RunbookArg) -> Callable[[str], str]:
+    pattern = re.compile(rule.pattern)
+
+    def check(value: str) -> str:
+        if "\x00" in value:
+            raise ValueError("must not contain NUL")
+        if value.startswith("-") and not rule.allow_dash:
+            raise ValueError("must not start with '-' (it would be read as an option)")
+        if not pattern.fullmatch(value):
+            raise ValueError(f"must match {rule.pattern}")
+        return value
+
+    return check
+
+
+def _always(_args: Any) -> bool:
+    return True

@@ -113,6 +113,8 @@ class Runtime:
         if self.watcher is not None:
             self.watcher.cancel()
             await asyncio.gather(self.watcher, return_exceptions=True)
+        for agent in self.agents.values():  # stops the MCP servers this process started
+            await agent.close()
         for renderer in self.renderers.values():
             await renderer.close()
         if self.model is not None:

@@ -137,7 +137,7 @@ def _next_for_calls(thread: Thread, agent: Agent, now: float, policy: Policy) ->
             return Recover(call)
         tool = agent.tool(call.tool)
         if tool is None:
-            return Resolve(call, "error", f"unknown tool {call.tool!r}")
+            return Resolve(call, "error", agent.why_missing(call.tool))
         try:
             args = tool.validate(call.args)
         except ValidationError as exc:

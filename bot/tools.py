@@ -44,11 +44,16 @@ class Tool:
     # whether a call needs a human's approval; may look at the validated arguments
     needs_approval: Callable[[Any], bool] = never
     command: tuple[str, ...] = ()  # runbook tools: the argv template, for `chatops doctor`
+    about: str = ""  # MCP tools: server, tool, description and annotations, shown to approvers
+    # False only where another schema decides which keys exist (an MCP server's inputSchema): what
+    # it accepts is kept, shown and run, never dropped
+    strict: bool = True
 
     def __post_init__(self) -> None:
         # Extra keys are refused, never dropped: an approver must see exactly what will run, and
         # "dry_run: true" beside the real arguments would be a lie the run silently ignores.
-        object.__setattr__(self, "args", strict_args(self.args))
+        if self.strict:
+            object.__setattr__(self, "args", strict_args(self.args))
 
     @property
     def gated(self) -> bool:

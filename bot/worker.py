@@ -407,6 +407,7 @@ class Worker:
                 await self._append(thread, AgentReply(text=f"There is no agent {thread.agent!r} any more."), fence)
             await self._settle(thread)
             return False
+        await agent.prepare()  # MCP servers: started lazily, once per process
         step = steps.next_step(thread, agent, time.time(), self.limits, self.rt.policy)
         if isinstance(step, (steps.Wait, steps.Idle)):
             await self._settle(thread)
@@ -456,7 +457,11 @@ class Worker:
             case steps.RunTool(call, args):
                 await self._run_tool(thread, call, args, fence)
             case steps.RequestApproval(call, args):
-                await self._append(thread, self.rt.approvals.request_for(thread, call, args), fence)
+                request = self.rt.approvals.request_for(thread, call, args)
+                tool = self.rt.agents[thread.agent].tool(call.tool)
+                if tool is not None and tool.about:  # what the approver reads about an MCP tool
+                    request = request.model_copy(update={"about": tool.about})
+                await self._append(thread, request, fence)
             case steps.ExpireApproval(approval_id):
                 self.fresh.discard(thread.id)
                 await self.rt.approvals.expire(approval_id)

@@ -65,7 +65,8 @@ def format_event(event: Event) -> str | None:
         who += f" ({event.quorum} different people must approve)" if event.quorum > 1 else ""
         return (
             f"bot> approval needed [{event.approval_id}]: {call_text(event.tool, event.args)}\n"
-            f"     asked by {event.requester or 'unknown'}; approvers: {who}; "
+            + "".join(f"     {line}\n" for line in event.about.splitlines())  # an MCP tool's server, claims
+            + f"     asked by {event.requester or 'unknown'}; approvers: {who}; "
             f"expires {clock(event.expires_at)}\n"
             f"     answer: approve {event.approval_id}   or   reject {event.approval_id} <reason>"
         )

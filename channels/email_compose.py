@@ -256,7 +256,8 @@ def approval_text(thread: Thread, event: ApprovalRequested, decides: bool) -> st
         or "  (no arguments)"
     return (
         f"Approval needed: the {thread.agent} agent wants to run {event.tool} with\n\n{rows}\n\n"
-        f"Asked by: {event.requester or 'unknown'}\n"
+        + (f"{event.about}\n\n" if event.about else "")  # an MCP tool: what its server says of it
+        + f"Asked by: {event.requester or 'unknown'}\n"
         f"Approvers: {approvers_line(event)}\n"
         f"Expires: {clock(event.expires_at)}\n\n"
         f"{HOW_TO_DECIDE if decides else NOT_YOURS}\n"

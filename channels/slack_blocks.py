@@ -126,7 +126,8 @@ def _fallback(text: str) -> str:
 
 # what an approval message keeps for itself besides its arguments: the title, who may decide,
 # the votes, the buttons or the outcome, and a note of arguments not shown
-RESERVED_BLOCKS = 6
+RESERVED_BLOCKS = 7
+ABOUT_LIMIT = 1500
 RESERVED_TEXT = 2000
 
 
@@ -137,7 +138,8 @@ def _request_blocks(request: ApprovalRequested, votes: list[str] | None = None) 
     blocks = [section(f":lock: *Approval needed* to run `{escape(request.tool)}`")]
     fields = [{"type": "mrkdwn", "text": _field(name, value)} for name, value in request.args.items()]
     room = (BLOCK_LIMIT - RESERVED_BLOCKS) * FIELDS_PER_SECTION
-    budget = MESSAGE_TEXT_LIMIT - RESERVED_TEXT
+    about = escape(request.about)[:ABOUT_LIMIT]  # an MCP tool: its server's claims about it
+    budget = MESSAGE_TEXT_LIMIT - RESERVED_TEXT - len(about)
     kept: list[Block] = []
     for field in fields[:room]:
         budget -= len(field["text"])
@@ -149,6 +151,8 @@ def _request_blocks(request: ApprovalRequested, votes: list[str] | None = None) 
     if len(kept) < len(fields):
         blocks.append(context(f"… and {len(fields) - len(kept)} more argument(s), not shown here: "
                               "see the thread (`chatops threads show`)"))
+    if about:
+        blocks.append(context(about))
     approvers = ", ".join(who(a) for a in request.approvers_named) or "anyone"
     rule = " · someone other than the requester" if request.two_person else ""
     quorum = f" · {request.quorum} different people must approve" if request.quorum > 1 else ""
