@@ -46,11 +46,12 @@ def clean(text: str, limit: int = MAX_TEXT) -> str:
 
 
 def clean_source(source: Source) -> Source:
-    return Source(
+    return source.model_copy(update=dict(
         channel=clean(source.channel, MAX_NAME),
         user=clean(source.user, MAX_NAME) if source.user is not None else None,
         external_id=clean(source.external_id, 4 * MAX_NAME) if source.external_id is not None else None,
-    )
+        also=tuple(clean(identity, MAX_NAME) for identity in source.also),
+    ))
 
 
 def new_thread_id() -> str:

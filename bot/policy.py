@@ -301,6 +301,8 @@ class Policy(_Strict):
         may ask for an approval, its argument names)): an operator must never believe a tool is
         gated when it is not. And a quorum the approvers cannot reach."""
         for name, tool in self.tools.items():
+            if name.split(".", 1)[0] in self.mcp:  # an MCP tool: its approval rules are its gate
+                continue
             gated_in_code, fields = tools.get(name, (False, []))
             where = f"policy: setting 'tools.{name}"
             if not gated_in_code and not tool.require_approval and (settings := tool.approval_settings()):

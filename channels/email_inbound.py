@@ -194,8 +194,8 @@ class Inbound:
             if not fresh:
                 return _ok("duplicate", "already received")
             return await self._refuse(mail, approval_id, "this approval was already decided")
-        return _ok("refused" if outcome.status == "refused" else outcome.status,
-                   f"received; {outcome.status.replace('_', ' ')}: nothing was run")
+        # the message is our own text (who voted, why refused), never the sender's reason
+        return _ok("refused" if outcome.status == "refused" else outcome.status, f"received; {outcome.message}")
 
     async def _use_token(self, token: Token, mail: Mail, expires_at: float) -> bool | None:
         """Claim the token for this mail: True if newly claimed, False if this same mail claimed

@@ -102,7 +102,7 @@ tools = ["mcp:time/get_current_time"]
     [result] = thread.results.values()
     assert result.status == "ok" and "Europe/Paris" in result.output and not thread.approvals
     # only the tool the agent was given: not convert_time
-    assert [t["name"] for t in messages_api.requests[0]["tools"]] == ["time__get_current_time", "ask_human"]
+    assert [t["name"] for t in messages_api.requests[0]["tools"]] == ["time__get_current_time", "read_event", "ask_human"]
 
 
 @pytest.mark.parametrize("body, why", [

@@ -133,7 +133,9 @@ async def test_a_quorum_of_two_is_met_only_by_two_different_people(slack_bot, si
 
         # the console shows the same count
         out = io.StringIO()
-        await Console(bot.rt, user="dave", out=out).follow(thread.id)
+        console = Console(bot.rt, user="dave", out=out)
+        console.watch_thread(thread.id, shown=0)
+        await console.poll()
         assert "1 of 2 approvals: alice" in out.getvalue()
 
         # bob's approval by mail meets the quorum: decided once, run once
@@ -255,6 +257,11 @@ async def test_sighup_reloads_the_policy_of_a_running_process(make_settings, pol
         bot.wait(30)
 
 
+async def _lines(*lines: str):
+    for line in lines:
+        yield line
+
+
 async def _async(value):
     return value
 
@@ -291,7 +298,7 @@ async def test_the_policy_can_require_an_approval_the_code_does_not(make_setting
     rt = await start_bot(settings)
     out = io.StringIO()
     console = Console(rt, user="bob", out=out)
-    await console.handle("/service_status api prod")
+    await console.run(_lines("/service_status api prod"))  # returns once what it said is shown
     thread = await settled(rt, console.thread_id)
     [request] = thread.pending_approvals()
     assert request.tool == "service_status" and runbook_lines(settings) == []
@@ -300,7 +307,7 @@ async def test_the_policy_can_require_an_approval_the_code_does_not(make_setting
     dev = await say(rt, "/service_status api dev")
     assert (await settled(rt, dev)).state == "idle" and runbook_lines(settings) == ["service_status api dev"]
     assert (await rt.approvals.decide(request.approval_id, True, "bob", "console")).status == "refused"
-    await Console(rt, user="alice", out=out).handle(f"approve {request.approval_id}")
+    await Console(rt, user="alice", out=out).run(_lines(f"approve {request.approval_id}"))
     await wait_for(lambda: _async(runbook_lines(settings)[-1:] == ["service_status api prod"]), what="the run")
 
 
