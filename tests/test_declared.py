@@ -189,7 +189,7 @@ tools = ["mcp:git/git_status", "mcp:gone"]
     assert doctor.returncode == 1
     assert "ok: mcp.git: up; tools: git_add (gated)" in out and "git_status (safe)" in out
     assert "error: mcp.gone: down" in out
-    assert "warn: tools.\"git.git_comit\": MCP server git offers no tool 'git_comit'" in out
+    assert "warning: tools.\"git.git_comit\": MCP server git offers no tool 'git_comit'" in out
 
 
 def test_the_readme_example_is_a_valid_policy_and_its_rules_apply(tmp_path):
