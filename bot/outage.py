@@ -35,11 +35,17 @@ def stop_if_cancelled(cause: BaseException | None = None) -> None:
         raise asyncio.CancelledError from cause
 
 
+# what Redis answers when it refuses the credentials or the permissions
+REFUSALS = ("NOAUTH", "WRONGPASS", "NOPERM", "invalid username-password pair",
+            "Authentication required", "must be called with the client already authenticated")
+
+
 def config_error(exc: BaseException) -> ConfigError | None:
     """Redis answered, and refused us: retrying cannot help (a wrong password looks like an
     outage to redis-py, whose AuthenticationError is a ConnectionError)."""
     refused = isinstance(exc, (AuthenticationError, AuthorizationError, NoPermissionError)) or (
-        isinstance(exc, ResponseError) and str(exc).startswith(("NOAUTH", "WRONGPASS", "NOPERM")))
+        isinstance(exc, (ResponseError, RedisConnectionError))
+        and any(sign in str(exc) for sign in REFUSALS))  # redis-py 8 raises a plain ConnectionError
     if not refused:
         return None
     return ConfigError(f"REDIS_URL: Redis refused the connection: {exc} "

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import time
 
+import pytest
+
 from bot.events import Source
 from bot.intake import new_thread_id
 from bot.runtime import Runtime
@@ -40,13 +42,16 @@ def runbook_ran(settings) -> list[str]:
     return log.read_text().splitlines() if log.exists() else []
 
 
+@pytest.mark.timeout(300)  # two worker processes start, on a possibly loaded machine
 async def test_deadline_passed_while_no_process_ran_expires_on_start(make_settings, policy_file):
     settings = make_settings(policy_file=policy_file('[tools.rollback]\napproval_ttl = 2\n'))
     rt = await Runtime.start(settings)  # a client only: no worker, no sweep in this process
-    worker = spawn_bot(settings, "worker")
+    # its only sweep runs at its start: a slow test must not let it expire the approval before
+    # it is killed (the point is that nothing runs at the deadline)
+    worker = spawn_bot(settings, "worker", CHATOPS_SWEEP_INTERVAL="3600")
     try:
         thread_id = await ask(rt, "/rollback api prod")
-        thread = await settled(rt, thread_id, timeout=20)
+        thread = await settled(rt, thread_id, timeout=90)
         [request] = thread.pending_approvals()
     finally:
         worker.kill()
@@ -61,7 +66,7 @@ async def test_deadline_passed_while_no_process_ran_expires_on_start(make_settin
         async def decided():
             t = await rt.store.load(thread_id)
             return t if t.decisions and t.state == "idle" else None
-        thread = await wait_for(decided, timeout=20, what="the expiry on start")
+        thread = await wait_for(decided, timeout=90, what="the expiry on start")
     finally:
         worker.terminate()
         worker.wait(timeout=10)
@@ -97,7 +102,7 @@ async def test_reminder_and_escalation_on_their_times_once_each(make_settings, p
         t = await rt.store.load(thread_id)
         kinds = [e.type for e in t.events]
         return t if "approval_reminder" in kinds and "approval_escalated" in kinds else None
-    thread = await wait_for(nudged, timeout=20, what="reminder and escalation")
+    thread = await wait_for(nudged, timeout=60, what="reminder and escalation")
     await asyncio.sleep(3 * settings.sweep_interval)  # more sweeps by both workers: still once each
     thread = await rt.store.load(thread_id)
     [reminder] = [e for e in thread.events if e.type == "approval_reminder"]

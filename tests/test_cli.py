@@ -23,7 +23,7 @@ async def chatops(settings, *args: str, stdin: str = "", **env: str) -> subproce
     """Run `chatops` off the event loop, so that the in-process worker keeps working."""
     return await asyncio.to_thread(subprocess.run,
         [sys.executable, "-m", "bot", *args], input=stdin, capture_output=True, text=True,
-        env=bot_env(settings, **env), cwd=ROOT, timeout=60)
+        env=bot_env(settings, **env), cwd=ROOT, timeout=180)
 
 
 async def test_console_and_cli_round_trip(make_settings, start_bot):
@@ -112,7 +112,7 @@ async def test_run_with_embedded_redis_keeps_threads_across_restarts(make_settin
                 events = (await c.get(f"/v1/threads/{thread_id}")).json()["events"]
                 return events[-1]["type"] == "agent_reply"
 
-            await wait_for(replied, 20, "the reply")
+            await wait_for(replied, 60, "the reply")
         bot.send_signal(signal.SIGTERM)
         assert bot.wait(20) == 0
         assert not (settings.data_dir / "redis.url").exists()  # our redis-server was stopped
@@ -159,7 +159,7 @@ async def test_run_attaches_the_console_only_to_a_terminal(make_settings):
         async def answered():
             return "bot> Commands of the deploy agent" in log_path.read_text()
 
-        await wait_for(answered, 20, "the console to answer")
+        await wait_for(answered, 60, "the console to answer")
     finally:
         bot.send_signal(signal.SIGTERM)
         bot.wait(20)
@@ -205,7 +205,7 @@ async def test_with_no_configuration_run_receives_mail_on_loopback(make_settings
                 events = (await c.get(f"/v1/threads/{rows[0]['id']}")).json()["events"]
                 return events if events[-1]["type"] == "agent_reply" else None
 
-        events = await wait_for(answered, 20, "the mailed request to be answered")
+        events = await wait_for(answered, 60, "the mailed request to be answered")
         assert events[0]["source"]["user"] == "dev@example.com" and "healthy" in events[-1]["text"]
     finally:
         bot.send_signal(signal.SIGTERM)

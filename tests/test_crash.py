@@ -32,14 +32,14 @@ async def test_killed_while_awaiting_approval(make_settings, runtime, policy_fil
     worker = spawn_bot(settings, "worker")
     try:
         thread_id = await say(rt, "/rollback api prod")
-        thread = await settled(rt, thread_id, timeout=20)
+        thread = await settled(rt, thread_id, timeout=60)
         assert thread.state == "awaiting_approval"
         kill(worker)
 
         [request] = thread.pending_approvals()
         assert (await rt.approvals.decide(request.approval_id, True, "alice", "api")).status == "decided"
         worker = spawn_bot(settings, "worker")
-        thread = await settled(rt, thread_id, timeout=20)
+        thread = await settled(rt, thread_id, timeout=60)
         assert thread.state == "idle"
         assert runbook_lines(settings) == ["rollback api prod"]
         assert [e.type for e in thread.events] == [
@@ -61,14 +61,14 @@ async def test_killed_while_the_tool_runs_is_never_run_again(make_settings, runt
     worker = spawn_bot(settings, "worker")
     try:
         thread_id = await say(rt, "/rollback api prod")
-        thread = await settled(rt, thread_id, timeout=20)
+        thread = await settled(rt, thread_id, timeout=60)
         [request] = thread.pending_approvals()
         await rt.approvals.decide(request.approval_id, True, "alice", "api")
 
         async def started():
             return slow_log.exists() and slow_log.read_text().strip()
 
-        await wait_for(started, 20, "the runbook to start")
+        await wait_for(started, 60, "the runbook to start")
         kill(worker)  # the runbook leads its own session: it carries on and finishes
 
         worker = spawn_bot(settings, "worker")
@@ -82,7 +82,7 @@ async def test_killed_while_the_tool_runs_is_never_run_again(make_settings, runt
 
         # the human says it went through; the thread carries on without running it again
         await say(rt, "it went through, thanks", thread_id=thread_id)
-        thread = await settled(rt, thread_id, timeout=20)
+        thread = await settled(rt, thread_id, timeout=60)
         assert thread.state == "idle" and slow_log.read_text().count("started") == 1
     finally:
         kill(worker)
@@ -99,9 +99,9 @@ async def test_a_worker_stopped_while_the_tool_runs_lets_it_finish(make_settings
     worker = spawn_bot(settings, "worker")
     try:
         thread_id = await say(rt, "/rollback api prod")
-        [request] = (await settled(rt, thread_id, timeout=20)).pending_approvals()
+        [request] = (await settled(rt, thread_id, timeout=60)).pending_approvals()
         await rt.approvals.decide(request.approval_id, True, "alice", "api")
-        await wait_for(lambda: _exists(slow_log), 20, "the runbook to start")
+        await wait_for(lambda: _exists(slow_log), 60, "the runbook to start")
         worker.send_signal(signal.SIGTERM)  # a deploy of the bot, mid-rollback
         assert worker.wait(20) == 0
         thread = await rt.store.load(thread_id)

@@ -236,7 +236,7 @@ async def test_fire_missed_while_down_happens_once_on_start_within_the_grace(
     try:
         worker = await start_bot(settings)
         thread_id = fire_thread_id("nightly", fire_at)
-        await wait_for(lambda: worker.store.exists(thread_id), timeout=20, what="the late fire")
+        await wait_for(lambda: worker.store.exists(thread_id), timeout=60, what="the late fire")
         thread = await settled(worker, thread_id)
         await wait_for(lambda: rt.redis.zscore(rt.store.keys.schedule_last, "nightly"), what="bookkeeping")
     finally:
@@ -263,7 +263,7 @@ async def test_fire_missed_outside_the_grace_is_recorded_as_missed_not_run(
     clock = spawn_bot(settings, "clock", CHATOPS_SCHEDULE_GRACE="1")
     try:
         thread_id = fire_thread_id("nightly", fire_at)
-        await wait_for(lambda: rt.store.exists(thread_id), timeout=20, what="the missed record")
+        await wait_for(lambda: rt.store.exists(thread_id), timeout=60, what="the missed record")
         thread = await settled(rt, thread_id)
     finally:
         clock.terminate()
@@ -335,11 +335,11 @@ async def test_a_fire_given_up_on_while_redis_is_down_is_recorded_once_it_is_bac
 
         async def gave_up():
             return any("retrying in the background" in r.getMessage() for r in caplog.records)
-        await wait_for(gave_up, timeout=20, what="the clock to give up past the grace")
+        await wait_for(gave_up, timeout=60, what="the clock to give up past the grace")
         assert clock.stats["missed"] == 0 and not task.done()
         own_redis.start()
         thread_id = fire_thread_id("nightly", fire_at)
-        await wait_for(lambda: rt.store.exists(thread_id), timeout=20, what="the miss to be recorded")
+        await wait_for(lambda: rt.store.exists(thread_id), timeout=60, what="the miss to be recorded")
         [missed] = await fires(rt, "nightly")
         assert missed.type == "schedule_missed" and missed.scheduled_for == fire_at and missed.missed == 1
         await wait_for(lambda: _done(clock.recovering["nightly"]), what="the background retry to end")
