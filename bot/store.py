@@ -15,6 +15,7 @@ from typing import Literal
 
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
+from redis.exceptions import NoScriptError
 
 from bot.events import ApprovalDecided, ApprovalRequested, Event, dump_event, parse_event
 from bot.keys import Keys
@@ -129,23 +130,38 @@ class Store:
         claim_key = k.claim(thread_id, claim.name) if claim else k.meta(thread_id)
         ttl_ms = int(claim.ttl_seconds * 1000) if claim and claim.ttl_seconds else 0
         now = time.time()
-        pipe = self.redis.pipeline(transaction=False)
-        await self._append(
-            keys=[k.log(thread_id), k.meta(thread_id), claim_key],
-            args=[
-                dump_event(event),
-                "" if fence is None else str(fence),
-                "1" if claim else "0",
-                str(ttl_ms),
-                create.model_dump_json() if create else "",
-                repr(now),
-                state or "",
-                event.id,
-                dump_event(answer) if answer is not None else "",
-                *(dump_event(e) for e in followed_by),
-            ],
-            client=pipe,
+        script = (
+            k.log(thread_id), k.meta(thread_id), claim_key,
+            dump_event(event),
+            "" if fence is None else str(fence),
+            "1" if claim else "0",
+            str(ttl_ms),
+            create.model_dump_json() if create else "",
+            repr(now),
+            state or "",
+            event.id,
+            dump_event(answer) if answer is not None else "",
+            *(dump_event(e) for e in followed_by),
         )
+        try:
+            code, version = await self._send_append(thread_id, event, script, now, state, wake)
+        except NoScriptError:  # the server lost its scripts (restart, SCRIPT FLUSH): load, resend
+            await self.redis.script_load(_APPEND)
+            code, version = await self._send_append(thread_id, event, script, now, state, wake)
+        appended = Appended(_OUTCOMES.get(code, "appended"), version)
+        if not appended.ok:
+            await self._unindex(thread_id, event, appended, state is not None)
+        return appended
+
+    async def _send_append(
+        self, thread_id: str, event: Event, script: tuple, now: float, state: State | None, wake: bool,
+    ) -> tuple[int, int]:
+        """The append's pipeline: EVALSHA straight in it, not redis-py's Script, whose pipeline
+        sends SCRIPT EXISTS first (a second round trip). The commands after the script only add
+        to indexes or wake a worker: running them again after a NOSCRIPT is harmless."""
+        k = self.keys
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.evalsha(self._append.sha, 3, *script)
         pipe.zadd(k.threads, {thread_id: now})
         if state:
             self._index_state(pipe, thread_id, state, now)
@@ -161,10 +177,7 @@ class Store:
         if wake:
             pipe.xadd(k.inbox, {"thread": thread_id})
         code, version = (await pipe.execute(raise_on_error=True))[0]
-        appended = Appended(_OUTCOMES.get(code, "appended"), version)
-        if not appended.ok:
-            await self._unindex(thread_id, event, appended, state is not None)
-        return appended
+        return code, version
 
     def _index_state(self, pipe: Pipeline, thread_id: str, state: str, now: float) -> None:
         pipe.zadd(self.keys.threads_in(state), {thread_id: now})
