@@ -82,6 +82,8 @@ class Worker:
             step_budget=rt.settings.step_budget,
             error_budget=rt.settings.error_budget,
         )
+        self.data_dir = rt.settings.data_dir.resolve()  # once, not per tool step
+        self.systems: dict[Agent, str] = {}  # each agent's rendered system prompt
 
     # ---- the loops ---------------------------------------------------------------------------
 
@@ -344,12 +346,26 @@ class Worker:
         self._track(thread, event, appended)
         return appended
 
-    async def _append_all(self, thread: Thread, events: list[Event], fence: int) -> None:
+    async def _append_all(self, thread: Thread, events: list[Event], fence: int) -> Appended:
         first, *rest = events
         appended = await self.rt.store.append(thread.id, first, fence=fence, followed_by=rest)
         if appended.outcome == "fenced":
             raise LeaseLost(thread.id)
         self._track(thread, events, appended)
+        return appended
+
+    async def _append_calls(self, thread: Thread, calls: list[ToolCall], fence: int) -> None:
+        """Append new calls; when the first one runs next (no approval, valid arguments), record
+        its start in the same append and run it: durable before the handler, as a separate
+        tool_started would be, one round trip less. The fence makes the start ours alone: the
+        call and its start are born together, so no other worker can have started it. Never
+        folded with a result: a result's append is unfenced and retried after the handler ran."""
+        agent = self.rt.agents[thread.agent]
+        first = None if thread.open_calls else steps.runs_at_once(agent, calls)
+        events: list[Event] = [*calls, ToolStarted(call_id=first.call_id)] if first else list(calls)
+        appended = await self._append_all(thread, events, fence)
+        if first is not None and appended.ok:
+            await self._run_handler(thread, first)
 
     def _track(self, thread: Thread, events: Event | list[Event], appended: Appended) -> None:
         """Keep the cached thread in step with our own append, saving a reload, when the log's new
@@ -393,10 +409,13 @@ class Worker:
         started = await self._append(thread, ToolStarted(call_id=call.call_id), fence, Claim(f"run:{call.call_id}"))
         if not started.ok:
             return  # it was started before: the next step recovers it, never runs it again
+        await self._run_handler(thread, call)
+
+    async def _run_handler(self, thread: Thread, call: ToolCall) -> None:
+        """Run a call whose tool_started is in the log, and record its result."""
         tool = self.rt.agents[thread.agent].tool(call.tool)
         assert tool is not None
-        ctx = ToolContext(thread.id, call.call_id, self.rt.settings.data_dir.resolve(), call.source.user,
-                          self.rt.store)
+        ctx = ToolContext(thread.id, call.call_id, self.data_dir, call.source.user, self.rt.store)
         status, output = "ok", ""
         try:
             output = await tool.handler(tool.validate(call.args), ctx)
@@ -441,12 +460,14 @@ class Worker:
             call_id=new_id("cmd"), tool=command.tool, args=command.args, turn=new_id("turn"),
             origin="command", source=user,
         )
-        await self._append(thread, call, fence)
+        await self._append_calls(thread, [call], fence)
 
     async def _call_model(self, thread: Thread, fence: int) -> None:
         assert self.rt.model is not None
         agent = self.rt.agents[thread.agent]
-        system = render(agent.prompt, agent=agent.name, commands=help_text(agent))
+        system = self.systems.get(agent)
+        if system is None:
+            system = self.systems[agent] = render(agent.prompt, agent=agent.name, commands=help_text(agent))
         messages = self._context(thread)
         try:
             turn = await self.rt.model.next_turn(system, agent.model_tools, messages)
@@ -461,7 +482,7 @@ class Worker:
                          text=turn.text if i == 0 else "")
                 for i, use in enumerate(turn.tool_uses)
             ]
-            await self._append_all(thread, calls, fence)  # all of the turn or none of it
+            await self._append_calls(thread, calls, fence)  # all of the turn or none of it
         elif turn.stop_reason == "refusal":
             await self._append(thread, AgentReply(text="The model declined this request."), fence)
         elif turn.text:
