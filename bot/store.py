@@ -212,6 +212,39 @@ class Store:
         self._index_state(pipe, thread_id, state, time.time())
         await pipe.execute()
 
+    async def settle(
+        self, thread_id: str, state: State, *, rendered: int | None = None, release: str | None = None,
+        ack: tuple[str, bytes] | None = None,
+    ) -> None:
+        """The end of a wake-up in one round trip: the thread's state (and how far it was
+        rendered), its lease released if `release` (the owner) still holds it, and the wake-up
+        (consumer group, entry id) acknowledged and deleted. Each part is idempotent, so the
+        pipeline is simply resent after a NOSCRIPT."""
+        try:
+            await self._send_settle(thread_id, state, rendered, release, ack)
+        except NoScriptError:
+            await self.redis.script_load(_RELEASE)
+            await self._send_settle(thread_id, state, rendered, release, ack)
+
+    async def _send_settle(
+        self, thread_id: str, state: State, rendered: int | None, release: str | None,
+        ack: tuple[str, bytes] | None,
+    ) -> None:
+        k = self.keys
+        pipe = self.redis.pipeline(transaction=False)
+        fields: dict[str, str | int] = {"state": state}
+        if rendered is not None:
+            fields["rendered"] = rendered
+        pipe.hset(k.meta(thread_id), mapping=fields)
+        self._index_state(pipe, thread_id, state, time.time())
+        if release is not None:
+            pipe.evalsha(self._release.sha, 1, k.lease(thread_id), release)
+        if ack is not None:
+            group, entry_id = ack
+            pipe.xack(k.inbox, group, entry_id)
+            pipe.xdel(k.inbox, entry_id)
+        await pipe.execute(raise_on_error=True)
+
     async def set_marker(self, thread_id: str, name: str, value: int) -> None:
         await self.redis.hset(self.keys.meta(thread_id), name, value)
 

@@ -16,6 +16,7 @@ import socket
 import time
 from collections import OrderedDict
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import AsyncIterator, Awaitable
 
 from redis.exceptions import ResponseError
@@ -58,6 +59,16 @@ CACHE_SIZE = 10_000
 
 class LeaseLost(Exception):
     pass
+
+
+@dataclass
+class _WakeUp:
+    """One wake-up being handled: its lease's owner and inbox entry, released and acknowledged
+    with the thread's settling, in one round trip (`done` once they are)."""
+
+    entry_id: bytes | None = None
+    owner: str = ""
+    done: bool = False
 
 
 class _LocalLock:
@@ -186,8 +197,7 @@ class Worker:
 
     async def _handle(self, entry_id: bytes, thread_id: str) -> None:
         try:
-            if await self.advance(thread_id):
-                await self._done(entry_id)
+            await self.advance(thread_id, entry_id)
         except REDIS_DOWN as exc:
             log.warning("advancing thread %s failed (%s); the entry stays pending", thread_id, exc)
         except Exception as exc:
@@ -244,41 +254,49 @@ class Worker:
 
     # ---- one thread ----------------------------------------------------------------------------
 
-    async def advance(self, thread_id: str) -> bool:
-        """Advance the thread until it waits; False if another worker holds it for too long."""
+    async def advance(self, thread_id: str, entry_id: bytes | None = None) -> bool:
+        """Advance the thread until it waits, then acknowledge the inbox entry `entry_id` if any;
+        False (and not acknowledged) if another worker holds the thread for too long."""
         entry = self.locks.setdefault(thread_id, _LocalLock())
         entry.users += 1
+        wake = _WakeUp(entry_id)
         try:
-            async with entry.lock, self._lease(thread_id) as fence:
-                await self._steps(thread_id, fence)
-            return True
+            async with entry.lock, self._lease(thread_id, wake) as fence:
+                await self._steps(thread_id, fence, wake)
         except LeaseLost:
             log.warning("lost the lease of thread %s; another worker carries on", thread_id)
-            return True
         except TimeoutError:
             return False
         finally:
             entry.users -= 1
             if entry.users == 0:
                 del self.locks[thread_id]
+        if entry_id is not None and not wake.done:
+            await self._done(entry_id)
+        return True
 
     @asynccontextmanager
-    async def _lease(self, thread_id: str) -> AsyncIterator[int]:
+    async def _lease(self, thread_id: str, wake: _WakeUp | None = None) -> AsyncIterator[int]:
+        """Hold the thread's lease; released on leaving unless `wake` was settled (which released
+        it in the same round trip)."""
         store, ttl = self.rt.store, self.rt.settings.lease_ttl
-        owner = f"{self.name}:{secrets.token_hex(4)}"
+        wake = wake or _WakeUp()
+        owner = wake.owner = f"{self.name}:{secrets.token_hex(4)}"
         deadline = time.monotonic() + 2 * ttl
         while not (fence := await store.acquire(thread_id, owner, ttl)):
             if time.monotonic() > deadline:
                 raise TimeoutError(thread_id)
             await asyncio.sleep(0.05)
-        renew = asyncio.create_task(self._keep_lease(thread_id, owner, ttl))
+        renew = asyncio.create_task(self._keep_lease(thread_id, wake, ttl))
         try:
             yield fence
         finally:
             renew.cancel()
-            await store.release(thread_id, owner)
+            if not wake.done:
+                await store.release(thread_id, owner)
 
-    async def _keep_lease(self, thread_id: str, owner: str, ttl: float) -> None:
+    async def _keep_lease(self, thread_id: str, wake: _WakeUp, ttl: float) -> None:
+        owner = wake.owner
         while True:
             await asyncio.sleep(ttl / 3)
             stop_if_cancelled()
@@ -289,7 +307,8 @@ class Worker:
                 log.warning("renewing the lease of %s failed (%s); retrying", thread_id, exc)
                 continue
             if not renewed:
-                log.warning("lease of %s expired while working", thread_id)
+                if not wake.done:  # else we released it ourselves
+                    log.warning("lease of %s expired while working", thread_id)
                 return
 
     async def _load(self, thread_id: str) -> Thread:
@@ -309,35 +328,40 @@ class Worker:
             builder = self.contexts[thread.id] = ContextBuilder(self.rt.settings.tool_output_limit)
         return builder.extend(thread.events)
 
-    async def _steps(self, thread_id: str, fence: int) -> None:
+    async def _steps(self, thread_id: str, fence: int, end: _WakeUp) -> None:
         for n in range(MAX_STEPS_PER_WAKE):
             stop_if_cancelled()  # a worker asked to stop starts no further step
-            if not await self.step(thread_id, fence, wake=n == 0):
+            if not await self.step(thread_id, fence, wake=n == 0, end=end):
                 return
         log.error("thread %s did not settle after %d steps", thread_id, MAX_STEPS_PER_WAKE)
 
-    async def step(self, thread_id: str, fence: int, *, wake: bool = False) -> bool:
+    async def step(self, thread_id: str, fence: int, *, wake: bool = False, end: _WakeUp | None = None) -> bool:
         """Run one step of a thread whose lease we hold. False once it waits or is idle (then its
-        new visible events are rendered and its state saved). The first step of a wake-up reads
-        the log, since whatever woke us was appended by someone else."""
+        new visible events are rendered and its state saved, with `end`'s lease released and its
+        entry acknowledged). The first step of a wake-up reads the log, since whatever woke us was
+        appended by someone else."""
         thread = self.cache.get(thread_id) if thread_id in self.fresh and not wake else None
         thread = thread or await self._load(thread_id)
         agent = self.rt.agents.get(thread.agent)
         if agent is None:  # e.g. an agent removed while its threads live on: say so once per input
             if thread.needs_agent:
                 await self._append(thread, AgentReply(text=f"There is no agent {thread.agent!r} any more."), fence)
-            await self._settle(thread)
+            await self._settle(thread, end)
             return False
         step = steps.next_step(thread, agent, time.time(), self.limits)
         if isinstance(step, (steps.Wait, steps.Idle)):
-            await self._settle(thread)
+            await self._settle(thread, end)
             return False
         await self._execute(step, thread, fence)
         return True
 
-    async def _settle(self, thread: Thread) -> None:
-        await self._render(thread)
-        await self.rt.store.set_state(thread.id, thread.state)
+    async def _settle(self, thread: Thread, end: _WakeUp | None = None) -> None:
+        rendered = await self._render(thread)
+        ack = (GROUP, end.entry_id) if end and end.entry_id is not None else None
+        await self.rt.store.settle(thread.id, thread.state, rendered=rendered,
+                                   release=end.owner if end else None, ack=ack)
+        if end is not None:
+            end.done = True
 
     async def _append(self, thread: Thread, event: Event, fence: int | None, claim: Claim | None = None) -> Appended:
         appended = await self.rt.store.append(thread.id, event, fence=fence, claim=claim)
@@ -493,15 +517,16 @@ class Worker:
 
     # ---- showing it ----------------------------------------------------------------------------
 
-    async def _render(self, thread: Thread) -> None:
+    async def _render(self, thread: Thread) -> int | None:
         """Render new visible events, at least once each: through the thread's origin channel
         (console and API clients read the thread themselves), and approval events also by mail
-        to the approvers that are email addresses, wherever the thread lives."""
+        to the approvers that are email addresses, wherever the thread lives. Returns how far
+        the thread is now rendered, for the caller to save (None: nothing renders it)."""
         renderer = self.rt.renderers.get(thread.meta.origin.channel)
         mail_to = getattr(self.rt.renderers.get("email"), "render_to", None) \
             if thread.meta.origin.channel not in MAILS_ITSELF else None
         if renderer is None and mail_to is None:
-            return
+            return None
         store = self.rt.store
         done = await store.marker(thread.id, "rendered")
         for index in range(done, thread.version):
@@ -512,7 +537,7 @@ class Worker:
                 await self._deliver(thread, event, renderer.name, renderer.render(thread, event))
             if mail_to is not None and (to := approver_addresses(thread, event)):
                 await self._deliver(thread, event, "email", mail_to({"to": to}, thread, event))
-        await store.set_marker(thread.id, "rendered", thread.version)
+        return thread.version
 
     async def _deliver(self, thread: Thread, event: Event, channel: str, sending: Awaitable[None]) -> None:
         try:
