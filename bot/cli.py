@@ -14,6 +14,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from bot.loop import run as run_async
 from bot.policy import ConfigError
 from bot.runtime import Runtime
 from bot.settings import Settings
@@ -36,12 +37,12 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "doctor":  # it reports an invalid setting among the rest
         from bot.doctor import doctor
 
-        sys.exit(asyncio.run(doctor()))
+        sys.exit(run_async(doctor()))
     if settings is None:
         first = invalid.errors()[0]
         sys.exit(f"chatops: invalid setting {'.'.join(map(str, first['loc']))}: {first['msg']}")
     try:
-        sys.exit(asyncio.run(_with_runtime(settings, args.func, args)))
+        sys.exit(run_async(_with_runtime(settings, args.func, args)))
     except ConfigError as exc:
         sys.exit(f"chatops: {exc}")
     except KeyboardInterrupt:
@@ -50,6 +51,7 @@ def main(argv: list[str] | None = None) -> None:
 
 async def _with_runtime(settings: Settings, func: Command, args: argparse.Namespace) -> int:
     _stop_on_signals()
+    logging.getLogger("chatops").info("event loop: %s", type(asyncio.get_running_loop()).__module__)
     rt = await Runtime.start(settings)
     try:
         return await func(rt, args)
