@@ -31,9 +31,11 @@ def mute_server() -> Iterator[int]:
         conn, _ = listener.accept()
         accepted.append(conn)
         conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        for reply in (b"%1\r\n+proto\r\n:3\r\n", b"+OK\r\n"):  # HELLO 3, CLIENT MAINT_NOTIFICATIONS
-            conn.recv(4096)
-            conn.sendall(reply)
+        while True:  # HELLO 3, then CLIENT SETINFO / MAINT_NOTIFICATIONS: answered until a SET or GET
+            data = conn.recv(4096)
+            if not data or b"\r\nSET\r\n" in data or b"\r\nGET\r\n" in data:
+                break
+            conn.sendall(b"%1\r\n+proto\r\n:3\r\n" * data.count(b"HELLO") + b"+OK\r\n" * data.count(b"CLIENT"))
         stop.wait(120)
 
     thread = threading.Thread(target=serve, daemon=True)
