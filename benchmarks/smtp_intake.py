@@ -3,8 +3,8 @@
 The bot's real SMTP server (aiosmtpd, in one process and event loop, as `chatops smtp` runs it)
 receives new-thread mails from a separate client process (smtplib, several connections, many
 mails per connection, as relaying MTAs do). A mail counts once its 250 arrived, and 250 is only
-sent after the thread and its event are in Redis. Uses REDIS_URL, else 127.0.0.1:6379, else an
-embedded redis-server; only keys under a fresh prefix are touched and deleted.
+sent after the thread and its event are in Redis. Uses a redis-server of its own (never a shared
+one); only keys under a fresh prefix are touched and deleted.
 
     python -m benchmarks.smtp_intake
 """
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
-import os
 import smtplib
 import statistics
 import tempfile
@@ -23,7 +22,6 @@ import uuid
 from email.message import EmailMessage
 from pathlib import Path
 
-import redis as sync_redis
 
 from bot.embedded_redis import EmbeddedRedis
 from bot.runtime import Runtime
@@ -68,12 +66,7 @@ def _clients(port: int, run: str, results: multiprocessing.Queue) -> None:
 
 
 def _redis_url(tmp: Path) -> tuple[str, EmbeddedRedis | None]:
-    url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
-    try:
-        if sync_redis.Redis.from_url(url, socket_connect_timeout=0.5).ping():
-            return url, None
-    except Exception:
-        pass
+    """A redis-server of the benchmark's own (AOF everysec), never a shared one."""
     embedded = EmbeddedRedis(tmp)
     return asyncio.run(embedded.start()), embedded
 
