@@ -3,16 +3,20 @@ runtime with the bench agent, and a timer around the model SDK call (the stub's 
 
 from __future__ import annotations
 
+import socket
+import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
+import redis
+
 from benchmarks import bench_agent
-from bot.embedded_redis import EmbeddedRedis
+from bot.embedded_redis import EmbeddedRedis, redis_server_binary
 from bot.runtime import Runtime
 from bot.settings import Settings
 from bot.worker import Worker
@@ -28,6 +32,35 @@ async def redis_server() -> AsyncIterator[str]:
             yield url
         finally:
             await server.stop()
+
+
+@contextmanager
+def redis_at(fsync: str) -> Iterator[str]:
+    """A redis-server of the benchmark's own with AOF on and `appendfsync` at `fsync` (always:
+    fsync before each reply, as SQLite synchronous=FULL; everysec: as synchronous=NORMAL)."""
+    with tempfile.TemporaryDirectory(prefix="chatops-bench-redis-") as tmp:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        proc = subprocess.Popen(
+            [redis_server_binary(), "--bind", "127.0.0.1", "--port", str(port), "--dir", tmp, "--save", "",
+             "--appendonly", "yes", "--appendfsync", fsync],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        url = f"redis://127.0.0.1:{port}/0"
+        try:
+            client = redis.Redis.from_url(url, socket_connect_timeout=0.5)
+            for _ in range(500):
+                try:
+                    if client.ping():
+                        break
+                except redis.ConnectionError:
+                    time.sleep(0.02)
+            assert client.config_get("appendfsync")["appendfsync"] == fsync
+            yield url
+        finally:
+            proc.terminate()
+            proc.wait(10)
 
 
 def settings(redis_url: str, model_url: str | None = None, **overrides: Any) -> Settings:

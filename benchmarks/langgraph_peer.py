@@ -77,14 +77,14 @@ def build(checkpointer: Any):
     return g.compile(checkpointer=checkpointer)
 
 
-def prefill(length: int) -> list[Any]:
+def prefill(calls: int) -> list[Any]:
+    """A conversation of `calls` tool calls (a call and its result each), then a new message:
+    the same length, counted in tool calls, as our side's prefilled threads."""
     msgs: list[Any] = [HumanMessage(content="check api")]
-    step = 0
-    while len(msgs) < length - 1:
+    for step in range(calls):
         call = _call("noop", step)
         msgs.append(AIMessage(content="", tool_calls=[call]))
         msgs.append(ToolMessage(content=bench_agent.output(step), tool_call_id=call["id"]))
-        step += 1
     msgs.append(HumanMessage(content="and again"))
     return msgs
 
@@ -103,12 +103,16 @@ def config() -> dict:
     return {"configurable": {"thread_id": uuid.uuid4().hex}, "recursion_limit": 10_000}
 
 
-def measure(kind: str, workdir: Path, lengths: tuple[int, ...], per_length: int) -> dict[str, Any]:
+def measure(kind: str, workdir: Path, lengths: tuple[int, ...], per_length: int,
+            synchronous: str = "FULL", scripted_runs: int = 20) -> dict[str, Any]:
+    """`synchronous`: SQLite's fsync level, FULL (every commit, as AOF `always`) or NORMAL (WAL
+    synced at checkpoints, about as AOF `everysec`)."""
     conn = None
     if kind == "sqlite":
-        conn = sqlite3.connect(workdir / "lg.sqlite", check_same_thread=False)
+        conn = sqlite3.connect(workdir / f"lg-{uuid.uuid4().hex[:6]}.sqlite", check_same_thread=False)
         saver: Any = SqliteSaver(conn)
         saver.setup()
+        conn.execute(f"PRAGMA synchronous={synchronous}")
     else:
         saver = InMemorySaver()
     graph = build(saver)
@@ -116,14 +120,18 @@ def measure(kind: str, workdir: Path, lengths: tuple[int, ...], per_length: int)
     # per-node overhead at given thread lengths (messages already in the state)
     for length in lengths:
         samples: list[float] = []
+        per_run: list[float] = []
         while len(samples) < per_length:
             cfg = config()
             times = node_times(graph, {"messages": prefill(length), "done": 0, "steps": 10}, cfg)
-            samples += times[1:-1]  # the first gap includes writing the prefilled input; last is the interrupt
+            nodes = times[1:-1]  # the first gap includes writing the prefilled input; last is the interrupt
+            samples += nodes
+            per_run.append(sum(nodes) / len(nodes))  # two nodes per tool call: agent, tools
         out[f"node_{length}"] = samples
+        out[f"cycle_{length}"] = per_run
     # the scripted work: 20 steps, interrupt, resume
     totals, resumes, sizes = [], [], []
-    for _ in range(20):
+    for _ in range(scripted_runs):
         cfg = config()
         t0 = time.perf_counter()
         node_times(graph, {"messages": [HumanMessage(content="check api twenty times, then roll it back")],
@@ -182,3 +190,14 @@ async def concurrency(threads: int, latency: float) -> float:
 def run(lengths: tuple[int, ...] = (10, 100, 1000), per_length: int = 100) -> dict[str, dict[str, Any]]:
     with tempfile.TemporaryDirectory(prefix="chatops-bench-lg-") as tmp:
         return {kind: measure(kind, Path(tmp), lengths, per_length) for kind in ("sqlite", "memory")}
+
+
+if __name__ == "__main__":
+    # one round as its own process: kind, SQLite synchronous level, per-length samples, lengths
+    import json
+    import sys
+
+    kind, sync_level, per, runs, *lens = sys.argv[1:]
+    with tempfile.TemporaryDirectory(prefix="chatops-bench-lg-") as tmp:
+        figures = measure(kind, Path(tmp), tuple(int(n) for n in lens), int(per), sync_level, int(runs))
+    print(json.dumps(figures))

@@ -235,14 +235,36 @@ async def concurrency(rt: Runtime, model_url: str, threads: int = 1000) -> dict[
 
 
 async def sdk_alone(model_url: str, threads: int = 1000) -> float:
-    """The floor under `concurrency`: the same model calls from the anthropic SDK alone, no bot."""
+    """The floor under `concurrency`: the same model calls from the anthropic SDK alone, no bot,
+    on the same transport as the bot (aiohttp, one connection per call in flight)."""
     import anthropic
 
-    client = anthropic.AsyncAnthropic(api_key="bench-key", base_url=model_url, max_retries=0)
+    from bot.model import _http_client
+
+    client = anthropic.AsyncAnthropic(api_key="bench-key", base_url=model_url, max_retries=0,
+                                      http_client=_http_client(threads))
     t0 = time.perf_counter()
     await asyncio.gather(*(
         client.messages.create(model="m", max_tokens=16, messages=[{"role": "user", "content": "hello"}])
         for _ in range(threads)
     ))
+    elapsed = time.perf_counter() - t0
     await client.close()
-    return time.perf_counter() - t0
+    return elapsed
+
+
+async def raw_http(model_url: str, threads: int = 1000) -> float:
+    """The same calls with raw aiohttp: no SDK (no request building, no response models)."""
+    import aiohttp
+
+    body = {"model": "m", "max_tokens": 16, "messages": [{"role": "user", "content": "hello"}]}
+    headers = {"x-api-key": "bench-key", "anthropic-version": "2023-06-01"}
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=threads)) as session:
+        async def call() -> None:
+            async with session.post(f"{model_url}/v1/messages", json=body, headers=headers) as resp:
+                resp.raise_for_status()
+                await resp.json()
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(call() for _ in range(threads)))
+        return time.perf_counter() - t0

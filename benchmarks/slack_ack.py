@@ -127,15 +127,11 @@ def _percentile(values: list[float], q: float) -> float:
 
 
 def _redis_url() -> tuple[str, Any]:
-    url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
-    try:
-        sync_redis.Redis.from_url(url, socket_connect_timeout=0.5).ping()
-        return url, None
-    except Exception:
-        from bot.embedded_redis import EmbeddedRedis
+    """A redis-server of the benchmark's own (AOF everysec), never a shared one."""
+    from bot.embedded_redis import EmbeddedRedis
 
-        embedded = EmbeddedRedis(Path(tempfile.mkdtemp(prefix="bench-redis-")))
-        return asyncio.run(embedded.start()), embedded
+    embedded = EmbeddedRedis(Path(tempfile.mkdtemp(prefix="bench-redis-")))
+    return asyncio.run(embedded.start()), embedded
 
 
 async def _bench(redis_url: str, prefix: str, data_dir: Path) -> dict[float, tuple[list[float], int, float]]:

@@ -6,8 +6,8 @@ connection, as relaying MTAs do): replies as real clients write them (the bodies
 tests/email_replies: Gmail, Outlook, Apple Mail, Thunderbird, ... in 15 languages), each one a
 new thread. A mail counts once its 250 arrived, and 250 is only sent after the thread and its
 event are in Redis. Then, while one 8 MB mail is received and parsed, a ticker on the server's
-event loop records the loop's longest block. Uses REDIS_URL, else 127.0.0.1:6379, else an
-embedded redis-server; only keys under a fresh prefix are touched and deleted.
+event loop records the loop's longest block. Uses a redis-server of its
+own (never a shared one); only keys under a fresh prefix are touched and deleted.
 
     python -m benchmarks.smtp_intake
 """
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
-import os
 import smtplib
 import statistics
 import tempfile
@@ -25,8 +24,6 @@ import time
 import uuid
 from email.message import EmailMessage
 from pathlib import Path
-
-import redis as sync_redis
 
 from bot.embedded_redis import EmbeddedRedis
 from bot.runtime import Runtime
@@ -89,12 +86,7 @@ def _clients(port: int, run: str, results: multiprocessing.Queue) -> None:
 
 
 def _redis_url(tmp: Path) -> tuple[str, EmbeddedRedis | None]:
-    url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
-    try:
-        if sync_redis.Redis.from_url(url, socket_connect_timeout=0.5).ping():
-            return url, None
-    except Exception:
-        pass
+    """A redis-server of the benchmark's own (AOF everysec), never a shared one."""
     embedded = EmbeddedRedis(tmp)
     return asyncio.run(embedded.start()), embedded
 

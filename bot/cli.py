@@ -14,6 +14,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from bot.loop import run as run_async
 from bot.policy import ConfigError
 from bot.runtime import Runtime
 from bot.settings import Settings
@@ -36,17 +37,17 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "doctor":  # it reports an invalid setting among the rest
         from bot.doctor import doctor
 
-        sys.exit(asyncio.run(doctor()))
+        sys.exit(run_async(doctor()))
     if args.command == "tools" and settings is not None:  # no Redis needed: policy and servers only
         try:
-            sys.exit(asyncio.run(cmd_tools(settings, args)))
+            sys.exit(run_async(cmd_tools(settings, args)))
         except ConfigError as exc:
             sys.exit(f"chatops: {exc}")
     if settings is None:
         first = invalid.errors()[0]
         sys.exit(f"chatops: invalid setting {'.'.join(map(str, first['loc']))}: {first['msg']}")
     try:
-        sys.exit(asyncio.run(_with_runtime(settings, args.func, args, serving=args.serving)))
+        sys.exit(run_async(_with_runtime(settings, args.func, args, serving=args.serving)))
     except ConfigError as exc:
         sys.exit(f"chatops: {exc}")
     except KeyboardInterrupt:
@@ -61,6 +62,8 @@ async def _with_runtime(
     settings: Settings, func: Command, args: argparse.Namespace, *, serving: bool = True
 ) -> int:
     _stop_on_signals()
+    if serving:
+        logging.getLogger("chatops").info("event loop: %s", type(asyncio.get_running_loop()).__module__)
     rt = await Runtime.start(settings, serving=serving)
     asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, rt.reload)  # the live policy
     try:

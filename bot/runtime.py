@@ -18,6 +18,7 @@ from bot.embedded_redis import EmbeddedRedis
 from bot.intake import Intake
 from bot.keys import Keys
 from bot.policy import ConfigError, Policy, load_policy
+from bot.redis_connection import LeanConnection
 from bot.settings import Settings
 from bot.store import Store
 
@@ -60,6 +61,7 @@ class Runtime:
         pool = BlockingConnectionPool.from_url(
             url, max_connections=REDIS_CONNECTIONS, timeout=REDIS_POOL_WAIT,
             health_check_interval=30, retry_on_timeout=True,
+            connection_class=LeanConnection,  # redis:// only: a rediss:// or unix:// URL picks its own
         )
         redis = Redis.from_pool(pool)
         store = Store(redis, Keys(settings.key_prefix))

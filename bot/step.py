@@ -170,6 +170,21 @@ def _next_for_calls(thread: Thread, agent: Agent, now: float, policy: Policy) ->
     return Wait(tuple(waiting))
 
 
+def runs_at_once(agent: Agent, calls: list[ToolCall]) -> ToolCall | None:
+    """The call `next_step` answers RunTool for right after `calls` are appended to a thread with
+    no open calls (the first one, when it needs no approval and its arguments are valid): the
+    worker may then record its start in the same append, one round trip less."""
+    call = calls[0] if calls else None
+    tool = agent.tool(call.tool) if call else None
+    if call is None or tool is None or tool is ASK_HUMAN:
+        return None
+    try:
+        args = tool.validate(call.args)
+    except ValidationError:
+        return None
+    return None if tool.needs_approval(args) else call
+
+
 def command_summary(thread: Thread) -> str:
     """The results of the latest turn of exact commands, as the reply to show."""
     lines = []

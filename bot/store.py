@@ -15,6 +15,7 @@ from typing import Literal
 
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
+from redis.exceptions import NoScriptError
 
 from bot.events import ApprovalDecided, ApprovalRequested, Event, dump_event, parse_event
 from bot.keys import Keys
@@ -131,23 +132,40 @@ class Store:
         claim_key = k.claim(thread_id, claim.name) if claim else k.meta(thread_id)
         ttl_ms = int(claim.ttl_seconds * 1000) if claim and claim.ttl_seconds else 0
         now = time.time()
-        pipe = self.redis.pipeline(transaction=False)
-        await self._append(
-            keys=[k.log(thread_id), k.meta(thread_id), claim_key],
-            args=[
-                dump_event(event),
-                "" if fence is None else str(fence),
-                "1" if claim else "0",
-                str(ttl_ms),
-                create.model_dump_json() if create else "",
-                repr(now),
-                state or "",
-                event.id,
-                dump_event(answer) if answer is not None else "",
-                *(dump_event(e) for e in followed_by),
-            ],
-            client=pipe,
+        script = (
+            k.log(thread_id), k.meta(thread_id), claim_key,
+            dump_event(event),
+            "" if fence is None else str(fence),
+            "1" if claim else "0",
+            str(ttl_ms),
+            create.model_dump_json() if create else "",
+            repr(now),
+            state or "",
+            event.id,
+            dump_event(answer) if answer is not None else "",
+            *(dump_event(e) for e in followed_by),
         )
+        try:
+            code, version = await self._send_append(thread_id, event, script, now, state, wake)
+        except NoScriptError:  # the server lost its scripts (restart, SCRIPT FLUSH): load, resend
+            await self.redis.script_load(_APPEND)
+            code, version = await self._send_append(thread_id, event, script, now, state, wake)
+        appended = Appended(_OUTCOMES.get(code, "appended"), version)
+        if not appended.ok:
+            await self._unindex(thread_id, event, appended, state is not None)
+        elif approval_id := getattr(event, "approval_id", None):
+            await self._index_approval(thread_id, approval_id, event, version - 1 - len(followed_by))
+        return appended
+
+    async def _send_append(
+        self, thread_id: str, event: Event, script: tuple, now: float, state: State | None, wake: bool,
+    ) -> tuple[int, int]:
+        """The append's pipeline: EVALSHA straight in it, not redis-py's Script, whose pipeline
+        sends SCRIPT EXISTS first (a second round trip). The commands after the script only add
+        to indexes or wake a worker: running them again after a NOSCRIPT is harmless."""
+        k = self.keys
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.evalsha(self._append.sha, 3, *script)
         pipe.zadd(k.threads, {thread_id: now})
         if state:
             self._index_state(pipe, thread_id, state, now)
@@ -163,12 +181,7 @@ class Store:
         if wake:
             pipe.xadd(k.inbox, {"thread": thread_id})
         code, version = (await pipe.execute(raise_on_error=True))[0]
-        appended = Appended(_OUTCOMES.get(code, "appended"), version)
-        if not appended.ok:
-            await self._unindex(thread_id, event, appended, state is not None)
-        elif approval_id := getattr(event, "approval_id", None):
-            await self._index_approval(thread_id, approval_id, event, version - 1 - len(followed_by))
-        return appended
+        return code, version
 
     async def _index_approval(self, thread_id: str, approval_id: str, event: Event, position: int) -> None:
         """Where the events about an approval are in the log, so that deciding reads them alone.
@@ -214,6 +227,39 @@ class Store:
         pipe.hset(self.keys.meta(thread_id), "state", state)
         self._index_state(pipe, thread_id, state, time.time())
         await pipe.execute()
+
+    async def settle(
+        self, thread_id: str, state: State, *, rendered: int | None = None, release: str | None = None,
+        ack: tuple[str, bytes] | None = None,
+    ) -> None:
+        """The end of a wake-up in one round trip: the thread's state (and how far it was
+        rendered), its lease released if `release` (the owner) still holds it, and the wake-up
+        (consumer group, entry id) acknowledged and deleted. Each part is idempotent, so the
+        pipeline is simply resent after a NOSCRIPT."""
+        try:
+            await self._send_settle(thread_id, state, rendered, release, ack)
+        except NoScriptError:
+            await self.redis.script_load(_RELEASE)
+            await self._send_settle(thread_id, state, rendered, release, ack)
+
+    async def _send_settle(
+        self, thread_id: str, state: State, rendered: int | None, release: str | None,
+        ack: tuple[str, bytes] | None,
+    ) -> None:
+        k = self.keys
+        pipe = self.redis.pipeline(transaction=False)
+        fields: dict[str, str | int] = {"state": state}
+        if rendered is not None:
+            fields["rendered"] = rendered
+        pipe.hset(k.meta(thread_id), mapping=fields)
+        self._index_state(pipe, thread_id, state, time.time())
+        if release is not None:
+            pipe.evalsha(self._release.sha, 1, k.lease(thread_id), release)
+        if ack is not None:
+            group, entry_id = ack
+            pipe.xack(k.inbox, group, entry_id)
+            pipe.xdel(k.inbox, entry_id)
+        await pipe.execute(raise_on_error=True)
 
     async def set_marker(self, thread_id: str, name: str, value: int) -> None:
         await self.redis.hset(self.keys.meta(thread_id), name, value)

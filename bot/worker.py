@@ -16,6 +16,7 @@ import socket
 import time
 from collections import OrderedDict
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import AsyncIterator, Awaitable
 
 from redis.exceptions import ResponseError
@@ -68,6 +69,16 @@ class LeaseLost(Exception):
     pass
 
 
+@dataclass
+class _WakeUp:
+    """One wake-up being handled: its lease's owner and inbox entry, released and acknowledged
+    with the thread's settling, in one round trip (`done` once they are)."""
+
+    entry_id: bytes | None = None
+    owner: str = ""
+    done: bool = False
+
+
 class _LocalLock:
     def __init__(self) -> None:
         self.lock = asyncio.Lock()
@@ -95,6 +106,8 @@ class Worker:
             step_budget=rt.settings.step_budget,
             error_budget=rt.settings.error_budget,
         )
+        self.data_dir = rt.settings.data_dir.resolve()  # once, not per tool step
+        self.systems: dict[Agent, str] = {}  # each agent's rendered system prompt
 
     # ---- the loops ---------------------------------------------------------------------------
 
@@ -224,8 +237,7 @@ class Worker:
 
     async def _handle(self, entry_id: bytes, thread_id: str) -> None:
         try:
-            if await self.advance(thread_id):
-                await self._done(entry_id)
+            await self.advance(thread_id, entry_id)
         except REDIS_DOWN as exc:
             log.warning("advancing thread %s failed (%s); the entry stays pending", thread_id, exc)
         except Exception as exc:
@@ -282,41 +294,49 @@ class Worker:
 
     # ---- one thread ----------------------------------------------------------------------------
 
-    async def advance(self, thread_id: str) -> bool:
-        """Advance the thread until it waits; False if another worker holds it for too long."""
+    async def advance(self, thread_id: str, entry_id: bytes | None = None) -> bool:
+        """Advance the thread until it waits, then acknowledge the inbox entry `entry_id` if any;
+        False (and not acknowledged) if another worker holds the thread for too long."""
         entry = self.locks.setdefault(thread_id, _LocalLock())
         entry.users += 1
+        wake = _WakeUp(entry_id)
         try:
-            async with entry.lock, self._lease(thread_id) as fence:
-                await self._steps(thread_id, fence)
-            return True
+            async with entry.lock, self._lease(thread_id, wake) as fence:
+                await self._steps(thread_id, fence, wake)
         except LeaseLost:
             log.warning("lost the lease of thread %s; another worker carries on", thread_id)
-            return True
         except TimeoutError:
             return False
         finally:
             entry.users -= 1
             if entry.users == 0:
                 del self.locks[thread_id]
+        if entry_id is not None and not wake.done:
+            await self._done(entry_id)
+        return True
 
     @asynccontextmanager
-    async def _lease(self, thread_id: str) -> AsyncIterator[int]:
+    async def _lease(self, thread_id: str, wake: _WakeUp | None = None) -> AsyncIterator[int]:
+        """Hold the thread's lease; released on leaving unless `wake` was settled (which released
+        it in the same round trip)."""
         store, ttl = self.rt.store, self.rt.settings.lease_ttl
-        owner = f"{self.name}:{secrets.token_hex(4)}"
+        wake = wake or _WakeUp()
+        owner = wake.owner = f"{self.name}:{secrets.token_hex(4)}"
         deadline = time.monotonic() + 2 * ttl
         while not (fence := await store.acquire(thread_id, owner, ttl)):
             if time.monotonic() > deadline:
                 raise TimeoutError(thread_id)
             await asyncio.sleep(0.05)
-        renew = asyncio.create_task(self._keep_lease(thread_id, owner, ttl))
+        renew = asyncio.create_task(self._keep_lease(thread_id, wake, ttl))
         try:
             yield fence
         finally:
             renew.cancel()
-            await store.release(thread_id, owner)
+            if not wake.done:
+                await store.release(thread_id, owner)
 
-    async def _keep_lease(self, thread_id: str, owner: str, ttl: float) -> None:
+    async def _keep_lease(self, thread_id: str, wake: _WakeUp, ttl: float) -> None:
+        owner = wake.owner
         while True:
             await asyncio.sleep(ttl / 3)
             stop_if_cancelled()
@@ -327,7 +347,8 @@ class Worker:
                 log.warning("renewing the lease of %s failed (%s); retrying", thread_id, exc)
                 continue
             if not renewed:
-                log.warning("lease of %s expired while working", thread_id)
+                if not wake.done:  # else we released it ourselves
+                    log.warning("lease of %s expired while working", thread_id)
                 return
 
     async def _load(self, thread_id: str) -> Thread:
@@ -388,29 +409,30 @@ class Worker:
             keep //= 2
         return messages, tokens
 
-    async def _steps(self, thread_id: str, fence: int) -> None:
+    async def _steps(self, thread_id: str, fence: int, end: _WakeUp) -> None:
         for n in range(MAX_STEPS_PER_WAKE):
             stop_if_cancelled()  # a worker asked to stop starts no further step
-            if not await self.step(thread_id, fence, wake=n == 0):
+            if not await self.step(thread_id, fence, wake=n == 0, end=end):
                 return
         log.error("thread %s did not settle after %d steps", thread_id, MAX_STEPS_PER_WAKE)
 
-    async def step(self, thread_id: str, fence: int, *, wake: bool = False) -> bool:
+    async def step(self, thread_id: str, fence: int, *, wake: bool = False, end: _WakeUp | None = None) -> bool:
         """Run one step of a thread whose lease we hold. False once it waits or is idle (then its
-        new visible events are rendered and its state saved). The first step of a wake-up reads
-        the log, since whatever woke us was appended by someone else."""
+        new visible events are rendered and its state saved, with `end`'s lease released and its
+        entry acknowledged). The first step of a wake-up reads the log, since whatever woke us was
+        appended by someone else."""
         thread = self.cache.get(thread_id) if thread_id in self.fresh and not wake else None
         thread = thread or await self._load(thread_id)
         agent = self.rt.agents.get(thread.agent)
         if agent is None:  # e.g. an agent removed while its threads live on: say so once per input
             if thread.needs_agent:
                 await self._append(thread, AgentReply(text=f"There is no agent {thread.agent!r} any more."), fence)
-            await self._settle(thread)
+            await self._settle(thread, end)
             return False
         await agent.prepare()  # MCP servers: started lazily, once per process
         step = steps.next_step(thread, agent, time.time(), self.limits, self.rt.policy)
         if isinstance(step, (steps.Wait, steps.Idle)):
-            await self._settle(thread)
+            await self._settle(thread, end)
             return False
         started = time.monotonic()
         await self._execute(step, thread, fence)
@@ -419,9 +441,13 @@ class Worker:
                  outcome, time.monotonic() - started)
         return True
 
-    async def _settle(self, thread: Thread) -> None:
-        await self._render(thread)
-        await self.rt.store.set_state(thread.id, thread.state)
+    async def _settle(self, thread: Thread, end: _WakeUp | None = None) -> None:
+        rendered = await self._render(thread)
+        ack = (GROUP, end.entry_id) if end and end.entry_id is not None else None
+        await self.rt.store.settle(thread.id, thread.state, rendered=rendered,
+                                   release=end.owner if end else None, ack=ack)
+        if end is not None:
+            end.done = True
 
     async def _append(self, thread: Thread, event: Event, fence: int | None, claim: Claim | None = None) -> Appended:
         appended = await self.rt.store.append(thread.id, event, fence=fence, claim=claim)
@@ -430,12 +456,26 @@ class Worker:
         self._track(thread, event, appended)
         return appended
 
-    async def _append_all(self, thread: Thread, events: list[Event], fence: int) -> None:
+    async def _append_all(self, thread: Thread, events: list[Event], fence: int) -> Appended:
         first, *rest = events
         appended = await self.rt.store.append(thread.id, first, fence=fence, followed_by=rest)
         if appended.outcome == "fenced":
             raise LeaseLost(thread.id)
         self._track(thread, events, appended)
+        return appended
+
+    async def _append_calls(self, thread: Thread, calls: list[ToolCall], fence: int) -> None:
+        """Append new calls; when the first one runs next (no approval, valid arguments), record
+        its start in the same append and run it: durable before the handler, as a separate
+        tool_started would be, one round trip less. The fence makes the start ours alone: the
+        call and its start are born together, so no other worker can have started it. Never
+        folded with a result: a result's append is unfenced and retried after the handler ran."""
+        agent = self.rt.agents[thread.agent]
+        first = None if thread.open_calls else steps.runs_at_once(agent, calls)
+        events: list[Event] = [*calls, ToolStarted(call_id=first.call_id)] if first else list(calls)
+        appended = await self._append_all(thread, events, fence)
+        if first is not None and appended.ok:
+            await self._run_handler(thread, first)
 
     def _track(self, thread: Thread, events: Event | list[Event], appended: Appended) -> None:
         """Keep the cached thread in step with our own append, saving a reload, when the log's new
@@ -485,10 +525,13 @@ class Worker:
         started = await self._append(thread, ToolStarted(call_id=call.call_id), fence, Claim(f"run:{call.call_id}"))
         if not started.ok:
             return  # it was started before: the next step recovers it, never runs it again
+        await self._run_handler(thread, call)
+
+    async def _run_handler(self, thread: Thread, call: ToolCall) -> None:
+        """Run a call whose tool_started is in the log, and record its result."""
         tool = self.rt.agents[thread.agent].tool(call.tool)
         assert tool is not None
-        ctx = ToolContext(thread.id, call.call_id, self.rt.settings.data_dir.resolve(), call.source.user,
-                          self.rt.store)
+        ctx = ToolContext(thread.id, call.call_id, self.data_dir, call.source.user, self.rt.store)
         status, output = "ok", ""
         try:
             output = await tool.handler(tool.validate(args), ctx)  # exactly what was approved
@@ -533,12 +576,14 @@ class Worker:
             call_id=new_id("cmd"), tool=command.tool, args=command.args, turn=new_id("turn"),
             origin="command", source=user,
         )
-        await self._append(thread, call, fence)
+        await self._append_calls(thread, [call], fence)
 
     async def _call_model(self, thread: Thread, fence: int) -> None:
         assert self.rt.model is not None
         agent = self.rt.agents[thread.agent]
-        system = render(agent.prompt, agent=agent.name, commands=help_text(agent))
+        system = self.systems.get(agent)
+        if system is None:
+            system = self.systems[agent] = render(agent.prompt, agent=agent.name, commands=help_text(agent))
         messages, estimated = await self._bounded_context(thread, system, agent.model_tools, fence)
         try:
             turn = await self._slow_model_noticed(
@@ -555,7 +600,7 @@ class Worker:
                          text=turn.text if i == 0 else "")
                 for i, use in enumerate(turn.tool_uses)
             ]
-            await self._append_all(thread, calls, fence)  # all of the turn or none of it
+            await self._append_calls(thread, calls, fence)  # all of the turn or none of it
         elif turn.stop_reason == "refusal":
             await self._append(thread, AgentReply(text="The model declined this request."), fence)
         elif turn.text:
@@ -597,15 +642,16 @@ class Worker:
 
     # ---- showing it ----------------------------------------------------------------------------
 
-    async def _render(self, thread: Thread) -> None:
+    async def _render(self, thread: Thread) -> int | None:
         """Render new visible events, at least once each: through the thread's origin channel
         (console and API clients read the thread themselves), and approval events also by mail
-        to the approvers that are email addresses, wherever the thread lives."""
+        to the approvers that are email addresses, wherever the thread lives. Returns how far
+        the thread is now rendered, for the caller to save (None: nothing renders it)."""
         renderer = self.rt.renderers.get(thread.meta.origin.channel)
         mail_to = getattr(self.rt.renderers.get("email"), "render_to", None) \
             if thread.meta.origin.channel not in MAILS_ITSELF else None
         if renderer is None and mail_to is None:
-            return
+            return None
         store = self.rt.store
         done = await store.marker(thread.id, "rendered")
         for index in range(done, thread.version):
@@ -616,7 +662,7 @@ class Worker:
                 await self._deliver(thread, event, renderer.name, renderer.render(thread, event))
             if mail_to is not None and (to := approver_addresses(thread, event)):
                 await self._deliver(thread, event, "email", mail_to({"to": to}, thread, event))
-        await store.set_marker(thread.id, "rendered", thread.version)
+        return thread.version
 
     async def _deliver(self, thread: Thread, event: Event, channel: str, sending: Awaitable[None]) -> None:
         try:

@@ -8,6 +8,7 @@ import subprocess
 
 from tests.conftest import settled, spawn_bot, wait_for
 from tests.helpers import runbook_lines, say
+from tests.messages_api import text, tool_use
 
 SLOW_ROLLBACK = """\
 #!/bin/sh
@@ -115,3 +116,51 @@ async def test_a_worker_stopped_while_the_tool_runs_lets_it_finish(make_settings
 
 async def _exists(path) -> bool:
     return path.exists()
+
+
+SLOW_DEPLOY = """\
+#!/bin/sh
+echo "started $$" >> "$CHATOPS_DATA_DIR/slow.log"
+sleep 3
+echo "deploy $1 $2 $3" >> "$CHATOPS_DATA_DIR/runbook.log"
+"""
+
+
+async def test_killed_after_a_start_folded_into_the_model_turn_is_an_unknown_outcome(
+        model_settings, messages_api, runtime, policy_file, tmp_path):
+    """A call that needs no approval has its tool_started appended with the model's turn (one
+    round trip less): still durable before the handler, so a worker killed while the handler
+    runs leaves an unknown outcome for a human, and nothing is run again."""
+    script = tmp_path / "slow_deploy.sh"
+    script.write_text(SLOW_DEPLOY)
+    script.chmod(0o755)
+    policy = policy_file(f'[tools.deploy]\ncommand = ["{script}", "{{service}}", "{{version}}", '
+                         '"{environment}"]\n')
+    settings = model_settings(policy_file=policy, lease_ttl=1.0, claim_idle=1.0)
+    staging = {"service": "api", "version": "1.2.3", "environment": "staging"}
+    messages_api.add(tool_use("deploy", staging), text("Tell me what you found."))
+    rt = await runtime(settings)
+    slow_log = settings.data_dir / "slow.log"
+    worker = spawn_bot(settings, "worker")
+    try:
+        thread_id = await say(rt, "ship api to staging")
+        await wait_for(lambda: _exists(slow_log), 20, "the first deploy to start")
+        kill(worker)  # after the folded append, before the result
+        thread = await rt.store.load(thread_id)
+        [first] = thread.turn
+        assert [e.type for e in thread.events] == ["user_message", "tool_call", "tool_started"]
+        # the start rode with the turn, not in an append of its own (which takes a claim)
+        assert not await rt.redis.exists(rt.store.keys.claim(thread_id, f"run:{first}"))
+
+        worker = spawn_bot(settings, "worker")
+        thread = await settled(rt, thread_id, timeout=30)
+        assert thread.state == "awaiting_human"
+        assert thread.results[first].status == "unknown" and "not run again" in thread.results[first].output
+        await wait_for(lambda: _deployed(settings), 10, "the orphaned deploy to finish")
+        assert slow_log.read_text().count("started") == 1  # ran once
+    finally:
+        kill(worker)
+
+
+async def _deployed(settings) -> bool:
+    return runbook_lines(settings) == ["deploy api 1.2.3 staging"]
