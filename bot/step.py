@@ -9,14 +9,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from bot.agent import Agent
 from bot.commands import help_text, is_command
 from bot.events import ResultStatus, ScheduleFired, ToolCall, UserMessage
 from bot.policy import Policy
 from bot.thread import Thread
-from bot.tools import ASK_HUMAN, compact_validation_error
+from bot.tools import ASK_HUMAN, Tool, compact_validation_error
 
 
 @dataclass(frozen=True)
@@ -151,7 +151,7 @@ def _next_for_calls(thread: Thread, agent: Agent, now: float, policy: Policy) ->
         exact = args.model_dump(mode="json")
         approval_id = thread.approval_of_call.get(call.call_id)
         # once asked, an approval stays the gate (a reload cannot lift it from a pending call)
-        if approval_id is None and not tool.needs_approval(args) and not policy.requires_approval(call.tool, exact):
+        if approval_id is None and not _gated(tool, call.tool, args, exact, policy):
             return RunTool(call, exact)
         if approval_id is None:
             return RequestApproval(call, exact)
@@ -170,9 +170,14 @@ def _next_for_calls(thread: Thread, agent: Agent, now: float, policy: Policy) ->
     return Wait(tuple(waiting))
 
 
-def runs_at_once(agent: Agent, calls: list[ToolCall]) -> ToolCall | None:
-    """The call `next_step` answers RunTool for right after `calls` are appended to a thread with
-    no open calls (the first one, when it needs no approval and its arguments are valid): the
+def _gated(tool: Tool, name: str, args: BaseModel, exact: dict[str, Any], policy: Policy) -> bool:
+    """Whether a call needs an approval: its code says so, or the policy adds a gate."""
+    return tool.needs_approval(args) or policy.requires_approval(name, exact)
+
+
+def runs_at_once(agent: Agent, calls: list[ToolCall], policy: Policy) -> RunTool | None:
+    """What `next_step` answers right after `calls` are appended to a thread with no open calls,
+    when that is running the first one (no approval by code or policy, valid arguments): the
     worker may then record its start in the same append, one round trip less."""
     call = calls[0] if calls else None
     tool = agent.tool(call.tool) if call else None
@@ -182,7 +187,8 @@ def runs_at_once(agent: Agent, calls: list[ToolCall]) -> ToolCall | None:
         args = tool.validate(call.args)
     except ValidationError:
         return None
-    return None if tool.needs_approval(args) else call
+    exact = args.model_dump(mode="json")
+    return None if _gated(tool, call.tool, args, exact, policy) else RunTool(call, exact)
 
 
 def command_summary(thread: Thread) -> str:

@@ -471,11 +471,11 @@ class Worker:
         call and its start are born together, so no other worker can have started it. Never
         folded with a result: a result's append is unfenced and retried after the handler ran."""
         agent = self.rt.agents[thread.agent]
-        first = None if thread.open_calls else steps.runs_at_once(agent, calls)
-        events: list[Event] = [*calls, ToolStarted(call_id=first.call_id)] if first else list(calls)
+        run = None if thread.open_calls else steps.runs_at_once(agent, calls, self.rt.policy)
+        events: list[Event] = [*calls, ToolStarted(call_id=run.call.call_id)] if run else list(calls)
         appended = await self._append_all(thread, events, fence)
-        if first is not None and appended.ok:
-            await self._run_handler(thread, first)
+        if run is not None and appended.ok:
+            await self._run_handler(thread, run.call, run.args)
 
     def _track(self, thread: Thread, events: Event | list[Event], appended: Appended) -> None:
         """Keep the cached thread in step with our own append, saving a reload, when the log's new
@@ -525,10 +525,11 @@ class Worker:
         started = await self._append(thread, ToolStarted(call_id=call.call_id), fence, Claim(f"run:{call.call_id}"))
         if not started.ok:
             return  # it was started before: the next step recovers it, never runs it again
-        await self._run_handler(thread, call)
+        await self._run_handler(thread, call, args)
 
-    async def _run_handler(self, thread: Thread, call: ToolCall) -> None:
-        """Run a call whose tool_started is in the log, and record its result."""
+    async def _run_handler(self, thread: Thread, call: ToolCall, args: dict) -> None:
+        """Run a call whose tool_started is in the log with its validated arguments (exactly what
+        an approver saw), and record its result."""
         tool = self.rt.agents[thread.agent].tool(call.tool)
         assert tool is not None
         ctx = ToolContext(thread.id, call.call_id, self.data_dir, call.source.user, self.rt.store)
