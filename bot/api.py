@@ -12,6 +12,7 @@ from fastapi import Depends, FastAPI, HTTPException, Request, status
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
+from redis.exceptions import ClusterDownError, ReadOnlyError, TryAgainError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -64,6 +65,9 @@ def create_app(rt: Runtime) -> FastAPI:
 
     @app.exception_handler(RedisConnectionError)
     @app.exception_handler(RedisTimeoutError)
+    @app.exception_handler(ReadOnlyError)  # a failover: the old master was demoted
+    @app.exception_handler(ClusterDownError)
+    @app.exception_handler(TryAgainError)
     async def redis_down(_request: Request, _exc: Exception) -> JSONResponse:
         return JSONResponse({"detail": "storage unavailable, retry later"}, status_code=503,
                             headers={"Retry-After": "5"})

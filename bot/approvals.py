@@ -250,6 +250,7 @@ class Approvals:
         appended = await self.store.append(
             thread_id, event, claim=decision_claim(request.approval_id), state="working", wake=True
         )
+        await self.store.confirm(thread_id)  # with replicas required: no decision a failover loses
         if not appended.ok:
             thread = await self.store.load(thread_id)
             return _already(request, thread.decisions[request.approval_id])

@@ -26,6 +26,10 @@ class Keys:
     def claim(self, thread_id: str, name: str) -> str:
         return f"{self.prefix}thread:{{{thread_id}}}:claim:{name}"
 
+    def acked(self, thread_id: str) -> str:
+        """A write in the thread's slot that WAIT then waits for (see Store.replicated)."""
+        return f"{self.prefix}thread:{{{thread_id}}}:acked"
+
     # global indexes (derived from the logs; rebuilt by replaying them if ever lost)
     @property
     def threads(self) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio import Redis
 
 from agents import load_agents
 from bot.agent import Agent
@@ -16,13 +16,11 @@ from bot.intake import Intake
 from bot.keys import Keys
 from bot.model import Model
 from bot.policy import ConfigError, Policy, load_policy
+from bot.redis_client import check_server, connect
 from bot.settings import Settings
 from bot.store import Store
 
 log = logging.getLogger("chatops")
-
-REDIS_CONNECTIONS = 100
-REDIS_POOL_WAIT = 30.0  # seconds a task waits for a free connection before it fails
 
 
 @dataclass
@@ -54,14 +52,14 @@ class Runtime:
             embedded = EmbeddedRedis(settings.data_dir)
             url = await embedded.start()
             log.info("using the embedded Redis at %s (data in %s)", url, settings.data_dir)
-        # A blocking pool: with hundreds of threads in flight a task waits for a free connection
-        # instead of failing with MaxConnectionsError (redis-py's default pool raises at 100).
-        pool = BlockingConnectionPool.from_url(
-            url, max_connections=REDIS_CONNECTIONS, timeout=REDIS_POOL_WAIT,
-            health_check_interval=30, retry_on_timeout=True,
-        )
-        redis = Redis.from_pool(pool)
-        store = Store(redis, Keys(settings.key_prefix))
+        redis = connect(url)
+        try:
+            await check_server(redis)
+        except ConfigError:
+            await redis.aclose()
+            raise
+        store = Store(redis, Keys(settings.key_prefix), min_replicas=settings.redis_min_replicas,
+                      replica_timeout=settings.redis_replica_timeout)
         rt = cls(
             settings=settings,
             policy=policy,

@@ -11,6 +11,8 @@ from typing import Literal
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from bot.redis_client import check_scheme
+
 LOCAL_EMAIL_DOMAIN = "localhost"
 
 
@@ -73,6 +75,14 @@ class Settings(BaseSettings):
     slack_allow_bots: bool = Field(False, validation_alias=_env("SLACK_ALLOW_BOTS"))
     slack_working_reaction: str = Field("eyes", min_length=1, validation_alias=_env("SLACK_WORKING_REACTION"))
 
+    # ---- production (Sentinel/replicas, metrics, logs)
+    # replicas that must acknowledge a tool's start marker (and a decision, an acknowledged
+    # intake) before it counts; 0 for a single Redis
+    redis_min_replicas: int = Field(0, ge=0, validation_alias=_env("CHATOPS_REDIS_MIN_REPLICAS"))
+    redis_replica_timeout: float = Field(1.0, gt=0, le=5, validation_alias=_env("CHATOPS_REDIS_REPLICA_TIMEOUT"))
+    metrics_port: int | None = Field(None, ge=0, le=65535, validation_alias=_env("CHATOPS_METRICS_PORT"))
+    log_format: Literal["text", "json"] = Field("text", validation_alias=_env("CHATOPS_LOG_FORMAT"))
+
     # ---- schedules
     # a fire missed while no process ran still happens on start if it is at most this old (seconds)
     schedule_grace: float = Field(600.0, ge=0, validation_alias=_env("CHATOPS_SCHEDULE_GRACE"))
@@ -80,8 +90,8 @@ class Settings(BaseSettings):
     @field_validator("redis_url")
     @classmethod
     def _redis_scheme(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError("must start with redis://, rediss:// or unix://")
+        if value is not None:
+            check_scheme(value)
         return value
 
     @field_validator("log_level", mode="before")

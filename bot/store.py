@@ -18,6 +18,7 @@ from redis.asyncio.client import Pipeline
 
 from bot.events import ApprovalDecided, ApprovalRequested, Event, dump_event, parse_event
 from bot.keys import Keys
+from bot.outage import NotReplicated
 from bot.thread import STATES, State, Thread, ThreadMeta
 
 # KEYS: log, meta, claim
@@ -70,6 +71,7 @@ return 0
 """
 
 Outcome = Literal["appended", "duplicate", "fenced", "missing"]
+Replication = Literal["ok", "waiting", "lost", "fenced"]
 _OUTCOMES: dict[int, Outcome] = {-1: "fenced", -2: "duplicate", -3: "missing"}
 
 
@@ -96,9 +98,11 @@ class ThreadNotFound(LookupError):
 
 
 class Store:
-    def __init__(self, redis: Redis, keys: Keys) -> None:
+    def __init__(self, redis: Redis, keys: Keys, *, min_replicas: int = 0, replica_timeout: float = 1.0) -> None:
         self.redis = redis
         self.keys = keys
+        self.min_replicas = min_replicas
+        self.replica_timeout = replica_timeout
         self._append = redis.register_script(_APPEND)
         self._acquire = redis.register_script(_ACQUIRE)
         self._renew = redis.register_script(_RENEW)
@@ -201,6 +205,38 @@ class Store:
 
     async def set_marker(self, thread_id: str, name: str, value: int) -> None:
         await self.redis.hset(self.keys.meta(thread_id), name, value)
+
+    # ---- replication (at most once across a failover) -------------------------------------
+
+    async def replicated(self, thread_id: str, *, claim: str | None = None, value: str | None = None,
+                         fence: int | None = None) -> Replication:
+        """Whether everything this thread's master holds so far reached `min_replicas` replicas,
+        so that a replica promoted by a failover has it too. WAIT only covers its own
+        connection's writes, so it waits for a fresh write in the thread's slot: the replication
+        stream is ordered, so that write's acknowledgement covers everything before it. With
+        `claim`, first check that the claim still holds `value` (a failover can lose a write
+        made before the WAIT) and with `fence` that the lease is still ours."""
+        if self.min_replicas == 0 and claim is None:
+            return "ok"
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hget(self.keys.meta(thread_id), "epoch")
+        pipe.get(self.keys.claim(thread_id, claim) if claim else self.keys.acked(thread_id))
+        if self.min_replicas:
+            pipe.set(self.keys.acked(thread_id), repr(time.time()), px=60_000)
+            pipe.execute_command("WAIT", self.min_replicas, int(self.replica_timeout * 1000))
+        epoch, held, *acked = await pipe.execute()
+        if fence is not None and int(epoch or 0) != fence:
+            return "fenced"
+        if claim is not None and (held is None or _s(held) != value):
+            return "lost"
+        return "ok" if not acked or acked[-1] >= self.min_replicas else "waiting"
+
+    async def confirm(self, thread_id: str) -> None:
+        """Raise NotReplicated (an outage: refuse, the sender retries) unless what was appended
+        for this thread reached the replicas: a human is told nothing that could vanish."""
+        if self.min_replicas and await self.replicated(thread_id) != "ok":
+            raise NotReplicated(f"{self.min_replicas} Redis replica(s) did not acknowledge in "
+                                f"{self.replica_timeout:g}s")
 
     # ---- reading ---------------------------------------------------------------------------
 

@@ -38,7 +38,7 @@ from bot.events import (
     new_id,
 )
 from bot.model import ModelUnavailable
-from bot.outage import REDIS_DOWN, stop_if_cancelled
+from bot.outage import REDIS_DOWN, NotReplicated, stop_if_cancelled
 from bot.prompts import render
 from bot.runtime import Runtime
 from bot.store import Appended, Claim
@@ -54,6 +54,7 @@ MAX_STEPS_PER_WAKE = 200  # a guard against a reducer bug, far above the step bu
 MAILS_ITSELF = frozenset({"email", "schedule"})
 MAX_DELIVERIES = 5  # a wake-up that failed this often with a bug is given up, visibly
 CACHE_SIZE = 10_000
+REPLICA_RETRY = 1.0  # seconds between two checks that a tool's start marker reached the replicas
 
 
 class LeaseLost(Exception):
@@ -390,9 +391,11 @@ class Worker:
                 await self._append(thread, AgentReply(text=text), fence)
 
     async def _run_tool(self, thread: Thread, call: ToolCall, fence: int) -> None:
-        started = await self._append(thread, ToolStarted(call_id=call.call_id), fence, Claim(f"run:{call.call_id}"))
+        marker = ToolStarted(call_id=call.call_id)
+        started = await self._append(thread, marker, fence, Claim(f"run:{call.call_id}"))
         if not started.ok:
             return  # it was started before: the next step recovers it, never runs it again
+        await self._until_replicated(thread, call, marker, fence)
         tool = self.rt.agents[thread.agent].tool(call.tool)
         assert tool is not None
         ctx = ToolContext(thread.id, call.call_id, self.rt.settings.data_dir.resolve(), call.source.user,
@@ -409,14 +412,55 @@ class Worker:
         # No fence: the tool ran, so its result must be recorded whoever holds the lease now; and
         # kept trying through a Redis outage (the claim makes a repeated append a no-op), else a
         # finished run would become an unknown outcome.
+        # With replicas required, until they have it: a failover must not lose a finished run.
         while True:
             try:
                 await self._append(thread, result, None, Claim(f"result:{call.call_id}"))
-                return
+                if await self.rt.store.replicated(thread.id) == "ok":
+                    return
+                log.warning("the result of %s is not on the replicas yet; retrying", call.call_id)
             except REDIS_DOWN as exc:
                 stop_if_cancelled(exc)
                 log.warning("recording the result of %s failed (%s); retrying", call.call_id, exc)
                 await asyncio.sleep(0.5)
+
+    async def _until_replicated(self, thread: Thread, call: ToolCall, marker: ToolStarted, fence: int) -> None:
+        """At most once across a failover: the handler runs only once its start marker is on
+        CHATOPS_REDIS_MIN_REPLICAS replicas, so that a promoted replica knows it started. Until
+        then it waits, retrying (and says so once in the thread). If a failover lost the marker
+        (or the lease moved on), it never runs here: the entry stays pending and the thread
+        resumes from what the new master holds."""
+        told = False
+        while True:
+            stop_if_cancelled()
+            try:
+                state = await self.rt.store.replicated(thread.id, claim=f"run:{call.call_id}",
+                                                       value=marker.id, fence=fence)
+            except REDIS_DOWN as exc:
+                stop_if_cancelled(exc)
+                log.warning("confirming the start of %s failed (%s); retrying", call.call_id, exc)
+                state = "waiting"
+            if state == "ok":
+                return
+            if state == "fenced":
+                raise LeaseLost(thread.id)
+            if state == "lost":
+                raise NotReplicated(f"the start marker of {call.call_id} was lost in a failover")
+            if not told:
+                told = await self._say_not_started(thread, call, fence)
+            await asyncio.sleep(REPLICA_RETRY)
+
+    async def _say_not_started(self, thread: Thread, call: ToolCall, fence: int) -> bool:
+        text = (f"{call.tool} has not started yet: the Redis replicas have not confirmed its start, "
+                "and it only runs once they do (so a failover cannot run it twice). I keep retrying.")
+        try:
+            await self._append(thread, AgentReply(text=text), fence, Claim(f"unconfirmed:{call.call_id}"))
+            await self._render(thread)
+        except REDIS_DOWN as exc:
+            log.warning("could not say that %s waits for replicas: %s", call.call_id, exc)
+            return False
+        log.warning("tool %s of thread %s waits for Redis replicas", call.tool, thread.id)
+        return True
 
     async def _recover(self, thread: Thread, call: ToolCall, fence: int) -> None:
         args = ", ".join(f"{k}={v}" for k, v in call.args.items())
