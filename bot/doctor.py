@@ -36,6 +36,7 @@ async def doctor() -> int:
     source = settings.resolved_policy_file()
     lines.append(("ok", f"policy: {source or 'none (built-in defaults)'}; agents: {', '.join(sorted(agents))}"))
     lines += await _redis(settings)
+    lines += await _replicas(settings)
     if settings.model_configured:
         lines.append(("ok", f"model: {settings.model}" + (f" at {settings.anthropic_base_url}"
                                                             if settings.anthropic_base_url else "")))
@@ -65,6 +66,14 @@ async def _redis(settings: Settings) -> list[tuple[str, str]]:
                        f"with data in {settings.data_dir}")]
     except ConfigError as exc:
         return [("error", str(exc))]
+
+
+async def _replicas(settings: Settings) -> list[tuple[str, str]]:
+    from bot.redis_client import replica_findings
+
+    if not settings.redis_url:
+        return []
+    return await replica_findings(settings.redis_url, settings.redis_min_replicas)
 
 
 def _approvals(policy: Policy, agents: dict) -> list[tuple[str, str]]:

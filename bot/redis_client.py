@@ -45,7 +45,9 @@ def check_scheme(url: str) -> str:
     if scheme in ("redis+cluster", "rediss+cluster"):
         raise ValueError("Redis Cluster is not supported yet; use a single Redis or Sentinel")
     if scheme not in SCHEMES:
-        raise ValueError("must start with " + ", ".join(f"{s}://" for s in SCHEMES))
+        shown = f"{scheme}://" if scheme else "no scheme"
+        raise ValueError(f"{shown} is not supported; use redis://host:port/db (rediss:// for TLS, "
+                         "unix:///path) or redis+sentinel://host:port[,host:port...]/<service>")
     return scheme
 
 
@@ -98,17 +100,40 @@ async def check_server(redis: Redis) -> None:
     here: the processes wait for it."""
     try:
         info = await redis.info("cluster")
-    except AuthenticationError as exc:
-        raise ConfigError(f"REDIS_URL: Redis refused the password ({exc}); put the right one in "
-                          "REDIS_URL (redis://:<password>@host:port)") from None
-    except ResponseError as exc:
-        if "NOAUTH" in str(exc) or "WRONGPASS" in str(exc):
-            raise ConfigError("REDIS_URL: Redis requires a password; add it to REDIS_URL "
-                              "(redis://:<password>@host:port)") from None
-        raise
+    except (AuthenticationError, ResponseError) as exc:
+        if not isinstance(exc, AuthenticationError) and "NOAUTH" not in str(exc):
+            raise
+        if redis.connection_pool.connection_kwargs.get("password"):
+            raise ConfigError("REDIS_URL: Redis refused the password in REDIS_URL; correct it "
+                              "(redis://:<password>@host:port/db)") from None
+        raise ConfigError("REDIS_URL: Redis requires a password; add it to REDIS_URL "
+                          "(redis://:<password>@host:port/db)") from None
     except (RedisError, OSError):
         return
     if info.get("cluster_enabled"):
         raise ConfigError("REDIS_URL points at a Redis Cluster node, which a plain redis:// URL "
                           "cannot use; Redis Cluster is not supported yet: use a single Redis or "
                           "Sentinel")
+
+
+async def replica_findings(url: str, min_replicas: int) -> list[tuple[str, str]]:
+    """`doctor`: (level, message) about CHATOPS_REDIS_MIN_REPLICAS against the replicas the master
+    really has: replicas with the setting at 0 mean a failover can run an approved action twice;
+    more required than exist means no tool ever starts."""
+    client = connect(url)
+    try:
+        info = await client.info("replication")
+    except (RedisError, OSError):
+        return []  # the reachability check says it
+    finally:
+        await client.aclose()
+    replicas = int(info.get("connected_slaves", 0))
+    if replicas and not min_replicas:
+        return [("warn", f"Redis has {replicas} replica(s) but CHATOPS_REDIS_MIN_REPLICAS is 0: after "
+                         "a failover an approved action can run twice; set it to 1 (or more)")]
+    if min_replicas > replicas:
+        return [("error", f"CHATOPS_REDIS_MIN_REPLICAS is {min_replicas} but Redis has {replicas} "
+                          "connected replica(s): no tool would start and no input be acknowledged")]
+    if min_replicas:
+        return [("ok", f"Redis replicas: {replicas}, {min_replicas} must acknowledge each tool start")]
+    return []

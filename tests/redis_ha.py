@@ -38,16 +38,17 @@ def wait_until(check, timeout: float = 60.0, what: str = "") -> object:
 
 
 class Server:
-    def __init__(self, directory: Path, *args: str, sentinel: bool = False) -> None:
+    def __init__(self, directory: Path, *args: str, sentinel: bool = False, password: str | None = None) -> None:
         self.port = free_port()
         directory.mkdir(parents=True, exist_ok=True)
         conf = directory / "redis.conf"
         lines = [f"port {self.port}", "bind 127.0.0.1", f"dir {directory}", 'save ""',
-                 "appendonly no", *args]
+                 "appendonly no", *args] + ([f"requirepass {password}"] if password else [])
         conf.write_text("\n".join(lines) + "\n")
         command = [redis_server_binary(), str(conf)] + (["--sentinel"] if sentinel else [])
         self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self.client = redis.Redis(port=self.port, socket_connect_timeout=0.5, socket_timeout=10)
+        self.client = redis.Redis(port=self.port, password=password, socket_connect_timeout=0.5,
+                                  socket_timeout=10)
         wait_until(self.client.ping, 30, f"redis-server on {self.port}")
 
     def freeze(self) -> None:

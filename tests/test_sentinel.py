@@ -10,7 +10,7 @@ import pytest
 
 from bot.keys import Keys
 from bot.outage import REDIS_DOWN, NotReplicated
-from tests.conftest import settled, wait_for
+from tests.conftest import settled, spawn_bot, wait_for
 from tests.helpers import runbook_lines, say
 from tests.messages_api import text, tool_use
 from tests.redis_ha import ReplicatedRedis
@@ -132,3 +132,13 @@ async def test_intake_is_refused_while_no_replica_acknowledges(plain_ha, make_se
     finally:
         plain_ha.replica.thaw()
     await say(rt, "/help")
+
+
+def test_doctor_warns_when_replicas_exist_but_none_must_acknowledge(plain_ha, make_settings):
+    settings = make_settings(redis_url=plain_ha.plain_url)
+    warned = spawn_bot(settings, "doctor").output(timeout=90)
+    assert "warn: Redis has 1 replica(s) but CHATOPS_REDIS_MIN_REPLICAS is 0" in warned
+    fine = spawn_bot(settings, "doctor", CHATOPS_REDIS_MIN_REPLICAS="1").output(timeout=90)
+    assert "ok: Redis replicas: 1" in fine and "CHATOPS_REDIS_MIN_REPLICAS is 0" not in fine
+    too_many = spawn_bot(settings, "doctor", CHATOPS_REDIS_MIN_REPLICAS="2").output(timeout=90)
+    assert "error: CHATOPS_REDIS_MIN_REPLICAS is 2 but Redis has 1" in too_many
