@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from bot import metrics
 from bot.events import (
     ApprovalDecided,
     ApprovalEscalated,
@@ -254,6 +255,7 @@ class Approvals:
         if not appended.ok:
             thread = await self.store.load(thread_id)
             return _already(request, thread.decisions[request.approval_id])
+        metrics.decided(decision, event.ts - request.ts)
         return Outcome("decided", describe(event), request, event)
 
 

@@ -6,12 +6,14 @@ slot and one Lua script can touch them atomically.
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
 class Keys:
     prefix: str = "chatops:"
+    inbox_shards: int = 1  # CHATOPS_INBOX_SHARDS
 
     # one thread
     def log(self, thread_id: str) -> str:
@@ -49,7 +51,17 @@ class Keys:
     # streams
     @property
     def inbox(self) -> str:
+        """The first inbox shard (the only one by default)."""
         return f"{self.prefix}inbox"
+
+    def inbox_of(self, thread_id: str) -> str:
+        """The inbox shard of a thread: always the same one, so its wake-ups stay in order."""
+        return self.inboxes()[zlib.crc32(thread_id.encode()) % self.inbox_shards]
+
+    def inboxes(self) -> list[str]:
+        """Every inbox shard (shard 0 keeps the unsharded name: going from 1 to N shards keeps
+        what is pending; going down from N orphans the entries of the shards dropped)."""
+        return [self.inbox] + [f"{self.prefix}inbox:{i}" for i in range(1, self.inbox_shards)]
 
     @property
     def outbox(self) -> str:

@@ -58,7 +58,7 @@ class Runtime:
         except ConfigError:
             await redis.aclose()
             raise
-        store = Store(redis, Keys(settings.key_prefix), min_replicas=settings.redis_min_replicas,
+        store = Store(redis, Keys(settings.key_prefix, settings.inbox_shards), min_replicas=settings.redis_min_replicas,
                       replica_timeout=settings.redis_replica_timeout)
         rt = cls(
             settings=settings,

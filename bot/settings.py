@@ -82,6 +82,8 @@ class Settings(BaseSettings):
     redis_replica_timeout: float = Field(1.0, gt=0, le=5, validation_alias=_env("CHATOPS_REDIS_REPLICA_TIMEOUT"))
     metrics_port: int | None = Field(None, ge=0, le=65535, validation_alias=_env("CHATOPS_METRICS_PORT"))
     log_format: Literal["text", "json"] = Field("text", validation_alias=_env("CHATOPS_LOG_FORMAT"))
+    # the inbox as N streams (a thread always on the same one; every worker reads all of them)
+    inbox_shards: int = Field(1, ge=1, le=256, validation_alias=_env("CHATOPS_INBOX_SHARDS"))
 
     # ---- schedules
     # a fire missed while no process ran still happens on start if it is at most this old (seconds)

@@ -17,6 +17,7 @@ from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
 from bot.events import ApprovalDecided, ApprovalRequested, Event, dump_event, parse_event
+from bot import metrics
 from bot.keys import Keys
 from bot.outage import NotReplicated
 from bot.thread import STATES, State, Thread, ThreadMeta
@@ -163,9 +164,11 @@ class Store:
             pipe.zrem(k.pending_approvals, event.approval_id)
             pipe.zrem(k.approval_timers, f"remind:{event.approval_id}", f"escalate:{event.approval_id}")
         if wake:
-            pipe.xadd(k.inbox, {"thread": thread_id})
+            pipe.xadd(k.inbox_of(thread_id), {"thread": thread_id})
         code, version = (await pipe.execute(raise_on_error=True))[0]
         appended = Appended(_OUTCOMES.get(code, "appended"), version)
+        if appended.ok:
+            metrics.appended(event, *followed_by)
         if not appended.ok:
             await self._unindex(thread_id, event, appended, state is not None)
         return appended
@@ -195,7 +198,7 @@ class Store:
             await pipe.execute()
 
     async def wake(self, thread_id: str) -> None:
-        await self.redis.xadd(self.keys.inbox, {"thread": thread_id})
+        await self.redis.xadd(self.keys.inbox_of(thread_id), {"thread": thread_id})
 
     async def set_state(self, thread_id: str, state: State) -> None:
         pipe = self.redis.pipeline(transaction=False)

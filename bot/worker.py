@@ -15,11 +15,12 @@ import secrets
 import socket
 import time
 from collections import OrderedDict
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from typing import AsyncIterator, Awaitable
 
 from redis.exceptions import ResponseError
 
+from bot import metrics
 from bot import step as steps
 from bot.agent import Agent
 from bot.approvals import approver_addresses
@@ -97,7 +98,8 @@ class Worker:
                 log.warning("Redis unreachable at start (%s); retrying", exc)
                 await asyncio.sleep(1)
         log.info("worker %s started", self.name)
-        loops = [asyncio.create_task(loop) for loop in (self._read_loop(), self._claim_loop(), self._sweep_loop())]
+        reads = [self._read_loop(inbox) for inbox in self.rt.store.keys.inboxes()]
+        loops = [asyncio.create_task(loop) for loop in (*reads, self._claim_loop(), self._sweep_loop())]
         try:
             await asyncio.gather(*loops)
         finally:
@@ -119,14 +121,17 @@ class Worker:
         await asyncio.gather(*self.tasks, return_exceptions=True)  # returns once all have stopped
 
     async def ensure_group(self) -> None:
-        try:
-            await self.rt.redis.xgroup_create(self.rt.store.keys.inbox, GROUP, id="0", mkstream=True)
-        except ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
+        for inbox in self.rt.store.keys.inboxes():
+            try:
+                await self.rt.redis.xgroup_create(inbox, GROUP, id="0", mkstream=True)
+            except ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
 
-    async def _read_loop(self) -> None:
-        inbox = self.rt.store.keys.inbox
+    async def _read_loop(self, inbox: str | None = None) -> None:
+        """Read one inbox shard (one blocking read per shard: the shards may live on different
+        cluster nodes)."""
+        inbox = inbox or self.rt.store.keys.inbox
         while True:
             stop_if_cancelled()
             try:
@@ -135,32 +140,40 @@ class Worker:
                 )
             except REDIS_DOWN as exc:
                 stop_if_cancelled(exc)
+                metrics.REDIS_OUTAGES.labels("inbox").inc()
                 log.warning("inbox read failed (%s); retrying", exc)
                 await asyncio.sleep(1)
                 continue
+            except ResponseError as exc:  # a failover to a replica that never saw the group
+                if "NOGROUP" not in str(exc):
+                    raise
+                log.warning("the inbox's consumer group is gone (a failover?); creating it again")
+                with suppress(*REDIS_DOWN):
+                    await self.ensure_group()
+                continue
             for _stream, entries in reply or []:
                 for entry_id, fields in entries:
-                    await self._spawn(entry_id, fields)
+                    await self._spawn(inbox, entry_id, fields)
 
     async def _claim_loop(self) -> None:
         """Take over entries a dead worker left pending."""
-        inbox = self.rt.store.keys.inbox
         idle_ms = int(self.rt.settings.claim_idle * 1000)
         while True:
             await asyncio.sleep(self.rt.settings.claim_idle / 2)
-            stop_if_cancelled()
-            try:
-                _cursor, entries, *_ = await self.rt.redis.xautoclaim(
-                    inbox, GROUP, self.name, idle_ms, "0-0", count=100
-                )
-            except REDIS_DOWN as exc:
-                stop_if_cancelled(exc)
-                log.warning("claiming pending entries failed: %s", exc)
-                continue
-            for entry_id, fields in entries:
-                if fields:  # None when the entry was deleted meanwhile
-                    log.info("claimed %s left pending by another worker", _s(entry_id))
-                    await self._spawn(entry_id, fields)
+            for inbox in self.rt.store.keys.inboxes():
+                stop_if_cancelled()
+                try:
+                    _cursor, entries, *_ = await self.rt.redis.xautoclaim(
+                        inbox, GROUP, self.name, idle_ms, "0-0", count=100
+                    )
+                except (*REDIS_DOWN, ResponseError) as exc:  # NOGROUP after a failover: read loop
+                    stop_if_cancelled(exc)
+                    log.warning("claiming pending entries failed: %s", exc)
+                    continue
+                for entry_id, fields in entries:
+                    if fields:  # None when the entry was deleted meanwhile
+                        log.info("claimed %s left pending by another worker", _s(entry_id))
+                        await self._spawn(inbox, entry_id, fields)
 
     async def _sweep_loop(self) -> None:
         """Expire approvals whose deadline passed (also while no process ran: the first sweep runs
@@ -177,43 +190,44 @@ class Worker:
                 log.exception("approval sweep failed")
             await asyncio.sleep(self.rt.settings.sweep_interval)
 
-    async def _spawn(self, entry_id: bytes, fields: dict) -> None:
+    async def _spawn(self, inbox: str, entry_id: bytes, fields: dict) -> None:
         await self.slots.acquire()
-        task = asyncio.create_task(self._handle(entry_id, _s(fields[b"thread"])))
+        task = asyncio.create_task(self._handle(inbox, entry_id, _s(fields[b"thread"])))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
-    async def _handle(self, entry_id: bytes, thread_id: str) -> None:
+    async def _handle(self, inbox: str, entry_id: bytes, thread_id: str) -> None:
         try:
             if await self.advance(thread_id):
-                await self._done(entry_id)
+                await self._done(inbox, entry_id)
         except REDIS_DOWN as exc:
+            metrics.REDIS_OUTAGES.labels("step").inc()
             log.warning("advancing thread %s failed (%s); the entry stays pending", thread_id, exc)
         except Exception as exc:
             log.exception("advancing thread %s failed; the entry stays pending", thread_id)
-            await self._give_up_if_stuck(entry_id, thread_id, exc)
+            await self._give_up_if_stuck(inbox, entry_id, thread_id, exc)
         finally:
             self.slots.release()
 
-    async def _done(self, entry_id: bytes) -> None:
+    async def _done(self, inbox: str, entry_id: bytes) -> None:
         pipe = self.rt.redis.pipeline(transaction=False)
-        pipe.xack(self.rt.store.keys.inbox, GROUP, entry_id)
-        pipe.xdel(self.rt.store.keys.inbox, entry_id)
+        pipe.xack(inbox, GROUP, entry_id)
+        pipe.xdel(inbox, entry_id)
         await pipe.execute()
 
-    async def _give_up_if_stuck(self, entry_id: bytes, thread_id: str, exc: Exception) -> None:
+    async def _give_up_if_stuck(self, inbox: str, entry_id: bytes, thread_id: str, exc: Exception) -> None:
         """A wake-up that failed MAX_DELIVERIES times with a bug (not an outage) would be claimed
         and retried forever, each time perhaps a paid model call, while the human hears nothing:
         record the error, tell the human, and let the entry go."""
         try:
             [pending] = await self.rt.redis.xpending_range(
-                self.rt.store.keys.inbox, GROUP, min=entry_id, max=entry_id, count=1
+                inbox, GROUP, min=entry_id, max=entry_id, count=1
             )
             if pending["times_delivered"] < MAX_DELIVERIES:
                 return
             async with self._lease(thread_id) as fence:  # no other worker's turn in between
                 await self._give_up(thread_id, exc, fence)
-            await self._done(entry_id)
+            await self._done(inbox, entry_id)
             log.error("gave up on thread %s after %d failed attempts", thread_id, MAX_DELIVERIES)
         except (LeaseLost, TimeoutError):
             pass  # another worker holds the thread: it is not stuck
@@ -252,6 +266,7 @@ class Worker:
                 await self._steps(thread_id, fence)
             return True
         except LeaseLost:
+            metrics.LEASE_LOSSES.inc()
             log.warning("lost the lease of thread %s; another worker carries on", thread_id)
             return True
         except TimeoutError:
@@ -366,6 +381,10 @@ class Worker:
     # ---- executing a step ----------------------------------------------------------------------
 
     async def _execute(self, step: steps.Step, thread: Thread, fence: int) -> None:
+        with metrics.STEPS.labels(type(step).__name__).time():
+            await self._execute_step(step, thread, fence)
+
+    async def _execute_step(self, step: steps.Step, thread: Thread, fence: int) -> None:
         match step:
             case steps.RunTool(call):
                 await self._run_tool(thread, call, fence)
@@ -401,6 +420,7 @@ class Worker:
         ctx = ToolContext(thread.id, call.call_id, self.rt.settings.data_dir.resolve(), call.source.user,
                           self.rt.store)
         status, output = "ok", ""
+        began = time.monotonic()
         try:
             output = await tool.handler(tool.validate(call.args), ctx)
         except ToolError as exc:
@@ -408,6 +428,7 @@ class Worker:
         except Exception as exc:  # a bug in a handler must not stall the thread
             log.exception("tool %s failed in thread %s", call.tool, thread.id)
             status, output = "error", f"internal error in {call.tool}: {type(exc).__name__}: {exc}"
+        metrics.TOOL_RUNS.labels(call.tool, status).observe(time.monotonic() - began)
         result = ToolResult(call_id=call.call_id, output=output, status=status)
         # No fence: the tool ran, so its result must be recorded whoever holds the lease now; and
         # kept trying through a Redis outage (the claim makes a repeated append a no-op), else a
@@ -459,6 +480,7 @@ class Worker:
         except REDIS_DOWN as exc:
             log.warning("could not say that %s waits for replicas: %s", call.call_id, exc)
             return False
+        metrics.REPLICA_WAITS.inc()
         log.warning("tool %s of thread %s waits for Redis replicas", call.tool, thread.id)
         return True
 
@@ -541,6 +563,7 @@ class Worker:
         try:
             await sending
         except Exception as exc:
+            metrics.DELIVERIES_FAILED.labels(channel).inc()
             log.warning("rendering %s of thread %s on %s failed: %s", event.type, thread.id, channel, exc)
             failure = Error(kind="delivery_failed", message=f"{channel}: {exc}")
             await self.rt.store.append(thread.id, failure)
