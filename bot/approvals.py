@@ -256,6 +256,8 @@ class Approvals:
             thread = await self.store.load(thread_id)
             return _already(request, thread.decisions[request.approval_id])
         metrics.decided(decision, event.ts - request.ts)
+        log.info("approval %s %s by %s via %s", request.approval_id, decision, by or "-", via,
+                 extra={"thread_id": thread_id, "approval_id": request.approval_id, "event": event.type})
         return Outcome("decided", describe(event), request, event)
 
 

@@ -38,6 +38,7 @@ from bot.events import (
     ToolStarted,
     new_id,
 )
+from bot.logs import bind, log_context
 from bot.model import ModelUnavailable
 from bot.outage import REDIS_DOWN, NotReplicated, stop_if_cancelled
 from bot.prompts import render
@@ -262,6 +263,15 @@ class Worker:
         entry = self.locks.setdefault(thread_id, _LocalLock())
         entry.users += 1
         try:
+            with log_context(thread_id=thread_id):
+                return await self._advance(thread_id, entry)
+        finally:
+            entry.users -= 1
+            if entry.users == 0:
+                del self.locks[thread_id]
+
+    async def _advance(self, thread_id: str, entry: _LocalLock) -> bool:
+        try:
             async with entry.lock, self._lease(thread_id) as fence:
                 await self._steps(thread_id, fence)
             return True
@@ -271,10 +281,6 @@ class Worker:
             return True
         except TimeoutError:
             return False
-        finally:
-            entry.users -= 1
-            if entry.users == 0:
-                del self.locks[thread_id]
 
     @asynccontextmanager
     async def _lease(self, thread_id: str) -> AsyncIterator[int]:
@@ -336,6 +342,7 @@ class Worker:
         the log, since whatever woke us was appended by someone else."""
         thread = self.cache.get(thread_id) if thread_id in self.fresh and not wake else None
         thread = thread or await self._load(thread_id)
+        bind(agent=thread.agent)
         agent = self.rt.agents.get(thread.agent)
         if agent is None:  # e.g. an agent removed while its threads live on: say so once per input
             if thread.needs_agent:
@@ -389,7 +396,10 @@ class Worker:
             case steps.RunTool(call):
                 await self._run_tool(thread, call, fence)
             case steps.RequestApproval(call):
-                await self._append(thread, self.rt.approvals.request_for(thread, call), fence)
+                request = self.rt.approvals.request_for(thread, call)
+                if (await self._append(thread, request, fence)).ok:
+                    log.info("approval %s requested for %s", request.approval_id, call.tool,
+                             extra={"approval_id": request.approval_id, "event": request.type})
             case steps.ExpireApproval(approval_id):
                 self.fresh.discard(thread.id)
                 await self.rt.approvals.expire(approval_id)
@@ -421,6 +431,8 @@ class Worker:
                           self.rt.store)
         status, output = "ok", ""
         began = time.monotonic()
+        approval_id = thread.approval_of_call.get(call.call_id)
+        log.info("tool %s started", call.tool, extra={"event": "tool_started", "approval_id": approval_id})
         try:
             output = await tool.handler(tool.validate(call.args), ctx)
         except ToolError as exc:
@@ -429,6 +441,7 @@ class Worker:
             log.exception("tool %s failed in thread %s", call.tool, thread.id)
             status, output = "error", f"internal error in {call.tool}: {type(exc).__name__}: {exc}"
         metrics.TOOL_RUNS.labels(call.tool, status).observe(time.monotonic() - began)
+        log.info("tool %s finished: %s", call.tool, status, extra={"event": "tool_result", "approval_id": approval_id})
         result = ToolResult(call_id=call.call_id, output=output, status=status)
         # No fence: the tool ran, so its result must be recorded whoever holds the lease now; and
         # kept trying through a Redis outage (the claim makes a repeated append a no-op), else a
@@ -564,7 +577,8 @@ class Worker:
             await sending
         except Exception as exc:
             metrics.DELIVERIES_FAILED.labels(channel).inc()
-            log.warning("rendering %s of thread %s on %s failed: %s", event.type, thread.id, channel, exc)
+            log.warning("rendering %s of thread %s on %s failed: %s", event.type, thread.id, channel, exc,
+                        extra={"event": event.type})
             failure = Error(kind="delivery_failed", message=f"{channel}: {exc}")
             await self.rt.store.append(thread.id, failure)
             self.fresh.discard(thread.id)
