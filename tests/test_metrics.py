@@ -83,3 +83,21 @@ async def test_model_errors_are_counted_by_kind(model_settings, start_bot, messa
         after = samples((await http.get("/metrics")).text)
     assert value(after, "chatops_model_errors_total", kind="http_400") \
         - value(before, "chatops_model_errors_total", kind="http_400") == 1
+
+
+async def test_the_shipped_dashboard_only_uses_metrics_we_expose(make_settings, runtime, serve):
+    import json
+    import re
+
+    from tests.conftest import ROOT
+
+    rt = await runtime(make_settings())
+    url = await serve(metrics_app(rt))
+    async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+        families = list(text_string_to_metric_families((await http.get("/metrics")).text))
+    suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_count", "_sum"], "gauge": [""]}
+    exposed = {f.name + suffix for f in families for suffix in suffixes.get(f.type, [])}
+    dashboard = json.loads((ROOT / "ops" / "grafana-dashboard.json").read_text())
+    used = {name for panel in dashboard["panels"] for target in panel["targets"]
+            for name in re.findall(r"chatops_[a-z_]+", target["expr"])}
+    assert used and used <= exposed, used - exposed
