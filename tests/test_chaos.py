@@ -1,6 +1,7 @@
 """Fault injection: several worker processes SIGKILLed at random moments and restarted while
 approvals are decided concurrently through the HTTP API; then the same with the Redis server
-restarted mid-run (AOF on, our own redis-server: the shared one is never touched).
+restarted mid-run (AOF on, our own redis-server: the shared one is never touched); then with a
+master, a replica and Sentinel, failed over every few seconds (CHATOPS_REDIS_MIN_REPLICAS=1).
 
 At the end every thread is finished or explicitly waiting on a human, every approved rollback ran
 exactly once or was handed to a human as an unknown outcome (the runbook logs one line per start),
@@ -23,23 +24,22 @@ from pathlib import Path
 import httpx
 import pytest
 import redis as sync_redis
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from bot.api import create_app
 from bot.embedded_redis import _free_port, redis_server_binary
 from bot.events import Source
 from bot.intake import new_thread_id
+from bot.outage import REDIS_DOWN
 from bot.runtime import Runtime
 from bot.thread import Origin
 from tests.conftest import ROOT, bot_env
+from tests.redis_ha import ReplicatedRedis
 
 pytestmark = pytest.mark.chaos
 
 THREADS = int(os.environ.get("CHATOPS_CHAOS_THREADS", "30"))
 WORKERS = 3
 TOKEN = "chaos-token"
-REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
 
 RUNBOOK = """#!/bin/sh
 # one line when a run starts, one when it ends; sleeps so that kills land mid-run
@@ -90,7 +90,9 @@ class Workers:
         out = open(self.logs / f"worker-{self.started}.log", "wb")
         return subprocess.Popen(
             [sys.executable, "-m", "bot", "worker"], cwd=ROOT, stdin=subprocess.DEVNULL, stdout=out,
-            stderr=subprocess.STDOUT, env=bot_env(self.settings, CHATOPS_LOG_LEVEL="WARNING"),
+            stderr=subprocess.STDOUT, env=bot_env(
+                self.settings, CHATOPS_LOG_LEVEL="WARNING",
+                CHATOPS_REDIS_MIN_REPLICAS=str(self.settings.redis_min_replicas)),
         )
 
     def start(self, n: int) -> None:
@@ -118,7 +120,8 @@ async def _retry(fn, *args, **kwargs):
             await asyncio.sleep(0.1)
 
 
-async def chaos_run(make_settings, tmp_path: Path, redis: RedisServer | None = None) -> None:
+async def chaos_run(make_settings, tmp_path: Path, redis: RedisServer | None = None,
+                    ha: ReplicatedRedis | None = None) -> None:
     script = tmp_path / "rollback.sh"
     script.write_text(RUNBOOK)
     script.chmod(0o755)
@@ -127,6 +130,7 @@ async def chaos_run(make_settings, tmp_path: Path, redis: RedisServer | None = N
     settings = make_settings(
         policy_file=policy, api_token=TOKEN, lease_ttl=2.0, claim_idle=2.0, sweep_interval=1.0,
         **({"redis_url": redis.url} if redis else {}),
+        **({"redis_url": ha.sentinel_url, "redis_min_replicas": 1} if ha else {}),
     )
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     rt = await Runtime.start(settings)
@@ -147,7 +151,7 @@ async def chaos_run(make_settings, tmp_path: Path, redis: RedisServer | None = N
                 accepted[thread_id] = service
             except REDIS_DOWN:
                 pass  # refused, so not acknowledged: the sender would retry with a new message
-            await asyncio.sleep(random.uniform(0, 0.2 if redis else 0.02))  # across the restarts
+            await asyncio.sleep(random.uniform(0, 0.2 if redis or ha else 0.02))  # across the restarts
 
     async def decide() -> None:
         while not stop.is_set():
@@ -182,6 +186,12 @@ async def chaos_run(make_settings, tmp_path: Path, redis: RedisServer | None = N
             await asyncio.sleep(down)
             redis.start()
 
+    async def failovers() -> None:
+        assert ha is not None
+        for _ in range(5):  # a failover every few seconds while threads arrive and are decided
+            await asyncio.sleep(random.uniform(2.0, 4.0))
+            await asyncio.to_thread(ha.failover)
+
     async def all_decided() -> bool:
         for thread_id in accepted:
             thread = await rt.store.load(thread_id)
@@ -190,8 +200,10 @@ async def chaos_run(make_settings, tmp_path: Path, redis: RedisServer | None = N
         return True
 
     try:
-        helpers = [asyncio.create_task(c()) for c in (decide, decide, kill)]
+        # with Sentinel the failovers are the chaos (workers killed on top starve a loaded machine)
+        helpers = [asyncio.create_task(c()) for c in ((decide, decide) if ha else (decide, decide, kill))]
         chaos = [asyncio.create_task(restart_redis())] if redis else []
+        chaos += [asyncio.create_task(failovers())] if ha else []
         await submit()
         await asyncio.gather(*chaos)
         deadline = time.monotonic() + 120
@@ -267,3 +279,11 @@ async def test_redis_restarted_mid_run(make_settings, tmp_path):
         await chaos_run(make_settings, tmp_path, redis)
     finally:
         redis.stop()
+
+
+async def test_sentinel_failovers_mid_run(make_settings, tmp_path):
+    ha = ReplicatedRedis(tmp_path / "ha")
+    try:
+        await chaos_run(make_settings, tmp_path, ha=ha)
+    finally:
+        ha.stop()
