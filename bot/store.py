@@ -16,8 +16,8 @@ from typing import Literal
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
-from bot.events import ApprovalDecided, ApprovalRequested, Event, dump_event, parse_event
 from bot import metrics
+from bot.events import ApprovalDecided, ApprovalRequested, Event, dump_event, parse_event
 from bot.keys import Keys
 from bot.outage import NotReplicated
 from bot.thread import STATES, State, Thread, ThreadMeta
@@ -169,7 +169,7 @@ class Store:
         appended = Appended(_OUTCOMES.get(code, "appended"), version)
         if appended.ok:
             metrics.appended(event, *followed_by)
-        if not appended.ok:
+        else:
             await self._unindex(thread_id, event, appended, state is not None)
         return appended
 

@@ -101,3 +101,27 @@ async def test_the_shipped_dashboard_only_uses_metrics_we_expose(make_settings, 
     used = {name for panel in dashboard["panels"] for target in panel["targets"]
             for name in re.findall(r"chatops_[a-z_]+", target["expr"])}
     assert used and used <= exposed, used - exposed
+
+
+async def test_a_worker_process_serves_metrics_on_its_own_port(make_settings):
+    import signal
+
+    from tests.conftest import spawn_bot, wait_for
+    from tests.redis_ha import free_port
+
+    port = free_port()
+    bot = spawn_bot(make_settings(), "worker", CHATOPS_METRICS_PORT=str(port))
+    try:
+        async def scraped():
+            try:
+                async with httpx.AsyncClient(timeout=5) as http:
+                    r = await http.get(f"http://127.0.0.1:{port}/metrics")
+                return r.status_code == 200 and r.text
+            except httpx.HTTPError:
+                return None
+        body = await wait_for(scraped, 60, "the worker's metrics port")
+        assert ("chatops_inbox_lag", frozenset()) in samples(body)
+    finally:
+        bot.send_signal(signal.SIGTERM)
+        bot.output(timeout=60)
+    assert bot.returncode == 0
