@@ -145,8 +145,13 @@ class Worker:
                 log.warning("inbox read failed (%s); retrying", exc)
                 await asyncio.sleep(1)
                 continue
-            except ResponseError as exc:  # a failover to a replica that never saw the group
-                if "NOGROUP" not in str(exc):
+            except ResponseError as exc:
+                if str(exc).startswith("UNBLOCKED"):  # a failover demoted the master under the read
+                    metrics.REDIS_OUTAGES.labels("inbox").inc()
+                    log.warning("inbox read failed (%s); retrying", exc)
+                    await asyncio.sleep(1)
+                    continue
+                if "NOGROUP" not in str(exc):  # NOGROUP: promoted a replica that never saw the group
                     raise
                 log.warning("the inbox's consumer group is gone (a failover?); creating it again")
                 with suppress(*REDIS_DOWN):

@@ -142,3 +142,23 @@ def test_doctor_warns_when_replicas_exist_but_none_must_acknowledge(plain_ha, ma
     assert "ok: Redis replicas: 1" in fine and "CHATOPS_REDIS_MIN_REPLICAS is 0" not in fine
     too_many = spawn_bot(settings, "doctor", CHATOPS_REDIS_MIN_REPLICAS="2").output(timeout=90)
     assert "error: CHATOPS_REDIS_MIN_REPLICAS is 2 but Redis has 1" in too_many
+
+
+async def test_a_demoted_master_is_an_outage_not_a_crash(plain_ha, make_settings, start_bot, caplog):
+    """Pointed at the master's own address, a failover leaves the bot writing to a replica:
+    READONLY is refused like an outage and the worker keeps running."""
+    import logging
+
+    rt = await start_bot(make_settings(redis_url=plain_ha.plain_url))
+    worker = [t for t in asyncio.all_tasks() if "Worker.run" in repr(t.get_coro())][0]
+    await settled(rt, await say(rt, "/help"), 60)
+    caplog.set_level(logging.WARNING, logger="chatops.worker")
+    plain_ha.replica.client.replicaof("NO", "ONE")
+    plain_ha.master.client.replicaof("127.0.0.1", plain_ha.replica.port)
+    with pytest.raises(REDIS_DOWN):
+        await say(rt, "/help")
+
+    async def read_failed():
+        return any("inbox read failed" in r.getMessage() for r in caplog.records) or worker.done()
+    await wait_for(read_failed, 60, "the inbox read to meet the demoted master")
+    assert not worker.done(), worker.exception()
