@@ -35,6 +35,7 @@ $(BENCH_STAMP): $(STAMP)
 # One table: our runtime against LangGraph (SQLite and in-memory), same machine, same run.
 bench: $(BENCH_STAMP)
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)
+	$(BIN)/python -m benchmarks.replication
 
 # The fault-injection test at full size (CI runs it smaller as part of `make test`).
 chaos: $(STAMP)

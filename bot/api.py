@@ -11,13 +11,15 @@ from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, status
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import AfterValidator, BaseModel, Field
+from redis.exceptions import ClusterDownError, ReadOnlyError, TryAgainError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.types import Scope
 
+from bot import metrics
 from bot.approvals import Outcome
 from bot.events import Source
 from bot.http_limits import BodyLimit
@@ -137,7 +139,11 @@ def create_app(rt: Runtime) -> FastAPI:
 
     @app.exception_handler(RedisConnectionError)
     @app.exception_handler(RedisTimeoutError)
+    @app.exception_handler(ReadOnlyError)  # a failover: the old master was demoted
+    @app.exception_handler(ClusterDownError)
+    @app.exception_handler(TryAgainError)
     async def redis_down(_request: Request, _exc: Exception) -> JSONResponse:
+        metrics.REDIS_OUTAGES.labels("api").inc()
         return JSONResponse({"detail": "storage unavailable, retry later"}, status_code=503,
                             headers={"Retry-After": "5"})
 
@@ -150,6 +156,11 @@ def create_app(rt: Runtime) -> FastAPI:
         return {"ok": True}
 
     auth = [Depends(authorized)]
+
+    @app.get("/metrics", dependencies=auth, include_in_schema=False)
+    async def prometheus() -> Response:
+        body, kind = await metrics.exposition(rt)
+        return Response(body, media_type=kind)
 
     @app.get("/openapi.json", dependencies=auth, include_in_schema=False)
     async def openapi() -> dict[str, Any]:

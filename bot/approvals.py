@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from bot import metrics
 from bot.events import (
     ApprovalDecided,
     ApprovalEscalated,
@@ -337,9 +338,13 @@ class Approvals:
         appended = await self.store.append(
             thread_id, event, claim=decision_claim(request.approval_id), state="working", wake=True
         )
+        await self.store.confirm(thread_id)  # with replicas required: no decision a failover loses
         if not appended.ok:
             thread = await self.store.load(thread_id)
             return _already(request, thread.decisions[request.approval_id])
+        metrics.decided(decision, event.ts - request.ts)
+        log.info("approval %s %s by %s via %s", request.approval_id, decision, by or "-", via,
+                 extra={"thread_id": thread_id, "approval_id": request.approval_id, "event": event.type})
         return Outcome("decided", describe(event), request, event)
 
 

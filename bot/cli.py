@@ -14,6 +14,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from bot.logs import setup as setup_logging
 from bot.loop import run as run_async
 from bot.policy import ConfigError
 from bot.runtime import Runtime
@@ -29,11 +30,7 @@ def main(argv: list[str] | None = None) -> None:
         settings: Settings | None = Settings()
     except ValidationError as exc:
         settings, invalid = None, exc
-    logging.basicConfig(
-        level=settings.log_level if settings else "INFO",
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    setup_logging(settings.log_level if settings else "INFO", settings.log_format if settings else "text")
     if args.command == "doctor":  # it reports an invalid setting among the rest
         from bot.doctor import doctor
 

@@ -75,6 +75,7 @@ def checks() -> list[DoctorCheck]:
     return [
         DoctorCheck("policy", policy_check),
         DoctorCheck("Redis", redis_check, lambda ctx: ["redis.asyncio"]),
+        DoctorCheck("Redis replicas", replicas_check, lambda ctx: ["bot.redis_client"]),
         DoctorCheck("model", model_check, lambda ctx: ["aiohttp"] if ctx.settings.model_configured else []),
         DoctorCheck("HTTP API", api_check),
         DoctorCheck("ports", ports_check),
@@ -163,7 +164,10 @@ async def redis_server_findings(url: str) -> list[Finding]:
     from redis.asyncio import Redis
     from redis.exceptions import AuthenticationError, RedisError, ResponseError
 
-    client = Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2, retry_on_timeout=False)
+    from bot.redis_client import connect
+
+    client = connect(url) if "+sentinel" in url.split("://", 1)[0] else \
+        Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2, retry_on_timeout=False)
     try:
         await client.ping()
     except AuthenticationError as exc:
@@ -203,6 +207,17 @@ async def redis_server_findings(url: str) -> list[Finding]:
                          "keys, and a deleted key is a lost thread, lease or approval",
                          "CONFIG SET maxmemory-policy noeviction (and in redis.conf)"))
     return out
+
+
+async def replicas_check(ctx: Context) -> list[Finding]:
+    """Replicas that exist while CHATOPS_REDIS_MIN_REPLICAS waits for none (a failover could
+    then lose a tool's start marker)."""
+    from bot.redis_client import replica_findings
+
+    if not ctx.settings.redis_url:
+        return []
+    found = await replica_findings(ctx.settings.redis_url, ctx.settings.redis_min_replicas)
+    return [Finding("warning" if level == "warn" else level, message) for level, message in found]
 
 
 ANTHROPIC_URL = "https://api.anthropic.com"

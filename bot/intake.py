@@ -124,6 +124,8 @@ class Intake:
         answer = HumanResponse(id=event.id, ts=event.ts, text=text, source=source)
         meta = ThreadMeta(id=thread_id, agent=agent, origin=origin, created=time.time())
         claim = Claim(f"ext:{source.external_id}", dedupe_ttl) if source.external_id else None
-        return await self.store.append(
+        appended = await self.store.append(
             thread_id, event, create=meta, claim=claim, state="working", wake=True, answer=answer
         )
+        await self.store.confirm(thread_id)  # with replicas required: acknowledged means replicated
+        return appended

@@ -6,12 +6,14 @@ slot and one Lua script can touch them atomically.
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
 class Keys:
     prefix: str = "chatops:"
+    inbox_shards: int = 1  # CHATOPS_INBOX_SHARDS
 
     # one thread
     def log(self, thread_id: str) -> str:
@@ -38,6 +40,10 @@ class Keys:
         """Set: the thread's approvals requested and not decided yet (a read index)."""
         return f"{self.prefix}thread:{{{thread_id}}}:approvals:open"
 
+    def acked(self, thread_id: str) -> str:
+        """A write in the thread's slot that WAIT then waits for (see Store.replicated)."""
+        return f"{self.prefix}thread:{{{thread_id}}}:acked"
+
     # global indexes (derived from the logs; rebuilt by replaying them if ever lost)
     @property
     def threads(self) -> str:
@@ -57,7 +63,17 @@ class Keys:
     # streams
     @property
     def inbox(self) -> str:
+        """The first inbox shard (the only one by default)."""
         return f"{self.prefix}inbox"
+
+    def inbox_of(self, thread_id: str) -> str:
+        """The inbox shard of a thread: always the same one, so its wake-ups stay in order."""
+        return self.inboxes()[zlib.crc32(thread_id.encode()) % self.inbox_shards]
+
+    def inboxes(self) -> list[str]:
+        """Every inbox shard (shard 0 keeps the unsharded name: going from 1 to N shards keeps
+        what is pending; going down from N orphans the entries of the shards dropped)."""
+        return [self.inbox] + [f"{self.prefix}inbox:{i}" for i in range(1, self.inbox_shards)]
 
     @property
     def outbox(self) -> str:

@@ -14,6 +14,7 @@ from typing import Any
 import anthropic
 import httpx2
 
+from bot import metrics
 from bot.context import Message, with_cache_breakpoints
 from bot.settings import Settings
 from bot.tools import Tool
@@ -55,6 +56,16 @@ class Model:
         )
 
     async def next_turn(self, system: str, tools: list[Tool], messages: list[Message]) -> ModelTurn:
+        with metrics.MODEL_CALLS.time():
+            try:
+                turn = await self._next_turn(system, tools, messages)
+            except ModelUnavailable as exc:
+                metrics.MODEL_ERRORS.labels(_kind(exc.__cause__)).inc()
+                raise
+        metrics.model_usage(turn.usage)
+        return turn
+
+    async def _next_turn(self, system: str, tools: list[Tool], messages: list[Message]) -> ModelTurn:
         schemas = [t.schema() for t in tools]
         if schemas:
             schemas[-1] = {**schemas[-1], "cache_control": {"type": "ephemeral"}}
@@ -100,6 +111,17 @@ def _turn(reply: Any) -> ModelTurn:
     uses = [ToolUse(b.id, b.name, dict(b.input)) for b in reply.content if b.type == "tool_use"]
     usage = {k: v for k, v in reply.usage.model_dump().items() if isinstance(v, int)}
     return ModelTurn(reply.id, text, uses, reply.stop_reason, usage)
+
+
+def _kind(exc: BaseException | None) -> str:
+    """A bounded label for a model error: the HTTP status, or what failed."""
+    if isinstance(exc, anthropic.APIStatusError):
+        return f"http_{exc.status_code}"
+    if isinstance(exc, anthropic.APITimeoutError):
+        return "timeout"
+    if isinstance(exc, anthropic.APIConnectionError):
+        return "connection"
+    return "api_error" if isinstance(exc, anthropic.APIError) else "malformed"
 
 
 def _short(exc: anthropic.APIStatusError) -> str:

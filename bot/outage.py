@@ -15,16 +15,28 @@ import time
 from redis.exceptions import (
     AuthenticationError,
     AuthorizationError,
+    ClusterDownError,
     NoPermissionError,
+    ReadOnlyError,
     ResponseError,
+    TryAgainError,
 )
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from bot.policy import ConfigError
 
-# redis-py raises its own ConnectionError (not the builtin one) once its retries are spent
-REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
+
+class NotReplicated(RedisConnectionError):
+    """A write did not reach CHATOPS_REDIS_MIN_REPLICAS replicas in time: a failover now could
+    lose it, so it is not acknowledged (an outage like any other: refuse, retry later)."""
+
+
+# redis-py raises its own ConnectionError (not the builtin one) once its retries are spent. A
+# failover shows as a ReadOnlyError (the old master, demoted, still connected) or MASTERDOWN (a
+# replica whose master is gone; a ClusterDownError), a cluster resharding as TRYAGAIN.
+REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError, ReadOnlyError,
+              ClusterDownError, TryAgainError)
 
 
 def stop_if_cancelled(cause: BaseException | None = None) -> None:

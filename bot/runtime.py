@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio import Redis
 
 from agents import load_agents
 from bot.agent import Agent
@@ -18,7 +18,7 @@ from bot.embedded_redis import EmbeddedRedis
 from bot.intake import Intake
 from bot.keys import Keys
 from bot.policy import ConfigError, Policy, load_policy
-from bot.redis_connection import LeanConnection
+from bot.redis_client import check_server, connect
 from bot.settings import Settings
 from bot.store import Store
 
@@ -26,9 +26,6 @@ if TYPE_CHECKING:  # the anthropic SDK takes a second to import: CLI verbs that 
     from bot.model import Model
 
 log = logging.getLogger("chatops")
-
-REDIS_CONNECTIONS = 100
-REDIS_POOL_WAIT = 30.0  # seconds a task waits for a free connection before it fails
 
 
 @dataclass
@@ -56,15 +53,14 @@ class Runtime:
             embedded = EmbeddedRedis(settings.data_dir)
             url = await embedded.start()
             log.info("using the embedded Redis at %s (data in %s)", url, settings.data_dir)
-        # A blocking pool: with hundreds of threads in flight a task waits for a free connection
-        # instead of failing with MaxConnectionsError (redis-py's default pool raises at 100).
-        pool = BlockingConnectionPool.from_url(
-            url, max_connections=REDIS_CONNECTIONS, timeout=REDIS_POOL_WAIT,
-            health_check_interval=30, retry_on_timeout=True,
-            connection_class=LeanConnection,  # redis:// only: a rediss:// or unix:// URL picks its own
-        )
-        redis = Redis.from_pool(pool)
-        store = Store(redis, Keys(settings.key_prefix))
+        redis = connect(url)
+        try:
+            await check_server(redis)
+        except ConfigError:
+            await redis.aclose()
+            raise
+        store = Store(redis, Keys(settings.key_prefix, settings.inbox_shards), min_replicas=settings.redis_min_replicas,
+                      replica_timeout=settings.redis_replica_timeout)
         rt = cls(
             settings=settings,
             policy=policy,

@@ -54,12 +54,35 @@ def http_config(rt: Runtime, app: object, **extra: object) -> uvicorn.Config:
 
 
 async def run_worker(rt: Runtime) -> None:
-    await Worker(rt).run()
+    if rt.settings.metrics_port is None:
+        await Worker(rt).run()
+        return
+    jobs = [asyncio.ensure_future(j) for j in (Worker(rt).run(), serve_metrics(rt))]
+    try:
+        done, _ = await asyncio.wait(jobs, return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            task.result()
+    finally:
+        for task in jobs:
+            task.cancel()
+        await asyncio.gather(*jobs, return_exceptions=True)
+
+
+async def serve_metrics(rt: Runtime) -> None:
+    """GET /metrics on CHATOPS_METRICS_PORT (no token: bind it where only the scraper reaches)."""
+    from bot.metrics import metrics_app
+
+    config = uvicorn.Config(metrics_app(rt), host=rt.settings.host, port=rt.settings.metrics_port or 0,
+                            log_level="warning", lifespan="off")
+    log.info("metrics on http://%s:%s/metrics", rt.settings.host, rt.settings.metrics_port)
+    await uvicorn.Server(config).serve()
 
 
 async def run_all(rt: Runtime, *, console: bool) -> None:
     app = create_app(rt)
-    jobs = [run_worker(rt), serve_api(rt, app)]
+    jobs = [Worker(rt).run(), serve_api(rt, app)]
+    if rt.settings.metrics_port is not None:
+        jobs.append(serve_metrics(rt))
     for service in SERVICES:
         job = service(rt, app)
         if job is not None:

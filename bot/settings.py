@@ -11,6 +11,8 @@ from typing import Literal
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from bot.redis_client import check_scheme
+
 LOCAL_EMAIL_DOMAIN = "localhost"
 
 
@@ -96,6 +98,16 @@ class Settings(BaseSettings):
     context_tokens: int = Field(60_000, ge=2000, validation_alias=_env("CHATOPS_CONTEXT_TOKENS"))
     worker_cache_mb: float = Field(256.0, gt=0, validation_alias=_env("CHATOPS_WORKER_CACHE_MB"))
 
+    # ---- production (Sentinel/replicas, metrics, logs)
+    # replicas that must acknowledge a tool's start marker (and a decision, an acknowledged
+    # intake) before it counts; 0 for a single Redis
+    redis_min_replicas: int = Field(0, ge=0, validation_alias=_env("CHATOPS_REDIS_MIN_REPLICAS"))
+    redis_replica_timeout: float = Field(1.0, gt=0, le=5, validation_alias=_env("CHATOPS_REDIS_REPLICA_TIMEOUT"))
+    metrics_port: int | None = Field(None, ge=0, le=65535, validation_alias=_env("CHATOPS_METRICS_PORT"))
+    log_format: Literal["text", "json"] = Field("text", validation_alias=_env("CHATOPS_LOG_FORMAT"))
+    # the inbox as N streams (a thread always on the same one; every worker reads all of them)
+    inbox_shards: int = Field(1, ge=1, le=256, validation_alias=_env("CHATOPS_INBOX_SHARDS"))
+
     # ---- schedules
     # a fire missed while no process ran still happens on start if it is at most this old (seconds)
     schedule_grace: float = Field(600.0, ge=0, validation_alias=_env("CHATOPS_SCHEDULE_GRACE"))
@@ -103,8 +115,8 @@ class Settings(BaseSettings):
     @field_validator("redis_url")
     @classmethod
     def _redis_scheme(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError("must start with redis://, rediss:// or unix://")
+        if value is not None:
+            check_scheme(value)
         return value
 
     @field_validator("log_level", mode="before")

@@ -17,8 +17,10 @@ from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 from redis.exceptions import NoScriptError
 
+from bot import metrics
 from bot.events import ApprovalDecided, ApprovalRequested, Event, dump_event, parse_event
 from bot.keys import Keys
+from bot.outage import NotReplicated
 from bot.thread import STATES, State, Thread, ThreadMeta
 
 # KEYS: log, meta, claim
@@ -73,6 +75,7 @@ return 0
 USAGE_KEPT = 1000  # model calls whose usage a thread keeps
 
 Outcome = Literal["appended", "duplicate", "fenced", "missing"]
+Replication = Literal["ok", "waiting", "lost", "fenced"]
 _OUTCOMES: dict[int, Outcome] = {-1: "fenced", -2: "duplicate", -3: "missing"}
 
 
@@ -99,9 +102,11 @@ class ThreadNotFound(LookupError):
 
 
 class Store:
-    def __init__(self, redis: Redis, keys: Keys) -> None:
+    def __init__(self, redis: Redis, keys: Keys, *, min_replicas: int = 0, replica_timeout: float = 1.0) -> None:
         self.redis = redis
         self.keys = keys
+        self.min_replicas = min_replicas
+        self.replica_timeout = replica_timeout
         self._append = redis.register_script(_APPEND)
         self._acquire = redis.register_script(_ACQUIRE)
         self._renew = redis.register_script(_RENEW)
@@ -151,6 +156,8 @@ class Store:
             await self.redis.script_load(_APPEND)
             code, version = await self._send_append(thread_id, event, script, now, state, wake)
         appended = Appended(_OUTCOMES.get(code, "appended"), version)
+        if appended.ok:
+            metrics.appended(event, *followed_by)
         if not appended.ok:
             await self._unindex(thread_id, event, appended, state is not None)
         elif approval_id := getattr(event, "approval_id", None):
@@ -179,7 +186,7 @@ class Store:
             pipe.zrem(k.pending_approvals, event.approval_id)
             pipe.zrem(k.approval_timers, f"remind:{event.approval_id}", f"escalate:{event.approval_id}")
         if wake:
-            pipe.xadd(k.inbox, {"thread": thread_id})
+            pipe.xadd(k.inbox_of(thread_id), {"thread": thread_id})
         code, version = (await pipe.execute(raise_on_error=True))[0]
         return code, version
 
@@ -220,7 +227,7 @@ class Store:
             await pipe.execute()
 
     async def wake(self, thread_id: str) -> None:
-        await self.redis.xadd(self.keys.inbox, {"thread": thread_id})
+        await self.redis.xadd(self.keys.inbox_of(thread_id), {"thread": thread_id})
 
     async def set_state(self, thread_id: str, state: State) -> None:
         pipe = self.redis.pipeline(transaction=False)
@@ -230,11 +237,11 @@ class Store:
 
     async def settle(
         self, thread_id: str, state: State, *, rendered: int | None = None, release: str | None = None,
-        ack: tuple[str, bytes] | None = None,
+        ack: tuple[str, str, bytes] | None = None,
     ) -> None:
         """The end of a wake-up in one round trip: the thread's state (and how far it was
         rendered), its lease released if `release` (the owner) still holds it, and the wake-up
-        (consumer group, entry id) acknowledged and deleted. Each part is idempotent, so the
+        (inbox shard, consumer group, entry id) acknowledged and deleted. Each part is idempotent, so the
         pipeline is simply resent after a NOSCRIPT."""
         try:
             await self._send_settle(thread_id, state, rendered, release, ack)
@@ -244,7 +251,7 @@ class Store:
 
     async def _send_settle(
         self, thread_id: str, state: State, rendered: int | None, release: str | None,
-        ack: tuple[str, bytes] | None,
+        ack: tuple[str, str, bytes] | None,
     ) -> None:
         k = self.keys
         pipe = self.redis.pipeline(transaction=False)
@@ -256,13 +263,44 @@ class Store:
         if release is not None:
             pipe.evalsha(self._release.sha, 1, k.lease(thread_id), release)
         if ack is not None:
-            group, entry_id = ack
-            pipe.xack(k.inbox, group, entry_id)
-            pipe.xdel(k.inbox, entry_id)
+            inbox, group, entry_id = ack
+            pipe.xack(inbox, group, entry_id)
+            pipe.xdel(inbox, entry_id)
         await pipe.execute(raise_on_error=True)
 
     async def set_marker(self, thread_id: str, name: str, value: int) -> None:
         await self.redis.hset(self.keys.meta(thread_id), name, value)
+
+    # ---- replication (at most once across a failover) -------------------------------------
+
+    async def replicated(self, thread_id: str, *, claim: str | None = None, value: str | None = None,
+                         fence: int | None = None) -> Replication:
+        """Whether everything this thread's master holds so far reached `min_replicas` replicas,
+        so that a replica promoted by a failover has it too. WAIT only covers its own
+        connection's writes, so it waits for a fresh write in the thread's slot: the replication
+        stream is ordered, so that write's acknowledgement covers everything before it. With
+        `claim`, first check that the claim still holds `value` (a failover can lose a write
+        made before the WAIT) and with `fence` that the lease is still ours."""
+        if self.min_replicas == 0:  # a single Redis: no failover to guard against, no round trip
+            return "ok"
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hget(self.keys.meta(thread_id), "epoch")
+        pipe.get(self.keys.claim(thread_id, claim) if claim else self.keys.acked(thread_id))
+        pipe.set(self.keys.acked(thread_id), repr(time.time()), px=60_000)
+        pipe.execute_command("WAIT", self.min_replicas, int(self.replica_timeout * 1000))
+        epoch, held, _, acked = await pipe.execute()
+        if fence is not None and int(epoch or 0) != fence:
+            return "fenced"
+        if claim is not None and (held is None or _s(held) != value):
+            return "lost"
+        return "ok" if acked >= self.min_replicas else "waiting"
+
+    async def confirm(self, thread_id: str) -> None:
+        """Raise NotReplicated (an outage: refuse, the sender retries) unless what was appended
+        for this thread reached the replicas: a human is told nothing that could vanish."""
+        if self.min_replicas and await self.replicated(thread_id) != "ok":
+            raise NotReplicated(f"{self.min_replicas} Redis replica(s) did not acknowledge in "
+                                f"{self.replica_timeout:g}s")
 
     # ---- reading ---------------------------------------------------------------------------
 

@@ -21,7 +21,7 @@ from typing import AsyncIterator, Awaitable
 
 from redis.exceptions import ResponseError
 
-from bot import compaction
+from bot import compaction, metrics
 from bot import step as steps
 from bot.agent import Agent
 from bot.approvals import approver_addresses
@@ -41,8 +41,9 @@ from bot.events import (
     ToolStarted,
     new_id,
 )
+from bot.logs import bind, log_context
 from bot.model import ModelTurn, ModelUnavailable
-from bot.outage import REDIS_DOWN, Backoff, config_error, stop_if_cancelled
+from bot.outage import REDIS_DOWN, Backoff, NotReplicated, config_error, stop_if_cancelled
 from bot.prompts import render
 from bot.runtime import Runtime
 from bot.store import Appended, Claim
@@ -63,6 +64,7 @@ MAX_DELIVERIES = 5  # a wake-up that failed this often with a bug is given up, v
 BYTES_FACTOR = 2
 PER_EVENT = 2000
 CACHE_OVERHEAD = 4096  # per cached thread: its meta, lock, index entries
+REPLICA_RETRY = 1.0  # seconds between two checks that a tool's start marker reached the replicas
 
 
 class LeaseLost(Exception):
@@ -75,6 +77,7 @@ class _WakeUp:
     with the thread's settling, in one round trip (`done` once they are)."""
 
     entry_id: bytes | None = None
+    inbox: str = ""  # the shard the entry is in
     owner: str = ""
     done: bool = False
 
@@ -124,7 +127,8 @@ class Worker:
         # below are new tasks that would never see it, and gather() would wait forever
         stop_if_cancelled()
         log.info("worker %s started", self.name)
-        loops = [asyncio.create_task(loop) for loop in (self._read_loop(), self._claim_loop(), self._sweep_loop())]
+        reads = [self._read_loop(inbox) for inbox in self.rt.store.keys.inboxes()]
+        loops = [asyncio.create_task(loop) for loop in (*reads, self._claim_loop(), self._sweep_loop())]
         try:
             await asyncio.gather(*loops)
         finally:
@@ -148,14 +152,16 @@ class Worker:
         await asyncio.gather(*self.tasks, return_exceptions=True)  # returns once all have stopped
 
     async def ensure_group(self) -> bool:
-        """Create the inbox's consumer group unless it exists; True if it was created."""
-        try:
-            await self.rt.redis.xgroup_create(self.rt.store.keys.inbox, GROUP, id="0", mkstream=True)
-            return True
-        except ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
-            return False
+        """Create the consumer group of each inbox shard unless it exists; True if one was created."""
+        created = False
+        for inbox in self.rt.store.keys.inboxes():
+            try:
+                await self.rt.redis.xgroup_create(inbox, GROUP, id="0", mkstream=True)
+                created = True
+            except ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
+        return created
 
     async def _regroup(self, exc: ResponseError) -> None:
         """The inbox or its group vanished: Redis came back empty (restarted without persistence,
@@ -173,8 +179,10 @@ class Worker:
             log.warning("the inbox's consumer group was gone (%s): Redis lost its data, so the "
                         "requests and threads stored before are lost; recreated it", exc)
 
-    async def _read_loop(self) -> None:
-        inbox = self.rt.store.keys.inbox
+    async def _read_loop(self, inbox: str | None = None) -> None:
+        """Read one inbox shard (one blocking read per shard: the shards may live on different
+        cluster nodes)."""
+        inbox = inbox or self.rt.store.keys.inbox
         while True:
             stop_if_cancelled()
             try:
@@ -183,36 +191,41 @@ class Worker:
                 )
                 self.outage.ok()
             except REDIS_DOWN as exc:
+                metrics.REDIS_OUTAGES.labels("inbox").inc()
                 await self.outage.failed("reading the inbox", exc)
                 continue
             except ResponseError as exc:
-                await self._regroup(exc)
+                if str(exc).startswith("UNBLOCKED"):  # a failover demoted the master under the read
+                    metrics.REDIS_OUTAGES.labels("inbox").inc()
+                    await self.outage.failed("reading the inbox", exc)
+                    continue
+                await self._regroup(exc)  # NOGROUP: Redis lost the group (or a failover did)
                 continue
             for _stream, entries in reply or []:
                 for entry_id, fields in entries:
-                    await self._spawn(entry_id, fields)
+                    await self._spawn(inbox, entry_id, fields)
 
     async def _claim_loop(self) -> None:
         """Take over entries a dead worker left pending."""
-        inbox = self.rt.store.keys.inbox
         idle_ms = int(self.rt.settings.claim_idle * 1000)
         while True:
             await asyncio.sleep(self.rt.settings.claim_idle / 2)
-            stop_if_cancelled()
-            try:
-                _cursor, entries, *_ = await self.rt.redis.xautoclaim(
-                    inbox, GROUP, self.name, idle_ms, "0-0", count=100
-                )
-            except REDIS_DOWN as exc:
-                await self.outage.failed("claiming pending entries", exc)
-                continue
-            except ResponseError as exc:
-                await self._regroup(exc)
-                continue
-            for entry_id, fields in entries:
-                if fields:  # None when the entry was deleted meanwhile
-                    log.info("claimed %s left pending by another worker", _s(entry_id))
-                    await self._spawn(entry_id, fields)
+            for inbox in self.rt.store.keys.inboxes():
+                stop_if_cancelled()
+                try:
+                    _cursor, entries, *_ = await self.rt.redis.xautoclaim(
+                        inbox, GROUP, self.name, idle_ms, "0-0", count=100
+                    )
+                except REDIS_DOWN as exc:
+                    await self.outage.failed("claiming pending entries", exc)
+                    continue
+                except ResponseError as exc:
+                    await self._regroup(exc)
+                    continue
+                for entry_id, fields in entries:
+                    if fields:  # None when the entry was deleted meanwhile
+                        log.info("claimed %s left pending by another worker", _s(entry_id))
+                        await self._spawn(inbox, entry_id, fields)
 
     async def _sweep_loop(self) -> None:
         """Expire approvals whose deadline passed (also while no process ran: the first sweep runs
@@ -229,42 +242,43 @@ class Worker:
                 log.exception("approval sweep failed")
             await asyncio.sleep(self.rt.settings.sweep_interval)
 
-    async def _spawn(self, entry_id: bytes, fields: dict) -> None:
+    async def _spawn(self, inbox: str, entry_id: bytes, fields: dict) -> None:
         await self.slots.acquire()
-        task = asyncio.create_task(self._handle(entry_id, _s(fields[b"thread"])))
+        task = asyncio.create_task(self._handle(inbox, entry_id, _s(fields[b"thread"])))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
-    async def _handle(self, entry_id: bytes, thread_id: str) -> None:
+    async def _handle(self, inbox: str, entry_id: bytes, thread_id: str) -> None:
         try:
-            await self.advance(thread_id, entry_id)
+            await self.advance(thread_id, entry_id, inbox)
         except REDIS_DOWN as exc:
+            metrics.REDIS_OUTAGES.labels("step").inc()
             log.warning("advancing thread %s failed (%s); the entry stays pending", thread_id, exc)
         except Exception as exc:
             log.exception("advancing thread %s failed; the entry stays pending", thread_id)
-            await self._give_up_if_stuck(entry_id, thread_id, exc)
+            await self._give_up_if_stuck(inbox, entry_id, thread_id, exc)
         finally:
             self.slots.release()
 
-    async def _done(self, entry_id: bytes) -> None:
+    async def _done(self, inbox: str, entry_id: bytes) -> None:
         pipe = self.rt.redis.pipeline(transaction=False)
-        pipe.xack(self.rt.store.keys.inbox, GROUP, entry_id)
-        pipe.xdel(self.rt.store.keys.inbox, entry_id)
+        pipe.xack(inbox, GROUP, entry_id)
+        pipe.xdel(inbox, entry_id)
         await pipe.execute()
 
-    async def _give_up_if_stuck(self, entry_id: bytes, thread_id: str, exc: Exception) -> None:
+    async def _give_up_if_stuck(self, inbox: str, entry_id: bytes, thread_id: str, exc: Exception) -> None:
         """A wake-up that failed MAX_DELIVERIES times with a bug (not an outage) would be claimed
         and retried forever, each time perhaps a paid model call, while the human hears nothing:
         record the error, tell the human, and let the entry go."""
         try:
             [pending] = await self.rt.redis.xpending_range(
-                self.rt.store.keys.inbox, GROUP, min=entry_id, max=entry_id, count=1
+                inbox, GROUP, min=entry_id, max=entry_id, count=1
             )
             if pending["times_delivered"] < MAX_DELIVERIES:
                 return
             async with self._lease(thread_id) as fence:  # no other worker's turn in between
                 await self._give_up(thread_id, exc, fence)
-            await self._done(entry_id)
+            await self._done(inbox, entry_id)
             log.error("gave up on thread %s after %d failed attempts", thread_id, MAX_DELIVERIES)
         except (LeaseLost, TimeoutError):
             pass  # another worker holds the thread: it is not stuck
@@ -294,16 +308,18 @@ class Worker:
 
     # ---- one thread ----------------------------------------------------------------------------
 
-    async def advance(self, thread_id: str, entry_id: bytes | None = None) -> bool:
+    async def advance(self, thread_id: str, entry_id: bytes | None = None, inbox: str | None = None) -> bool:
         """Advance the thread until it waits, then acknowledge the inbox entry `entry_id` if any;
         False (and not acknowledged) if another worker holds the thread for too long."""
         entry = self.locks.setdefault(thread_id, _LocalLock())
         entry.users += 1
-        wake = _WakeUp(entry_id)
+        wake = _WakeUp(entry_id, inbox or self.rt.store.keys.inbox)
         try:
-            async with entry.lock, self._lease(thread_id, wake) as fence:
-                await self._steps(thread_id, fence, wake)
+            with log_context(thread_id=thread_id):
+                async with entry.lock, self._lease(thread_id, wake) as fence:
+                    await self._steps(thread_id, fence, wake)
         except LeaseLost:
+            metrics.LEASE_LOSSES.inc()
             log.warning("lost the lease of thread %s; another worker carries on", thread_id)
         except TimeoutError:
             return False
@@ -312,7 +328,7 @@ class Worker:
             if entry.users == 0:
                 del self.locks[thread_id]
         if entry_id is not None and not wake.done:
-            await self._done(entry_id)
+            await self._done(wake.inbox, entry_id)
         return True
 
     @asynccontextmanager
@@ -423,6 +439,7 @@ class Worker:
         appended by someone else."""
         thread = self.cache.get(thread_id) if thread_id in self.fresh and not wake else None
         thread = thread or await self._load(thread_id)
+        bind(agent=thread.agent)
         agent = self.rt.agents.get(thread.agent)
         if agent is None:  # e.g. an agent removed while its threads live on: say so once per input
             if thread.needs_agent:
@@ -443,7 +460,7 @@ class Worker:
 
     async def _settle(self, thread: Thread, end: _WakeUp | None = None) -> None:
         rendered = await self._render(thread)
-        ack = (GROUP, end.entry_id) if end and end.entry_id is not None else None
+        ack = (end.inbox, GROUP, end.entry_id) if end and end.entry_id is not None else None
         await self.rt.store.settle(thread.id, thread.state, rendered=rendered,
                                    release=end.owner if end else None, ack=ack)
         if end is not None:
@@ -471,7 +488,9 @@ class Worker:
         call and its start are born together, so no other worker can have started it. Never
         folded with a result: a result's append is unfenced and retried after the handler ran."""
         agent = self.rt.agents[thread.agent]
-        run = None if thread.open_calls else steps.runs_at_once(agent, calls, self.rt.policy)
+        # with replicas to wait for, a start keeps its own claim: the failover check reads it
+        fold = not thread.open_calls and not self.rt.store.min_replicas
+        run = steps.runs_at_once(agent, calls, self.rt.policy) if fold else None
         events: list[Event] = [*calls, ToolStarted(call_id=run.call.call_id)] if run else list(calls)
         appended = await self._append_all(thread, events, fence)
         if run is not None and appended.ok:
@@ -493,6 +512,10 @@ class Worker:
     # ---- executing a step ----------------------------------------------------------------------
 
     async def _execute(self, step: steps.Step, thread: Thread, fence: int) -> None:
+        with metrics.STEPS.labels(type(step).__name__).time():
+            await self._execute_step(step, thread, fence)
+
+    async def _execute_step(self, step: steps.Step, thread: Thread, fence: int) -> None:
         match step:
             case steps.RunTool(call, args):
                 await self._run_tool(thread, call, args, fence)
@@ -501,7 +524,9 @@ class Worker:
                 tool = self.rt.agents[thread.agent].tool(call.tool)
                 if tool is not None and tool.about:  # what the approver reads about an MCP tool
                     request = request.model_copy(update={"about": tool.about})
-                await self._append(thread, request, fence)
+                if (await self._append(thread, request, fence)).ok:
+                    log.info("approval %s requested for %s", request.approval_id, call.tool,
+                             extra={"approval_id": request.approval_id, "event": request.type})
             case steps.ExpireApproval(approval_id):
                 self.fresh.discard(thread.id)
                 await self.rt.approvals.expire(approval_id)
@@ -522,18 +547,23 @@ class Worker:
                 await self._append(thread, AgentReply(text=text), fence)
 
     async def _run_tool(self, thread: Thread, call: ToolCall, args: dict, fence: int) -> None:
-        started = await self._append(thread, ToolStarted(call_id=call.call_id), fence, Claim(f"run:{call.call_id}"))
+        marker = ToolStarted(call_id=call.call_id)
+        started = await self._append(thread, marker, fence, Claim(f"run:{call.call_id}"))
         if not started.ok:
             return  # it was started before: the next step recovers it, never runs it again
+        await self._until_replicated(thread, call, marker, fence)
         await self._run_handler(thread, call, args)
 
     async def _run_handler(self, thread: Thread, call: ToolCall, args: dict) -> None:
-        """Run a call whose tool_started is in the log with its validated arguments (exactly what
-        an approver saw), and record its result."""
+        """Run a call whose tool_started is in the log (and on the replicas) with its validated
+        arguments (exactly what an approver saw), and record its result."""
         tool = self.rt.agents[thread.agent].tool(call.tool)
         assert tool is not None
         ctx = ToolContext(thread.id, call.call_id, self.data_dir, call.source.user, self.rt.store)
         status, output = "ok", ""
+        began = time.monotonic()
+        approval_id = thread.approval_of_call.get(call.call_id)
+        log.info("tool %s started", call.tool, extra={"event": "tool_started", "approval_id": approval_id})
         try:
             output = await tool.handler(tool.validate(args), ctx)  # exactly what was approved
         except ToolError as exc:
@@ -541,18 +571,62 @@ class Worker:
         except Exception as exc:  # a bug in a handler must not stall the thread
             log.exception("tool %s failed in thread %s", call.tool, thread.id)
             status, output = "error", f"internal error in {call.tool}: {type(exc).__name__}: {exc}"
+        metrics.TOOL_RUNS.labels(call.tool, status).observe(time.monotonic() - began)
+        log.info("tool %s finished: %s", call.tool, status, extra={"event": "tool_result", "approval_id": approval_id})
         result = ToolResult(call_id=call.call_id, output=output, status=status)
         # No fence: the tool ran, so its result must be recorded whoever holds the lease now; and
         # kept trying through a Redis outage (the claim makes a repeated append a no-op), else a
         # finished run would become an unknown outcome.
+        # With replicas required, until they have it: a failover must not lose a finished run.
         while True:
             try:
                 await self._append(thread, result, None, Claim(f"result:{call.call_id}"))
-                return
+                if await self.rt.store.replicated(thread.id) == "ok":
+                    return
+                log.warning("the result of %s is not on the replicas yet; retrying", call.call_id)
             except REDIS_DOWN as exc:
                 stop_if_cancelled(exc)
                 log.warning("recording the result of %s failed (%s); retrying", call.call_id, exc)
                 await asyncio.sleep(0.5)
+
+    async def _until_replicated(self, thread: Thread, call: ToolCall, marker: ToolStarted, fence: int) -> None:
+        """At most once across a failover: the handler runs only once its start marker is on
+        CHATOPS_REDIS_MIN_REPLICAS replicas, so that a promoted replica knows it started. Until
+        then it waits, retrying (and says so once in the thread). If a failover lost the marker
+        (or the lease moved on), it never runs here: the entry stays pending and the thread
+        resumes from what the new master holds."""
+        told = False
+        while True:
+            stop_if_cancelled()
+            try:
+                state = await self.rt.store.replicated(thread.id, claim=f"run:{call.call_id}",
+                                                       value=marker.id, fence=fence)
+            except REDIS_DOWN as exc:
+                stop_if_cancelled(exc)
+                log.warning("confirming the start of %s failed (%s); retrying", call.call_id, exc)
+                state = "waiting"
+            if state == "ok":
+                return
+            if state == "fenced":
+                raise LeaseLost(thread.id)
+            if state == "lost":
+                raise NotReplicated(f"the start marker of {call.call_id} was lost in a failover")
+            if not told:
+                told = await self._say_not_started(thread, call, fence)
+            await asyncio.sleep(REPLICA_RETRY)
+
+    async def _say_not_started(self, thread: Thread, call: ToolCall, fence: int) -> bool:
+        text = (f"{call.tool} has not started yet: the Redis replicas have not confirmed its start, "
+                "and it only runs once they do (so a failover cannot run it twice). I keep retrying.")
+        try:
+            await self._append(thread, AgentReply(text=text), fence, Claim(f"unconfirmed:{call.call_id}"))
+            await self._render(thread)
+        except REDIS_DOWN as exc:
+            log.warning("could not say that %s waits for replicas: %s", call.call_id, exc)
+            return False
+        metrics.REPLICA_WAITS.inc()
+        log.warning("tool %s of thread %s waits for Redis replicas", call.tool, thread.id)
+        return True
 
     async def _recover(self, thread: Thread, call: ToolCall, fence: int) -> None:
         args = ", ".join(f"{k}={v}" for k, v in call.args.items())
@@ -669,7 +743,9 @@ class Worker:
         try:
             await sending
         except Exception as exc:
-            log.warning("rendering %s of thread %s on %s failed: %s", event.type, thread.id, channel, exc)
+            metrics.DELIVERIES_FAILED.labels(channel).inc()
+            log.warning("rendering %s of thread %s on %s failed: %s", event.type, thread.id, channel, exc,
+                        extra={"event": event.type})
             failure = Error(kind="delivery_failed", message=f"{channel}: {exc}")
             await self.rt.store.append(thread.id, failure)
             self.fresh.discard(thread.id)

@@ -1,6 +1,7 @@
 """Fault injection: several worker processes SIGKILLed at random moments and restarted while
 approvals are decided concurrently through the HTTP API; then the same with the Redis server
-restarted mid-run (AOF on, our own redis-server: the shared one is never touched).
+restarted mid-run (AOF on, our own redis-server: the shared one is never touched); then with a
+master, a replica and Sentinel, failed over every few seconds (CHATOPS_REDIS_MIN_REPLICAS=1).
 
 At the end every thread is finished or explicitly waiting on a human, every approved rollback ran
 exactly once or was handed to a human as an unknown outcome (the runbook logs one line per start),
@@ -22,21 +23,22 @@ from pathlib import Path
 
 import httpx
 import pytest
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from bot.api import create_app
 from bot.events import Source
 from bot.intake import new_thread_id
+from bot.outage import REDIS_DOWN
 from bot.runtime import Runtime
 from bot.thread import Origin
 from bot.worker import GROUP
 from tests.conftest import ROOT, bot_env
+from tests.redis_ha import ReplicatedRedis
 from tests.redis_process import RedisProcess
 
+pytestmark = pytest.mark.chaos
+
 THREADS = int(os.environ.get("CHATOPS_CHAOS_THREADS", "30"))
-WORKERS = 3
 KILLS = THREADS  # as many kills on a slow machine as on a fast one, each after the victim was up
 # Generous: on a loaded 2-core machine a worker takes seconds to start. The test's own deadline
 # stays below pytest's timeout, so that a slow run fails with what was left undone.
@@ -45,7 +47,6 @@ DEADLINE = TIMEOUT - 120
 
 pytestmark = [pytest.mark.chaos, pytest.mark.timeout(TIMEOUT)]
 TOKEN = "chaos-token"
-REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
 
 RUNBOOK = """#!/bin/sh
 # one line when a run starts, one when it ends; sleeps so that kills land mid-run
@@ -67,7 +68,9 @@ class Workers:
         out = open(self.logs / f"worker-{self.started}.log", "wb")
         return subprocess.Popen(
             [sys.executable, "-m", "bot", "worker"], cwd=ROOT, stdin=subprocess.DEVNULL, stdout=out,
-            stderr=subprocess.STDOUT, env=bot_env(self.settings, CHATOPS_LOG_LEVEL="WARNING"),
+            stderr=subprocess.STDOUT, env=bot_env(
+                self.settings, CHATOPS_LOG_LEVEL="WARNING",
+                CHATOPS_REDIS_MIN_REPLICAS=str(self.settings.redis_min_replicas)),
         )
 
     def start(self, n: int) -> None:
@@ -112,7 +115,8 @@ async def _retry(fn, *args, **kwargs):
             await asyncio.sleep(0.1)
 
 
-async def chaos_run(make_settings, tmp_path: Path, redis: RedisProcess | None = None) -> None:
+async def chaos_run(make_settings, tmp_path: Path, redis: RedisProcess | None = None,
+                    ha: ReplicatedRedis | None = None) -> None:
     script = tmp_path / "rollback.sh"
     script.write_text(RUNBOOK)
     script.chmod(0o755)
@@ -121,6 +125,7 @@ async def chaos_run(make_settings, tmp_path: Path, redis: RedisProcess | None = 
     settings = make_settings(
         policy_file=policy, api_token=TOKEN, lease_ttl=2.0, claim_idle=2.0, sweep_interval=1.0,
         **({"redis_url": redis.url} if redis else {}),
+        **({"redis_url": ha.sentinel_url, "redis_min_replicas": 1} if ha else {}),
     )
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     rt = await Runtime.start(settings)
@@ -129,6 +134,9 @@ async def chaos_run(make_settings, tmp_path: Path, redis: RedisProcess | None = 
     api = httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(rt)), base_url="http://bot",
                             headers={"Authorization": f"Bearer {TOKEN}"})
     accepted: dict[str, str] = {}  # thread -> service, for every message intake acknowledged
+    # refused as an outage after it was stored (not replicated in time): the sender is told to
+    # retry, and the bot may still act on it (at most once, like any thread)
+    refused: set[str] = set()
     decided: dict[str, list[str]] = {}  # approval id -> decisions the API acknowledged with 200
     stop = asyncio.Event()
 
@@ -140,8 +148,8 @@ async def chaos_run(make_settings, tmp_path: Path, redis: RedisProcess | None = 
                                         text=f"/rollback {service} prod", source=Source(channel="api", user="bob"))
                 accepted[thread_id] = service
             except REDIS_DOWN:
-                pass  # refused, so not acknowledged: the sender would retry with a new message
-            await asyncio.sleep(random.uniform(0, 0.2 if redis else 0.02))  # across the restarts
+                refused.add(thread_id)  # not acknowledged: the sender would retry
+            await asyncio.sleep(random.uniform(0, 0.2 if redis or ha else 0.02))  # across the restarts
 
     async def decide() -> None:
         while not stop.is_set():
@@ -182,6 +190,12 @@ async def chaos_run(make_settings, tmp_path: Path, redis: RedisProcess | None = 
             await asyncio.sleep(down)
             redis.start()
 
+    async def failovers() -> None:
+        assert ha is not None
+        for _ in range(5):  # a failover every few seconds while threads arrive and are decided
+            await asyncio.sleep(random.uniform(2.0, 4.0))
+            await asyncio.to_thread(ha.failover)
+
     async def all_decided() -> bool:
         for thread_id in accepted:
             thread = await rt.store.load(thread_id)
@@ -190,8 +204,10 @@ async def chaos_run(make_settings, tmp_path: Path, redis: RedisProcess | None = 
         return True
 
     try:
-        helpers = [asyncio.create_task(c()) for c in (decide, decide, kill)]
+        # with Sentinel the failovers are the chaos (workers killed on top starve a loaded machine)
+        helpers = [asyncio.create_task(c()) for c in ((decide, decide) if ha else (decide, decide, kill))]
         chaos = [asyncio.create_task(restart_redis())] if redis else []
+        chaos += [asyncio.create_task(failovers())] if ha else []
         await submit()
         await asyncio.gather(*chaos)
         deadline = time.monotonic() + DEADLINE
@@ -212,7 +228,7 @@ async def chaos_run(make_settings, tmp_path: Path, redis: RedisProcess | None = 
                 break
             assert time.monotonic() < deadline, f"threads not settled: {states}"
             await asyncio.sleep(0.3)
-        check(settings, rt, accepted, decided, await _load_all(rt, accepted))
+        check(settings, rt, accepted, decided, await _load_all(rt, accepted), refused)
     finally:
         stop.set()
         workers.stop()
@@ -224,10 +240,11 @@ async def _load_all(rt, accepted):
     return {t: await rt.store.load(t) for t in accepted}
 
 
-def check(settings, rt, accepted, decided, threads) -> None:
+def check(settings, rt, accepted, decided, threads, refused=frozenset()) -> None:
     log = (settings.data_dir / "runbook.log").read_text().splitlines()
     starts = Counter(line.split()[3] for line in log if line.startswith("start "))
-    assert set(starts) <= set(accepted), "a rollback ran for a thread nobody asked"
+    assert set(starts) <= set(accepted) | set(refused), "a rollback ran for a thread nobody asked"
+    assert max(starts.values(), default=0) <= 1, "a rollback ran twice"
     unknown = 0
     for thread_id, thread in threads.items():
         service = accepted[thread_id]
@@ -266,3 +283,11 @@ async def test_redis_restarted_mid_run(make_settings, tmp_path):
         await chaos_run(make_settings, tmp_path, redis)
     finally:
         redis.remove()
+
+
+async def test_sentinel_failovers_mid_run(make_settings, tmp_path):
+    ha = ReplicatedRedis(tmp_path / "ha")
+    try:
+        await chaos_run(make_settings, tmp_path, ha=ha)
+    finally:
+        ha.stop()
