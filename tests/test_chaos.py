@@ -36,9 +36,8 @@ from tests.conftest import ROOT, bot_env
 from tests.redis_ha import ReplicatedRedis
 from tests.redis_process import RedisProcess
 
-pytestmark = pytest.mark.chaos
-
 THREADS = int(os.environ.get("CHATOPS_CHAOS_THREADS", "30"))
+WORKERS = 3
 KILLS = THREADS  # as many kills on a slow machine as on a fast one, each after the victim was up
 # Generous: on a loaded 2-core machine a worker takes seconds to start. The test's own deadline
 # stays below pytest's timeout, so that a slow run fails with what was left undone.
