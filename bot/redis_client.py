@@ -104,7 +104,7 @@ async def check_server(redis: Redis) -> None:
         info = await redis.info("cluster")
     except (AuthenticationError, ResponseError) as exc:
         if not isinstance(exc, AuthenticationError) and "NOAUTH" not in str(exc):
-            raise
+            return  # e.g. INFO renamed on a managed service: nothing to refuse
         if redis.connection_pool.connection_kwargs.get("password"):
             raise ConfigError("REDIS_URL: Redis refused the password in REDIS_URL; correct it "
                               "(redis://:<password>@host:port/db)") from None
