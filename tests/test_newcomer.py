@@ -90,12 +90,6 @@ async def test_the_example_policy_passes_the_doctor(make_settings):
     assert "policy: " + str(ROOT / "chatops.example.toml") in out.stdout
 
 
-async def test_the_readmes_policy_example_passes_the_doctor(make_settings, policy_file):
-    [policy] = [b for b in _blocks("toml") if b.startswith("approvers = ")]
-    out = await chatops(make_settings(), "doctor", CHATOPS_POLICY=str(policy_file(policy)), PORT="0")
-    assert out.returncode == 0, out.stdout + out.stderr
-
-
 def _verbs(parser: argparse.ArgumentParser, path: str = "chatops"):
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
