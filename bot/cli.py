@@ -59,9 +59,9 @@ async def _with_runtime(
     settings: Settings, func: Command, args: argparse.Namespace, *, serving: bool = True
 ) -> int:
     _stop_on_signals()
-    if serving:
-        logging.getLogger("chatops").info("event loop: %s", type(asyncio.get_running_loop()).__module__)
     rt = await Runtime.start(settings, serving=serving)
+    if serving:  # after the start: a configuration error stays the one line printed
+        logging.getLogger("chatops").info("event loop: %s", type(asyncio.get_running_loop()).__module__)
     asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, rt.reload)  # the live policy
     try:
         return await func(rt, args)

@@ -28,7 +28,7 @@ log = logging.getLogger("chatops.http")
 
 MAX_HEAD = 16 * 1024  # request line and headers; Slack's and our clients' are far smaller
 LINGER_SECONDS = 2.0  # after a refusal, how long (and how much) of the rest is read and dropped
-LINGER_BYTES = 8 * 1024 * 1024
+LINGER_BYTES = 256 * 1024 * 1024  # read and dropped, never kept: time, not memory, bounds it
 
 Gate = Callable[[Scope], Awaitable[JSONResponse | None]]
 

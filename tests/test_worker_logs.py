@@ -20,7 +20,6 @@ async def test_each_step_is_one_info_line(make_settings, start_bot, caplog):
     steps = [pattern.fullmatch(line) for line in lines]
     assert all(steps), lines
     assert [(m[1], m[2]) for m in steps] == [
-        ("RunCommand /service_status", "tool_call"),
-        ("RunTool service_status", "tool_result"),
+        ("RunCommand /service_status", "tool_result"),  # the call, its start and its run: one step
         ("Reply", "agent_reply"),  # without a model, the tool's output is the reply
     ], lines
