@@ -125,7 +125,7 @@ async def test_a_mail_the_parser_cannot_read_is_refused_for_good(email_bot):
 
 # ---- size and the event loop -------------------------------------------------------------------
 
-async def test_an_8_mb_mail_never_slows_healthz_past_100_ms(email_bot, serve, tmp_path):
+async def test_an_8_mb_mail_never_stalls_healthz(email_bot, serve, tmp_path):
     bot = await email_bot()
     base = await serve(create_app(bot.rt))
     line = "a line of text from a very long mail that someone pasted, with words and numbers 1234\r\n"
@@ -146,7 +146,9 @@ async def test_an_8_mb_mail_never_slows_healthz_past_100_ms(email_bot, serve, tm
             polls += 1
         code, text = await sending
     assert code == 250, text
-    assert slowest < 0.1, f"/healthz took {slowest * 1000:.0f} ms while an 8 MB mail was read"
+    # reading it on the event loop stalled /healthz for seconds; a loaded CI machine alone can
+    # delay one poll by tens of milliseconds, so the bound sits between the two
+    assert slowest < 0.5, f"/healthz took {slowest * 1000:.0f} ms while an 8 MB mail was read"
     [row] = await bot.rt.store.list_threads()
     thread = await settled(bot.rt, row["id"])
     assert thread.events[0].text.startswith("/service_status api prod") and len(thread.events[0].text) <= 20_000
