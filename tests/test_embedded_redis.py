@@ -60,3 +60,27 @@ def test_started_and_stopped_from_two_event_loops(tmp_path):
     url = asyncio.run(embedded.start())
     asyncio.run(embedded.stop())
     assert not asyncio.run(ping(url))
+
+
+async def test_a_port_taken_by_another_redis_is_not_adopted(tmp_path, redis_url):
+    """A port picked by binding and released can be taken before redis-server binds it: the
+    server that answers there is another's (its data elsewhere), and ours must not claim it."""
+    other = Redis.from_url(redis_url)
+    port = other.connection_pool.connection_kwargs.get("port")
+    await other.aclose()
+    if port is None:  # the tests' Redis is on a Unix socket: take a port with a server of our own
+        taker = EmbeddedRedis(tmp_path / "taker")
+        url = await taker.start()
+        port = int(url.rsplit(":", 1)[1].split("/")[0])
+    else:
+        taker = None
+    try:
+        ours = EmbeddedRedis(tmp_path / "ours")
+        assert await ours._spawn_on(port) is None
+        assert ours.process is not None and ours.process.poll() is not None  # not left behind
+        url = await ours.start()  # and a start finds a port of its own
+        assert f":{port}/" not in url
+        await ours.stop()
+    finally:
+        if taker is not None:
+            await taker.stop()
