@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test coverage bench chaos clean
+.PHONY: run test bench chaos clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -15,16 +15,15 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/chatops run
 
+# mypy, then the suite under coverage.py with the `chatops` subprocesses measured too
+# ([tool.coverage.run] patch), then the total in one line; below fail_under it fails.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
-
-# The suite under coverage.py, the `chatops` subprocesses included ([tool.coverage.run] patch),
-# total in one line. Not part of `make test`: it makes the suite about a third slower.
-coverage: $(STAMP)
+	$(BIN)/python -m mypy
 	rm -rf .chatops/coverage && mkdir -p .chatops/coverage
-	$(BIN)/python -m coverage run -m pytest -q
+	$(BIN)/python -m coverage run -m pytest -q $(PYTEST_ARGS)
 	$(BIN)/python -m coverage combine -q
-	@echo "coverage of bot/ channels/ agents/ (subprocesses included): $$($(BIN)/python -m coverage report)%"
+	@out=$$($(BIN)/python -m coverage report); status=$$?; echo "$$out" | \
+	sed '1s|.*|coverage of bot/ channels/ agents/ (subprocesses included): &%|'; exit $$status
 
 BENCH_STAMP := $(VENV)/.installed-bench
 

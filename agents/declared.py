@@ -9,6 +9,7 @@ from bot.mcp_client import McpConnection
 from bot.mcp_tools import McpSource
 from bot.policy import AgentPolicy, ConfigError, Policy
 from bot.runbook import declared_runbook
+from bot.tools import Tool
 
 
 def connections(policy: Policy) -> dict[str, McpConnection]:
@@ -20,7 +21,8 @@ def build(name: str, section: AgentPolicy, policy: Policy, conns: dict[str, McpC
     prompt = (policy.base_dir / section.prompt_file).resolve() if section.prompt_file else None
     if prompt is None or not prompt.is_file():
         raise ConfigError(f"policy: setting 'agents.{name}.prompt_file': no such file: {prompt}")
-    runbooks, picks = [], {}
+    runbooks: list[Tool] = []
+    picks: dict[str, set[str] | None] = {}  # server -> the tools taken from it (None: all)
     for ref in section.tools:
         kind, _, target = ref.partition(":")
         if kind == "runbook":
@@ -31,8 +33,9 @@ def build(name: str, section: AgentPolicy, policy: Policy, conns: dict[str, McpC
         server, _, tool = target.partition("/")
         if server not in policy.mcp:
             raise ConfigError(f"policy: setting 'agents.{name}.tools': no [mcp.{server}]")
-        if tool and picks.get(server, set()) is not None:
-            picks.setdefault(server, set()).add(tool)
+        taken = picks.setdefault(server, set())
+        if tool and taken is not None:
+            taken.add(tool)
         else:
             picks[server] = None  # the whole server
     sources = (McpSource(policy, conns, picks),) if picks else ()

@@ -24,9 +24,9 @@ from bot.events import (
     ToolResult,
 )
 from bot.policy import Policy
-from bot.store import Store, ThreadNotFound
+from bot.store import Store, ThreadNotFound, members
 from bot.thread import Thread
-from bot.tools import Tool, ToolContext, ToolError
+from bot.tools import Handler, Tool, ToolContext, ToolError
 
 NAME = "digest"
 MAX_THREADS = 500
@@ -100,8 +100,7 @@ def row_of(thread: Thread, since: float = 0.0) -> Row:
 
 async def recent(store: Store, since: float, exclude_agent: str = NAME) -> tuple[list[Row], int]:
     """Rows of the threads active since `since` (oldest first), and how many were left out."""
-    ids = await store.redis.zrangebyscore(store.keys.threads, repr(since), "+inf")
-    ids = [i.decode() if isinstance(i, bytes) else i for i in ids]
+    ids = members(await store.redis.zrangebyscore(store.keys.threads, repr(since), "+inf"))
     rows = []
     for thread_id in ids[-MAX_THREADS:]:
         try:
@@ -131,7 +130,7 @@ def table(rows: list[Row], hours: float, left_out: int = 0) -> str:
     return "\n".join(lines)
 
 
-def recent_threads_handler(allowed_users: set[str]):
+def recent_threads_handler(allowed_users: set[str]) -> Handler:
     """The digest reports on every thread, whatever channel it came from: it answers its schedule
     (and whoever fired it with `chatops schedules run`), and people only if `[agents.digest] users`
     names them, also in a scheduled digest's Slack or mail thread (never everyone by default)."""

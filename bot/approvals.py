@@ -30,7 +30,7 @@ from bot.events import (
 )
 from bot.outage import REDIS_DOWN
 from bot.policy import Policy
-from bot.store import Claim, Store, ThreadNotFound
+from bot.store import Claim, Store, ThreadNotFound, members
 from bot.thread import Thread
 
 log = logging.getLogger("chatops.approvals")
@@ -230,7 +230,10 @@ class Approvals:
         would record it (a refusal, an expiry). For a decision that needs more first (a reason)."""
         found = await self.find(approval_id)
         stop = await self._stop(found, approval_id, by, via, also)
-        return stop if stop is not None or found is None else found[1]
+        if stop is not None:
+            return stop
+        assert found is not None  # _stop refuses a missing approval
+        return found[1]
 
     async def _stop(
         self, found: tuple[Thread, ApprovalRequested] | None, approval_id: str, by: str | None, via: str,
@@ -279,9 +282,8 @@ class Approvals:
     async def nudge_due(self) -> int:
         """Send the reminders and escalations that are due; each at most once, on any process."""
         keys = self.store.keys
-        due = await self.store.redis.zrangebyscore(keys.approval_timers, "-inf", repr(self.clock()))
+        due = members(await self.store.redis.zrangebyscore(keys.approval_timers, "-inf", repr(self.clock())))
         for member in due:
-            member = member.decode() if isinstance(member, bytes) else member
             kind, _, approval_id = member.partition(":")
             if await self._one_of_many(self._nudge(kind, approval_id), f"the {kind} of", approval_id) \
                     is not None:

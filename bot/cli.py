@@ -186,12 +186,13 @@ async def cmd_schedules_list(rt: Runtime, args: argparse.Namespace) -> int:
     import time
 
     from bot import cron
+    from bot.store import scored
     from channels.console import clock
 
-    last = dict(await rt.redis.zrange(rt.store.keys.schedule_last, 0, -1, withscores=True))
+    last = scored(await rt.redis.zrange(rt.store.keys.schedule_last, 0, -1, withscores=True))
     rows = []
     for s in rt.policy.schedules:
-        handled = last.get(s.name.encode())
+        handled = last.get(s.name)
         rows.append({**s.model_dump(), "next": cron.next_fire(s.trigger(), time.time()), "last": handled})
     if args.json:
         print(json.dumps(rows, indent=2))

@@ -39,6 +39,14 @@ class Finding:
     fix: str = ""  # what to do about it (warnings and errors)
 
 
+LEVELS: dict[str, Level] = {"ok": "ok", "warn": "warning", "warning": "warning", "error": "error"}
+
+
+def leveled(found: list[tuple[str, str]]) -> list[Finding]:
+    """Findings from the (level, message) pairs of modules that do not import the doctor."""
+    return [Finding(LEVELS[level], message) for level, message in found]
+
+
 @dataclass(frozen=True)
 class Context:
     settings: Settings
@@ -217,7 +225,7 @@ async def replicas_check(ctx: Context) -> list[Finding]:
     if not ctx.settings.redis_url:
         return []
     found = await replica_findings(ctx.settings.redis_url, ctx.settings.redis_min_replicas)
-    return [Finding("warning" if level == "warn" else level, message) for level, message in found]
+    return leveled(found)
 
 
 ANTHROPIC_URL = "https://api.anthropic.com"
@@ -368,7 +376,7 @@ async def mcp_check(ctx: Context) -> list[Finding]:
     finally:
         for agent in ctx.agents.values():
             await agent.close()
-    return [Finding("warning" if level == "warn" else level, message) for level, message in found]
+    return leveled(found)
 
 
 def _mcp_needs(ctx: Context) -> list[str]:

@@ -12,11 +12,12 @@ import asyncio
 import logging
 import sys
 import time
-from contextlib import AsyncExitStack
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from typing import Any
 
 import mcp.types as types
 from mcp import ClientSession, StdioServerParameters, stdio_client
+from mcp.client.session import ClientRequestContext
 from mcp.client.stdio import get_default_environment
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
@@ -134,7 +135,7 @@ class McpConnection:
             if self._stop is stop:
                 self.session = None
 
-    def _transport(self):
+    def _transport(self) -> AbstractAsyncContextManager[tuple[Any, Any]]:  # (read, write) streams
         if self.config.command is not None:
             return stdio_client(StdioServerParameters(
                 command=self.config.command[0], args=self.config.command[1:], env=self.server_env(),
@@ -215,11 +216,15 @@ class McpConnection:
         except Exception as exc:
             log.warning("MCP server %s: re-reading its tools failed: %s", self.name, _describe(exc))
 
-    async def _refuse_sampling(self, _ctx: Any, _params: Any) -> types.ErrorData:
+    async def _refuse_sampling(
+        self, context: ClientRequestContext, params: types.CreateMessageRequestParams,
+    ) -> types.ErrorData:
         log.warning("MCP server %s asked for sampling (a model call); refused", self.name)
         return types.ErrorData(code=types.INVALID_REQUEST, message="sampling is not offered by this client")
 
-    async def _refuse_elicitation(self, _ctx: Any, _params: Any) -> types.ErrorData:
+    async def _refuse_elicitation(
+        self, context: ClientRequestContext, params: types.ElicitRequestParams,
+    ) -> types.ErrorData:
         log.warning("MCP server %s asked for elicitation (input from a human); refused", self.name)
         return types.ErrorData(code=types.INVALID_REQUEST, message="elicitation is not offered by this client")
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import jsonschema
 import mcp.types as types
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import BaseModel, ConfigDict, create_model, model_validator
 from pydantic_core import PydanticCustomError
 
 from bot.mcp_client import McpCallFailed, McpConnection, McpDown, McpRefused
@@ -63,7 +63,7 @@ def args_model(name: str, schema: dict[str, Any]) -> type[McpArgs]:
     """A pydantic model whose validation is the server's JSON schema (checked to be a schema)."""
     cls = jsonschema.validators.validator_for(schema)
     cls.check_schema(schema)
-    model = type(f"Args_{name}", (McpArgs,), {})
+    model = create_model(f"Args_{name}", __base__=McpArgs)
     model._validator = cls(schema)
     model._input_schema = {k: v for k, v in schema.items() if k not in ("$schema", "title")}
     return model

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import anthropic
 import httpx2
+from anthropic.types import MessageParam, ToolParam
 
 from bot import metrics
 from bot.context import Message, with_cache_breakpoints
@@ -75,8 +76,9 @@ class Model:
                     model=self.model,
                     max_tokens=self.max_tokens,
                     system=[{"type": "text", "text": system, "cache_control": {"type": "ephemeral"}}],
-                    tools=schemas,
-                    messages=with_cache_breakpoints(messages),
+                    # ours are plain JSON dicts of the API's shapes, not the SDK's TypedDicts
+                    tools=cast("list[ToolParam]", schemas),
+                    messages=cast("list[MessageParam]", with_cache_breakpoints(messages)),
                 )
         except TimeoutError:
             raise ModelUnavailable(f"the model API did not answer within {self.deadline:g} s "

@@ -13,6 +13,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from apscheduler.triggers.cron import CronTrigger
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -203,7 +204,7 @@ class Schedule(_Strict):
         cron.parse(value)
         return value
 
-    def trigger(self):  # -> apscheduler CronTrigger
+    def trigger(self) -> CronTrigger:
         return cron.parse(self.cron, self.timezone)
 
 

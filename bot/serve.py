@@ -80,7 +80,7 @@ async def serve_metrics(rt: Runtime) -> None:
 
 async def run_all(rt: Runtime, *, console: bool) -> None:
     app = create_app(rt)
-    jobs = [Worker(rt).run(), serve_api(rt, app)]
+    jobs: list[Awaitable[None]] = [Worker(rt).run(), serve_api(rt, app)]
     if rt.settings.metrics_port is not None:
         jobs.append(serve_metrics(rt))
     for service in SERVICES:

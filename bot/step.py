@@ -16,7 +16,7 @@ from bot.commands import help_text, is_command
 from bot.events import ResultStatus, ScheduleFired, ToolCall, UserMessage
 from bot.policy import Policy
 from bot.thread import Thread
-from bot.tools import ASK_HUMAN, Tool, compact_validation_error
+from bot.tools import ASK_HUMAN, AskHumanArgs, Tool, compact_validation_error
 
 
 @dataclass(frozen=True)
@@ -111,12 +111,13 @@ def next_step(thread: Thread, agent: Agent, now: float, limits: Limits, policy: 
             f"{thread.last_error}\nHow should I continue?"
         )
     last = thread.last_input
-    asked_command = isinstance(last, (UserMessage, ScheduleFired)) and is_command(last.text)
+    command = last.text if isinstance(last, (UserMessage, ScheduleFired)) else None
+    asked_command = command is not None and is_command(command)
     if thread.turn and thread.turn_origin == "command" and not thread.input_since_turn:
         if asked_command or not (agent.prefetch and limits.model_available):
             return Reply(command_summary(thread))
-    elif asked_command:
-        return RunCommand(last.text)
+    elif command is not None and asked_command:
+        return RunCommand(command)
     elif agent.prefetch and thread.input_since_turn:
         return RunCommand(agent.prefetch)
     if not limits.model_available:
@@ -146,6 +147,7 @@ def _next_for_calls(thread: Thread, agent: Agent, now: float, policy: Policy) ->
             if call.call_id in thread.answers:
                 return Resolve(call, "ok", thread.answers[call.call_id].text)
             if thread.open_question is None:
+                assert isinstance(args, AskHumanArgs)
                 return AskHuman(args.question, call.call_id)
             continue
         exact = args.model_dump(mode="json")

@@ -11,11 +11,12 @@ import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 from redis.exceptions import NoScriptError
+from redis.typing import EncodableT, FieldT
 
 from bot import metrics
 from bot.events import ApprovalDecided, ApprovalRequested, Event, dump_event, parse_event
@@ -218,8 +219,8 @@ class Store:
             for state in STATES:
                 pipe.zrem(k.threads_in(state), thread_id)
         elif restate:  # the state index moved, the thread's state did not: put it back
-            state = await self.redis.hget(k.meta(thread_id), "state")
-            self._index_state(pipe, thread_id, _s(state) if state else "working", time.time())
+            current = await self.redis.hget(k.meta(thread_id), "state")
+            self._index_state(pipe, thread_id, _s(current) if current else "working", time.time())
         if isinstance(event, ApprovalRequested):
             pipe.zrem(k.pending_approvals, event.approval_id)
             pipe.zrem(k.approval_timers, f"remind:{event.approval_id}", f"escalate:{event.approval_id}")
@@ -255,7 +256,7 @@ class Store:
     ) -> None:
         k = self.keys
         pipe = self.redis.pipeline(transaction=False)
-        fields: dict[str, str | int] = {"state": state}
+        fields: dict[FieldT, EncodableT] = {"state": state}
         if rendered is not None:
             fields["rendered"] = rendered
         pipe.hset(k.meta(thread_id), mapping=fields)
@@ -454,7 +455,7 @@ class Store:
 
     async def pending_approval_ids(self, due_before: float | None = None) -> list[str]:
         top = "+inf" if due_before is None else repr(due_before)
-        return [_s(a) for a in await self.redis.zrangebyscore(self.keys.pending_approvals, "-inf", top)]
+        return members(await self.redis.zrangebyscore(self.keys.pending_approvals, "-inf", top))
 
     async def forget_pending(self, approval_id: str) -> None:
         await self.redis.zrem(self.keys.pending_approvals, approval_id)
@@ -476,3 +477,13 @@ class Store:
 
 def _s(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+def members(rows: list[Any]) -> list[str]:
+    """The members of a sorted-set range read without scores (redis-py types the reply as either)."""
+    return [_s(m) for m in rows]
+
+
+def scored(rows: list[Any]) -> dict[str, float]:
+    """Member -> score of a sorted-set range read with scores."""
+    return {_s(m): float(score) for m, score in rows}

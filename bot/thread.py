@@ -24,6 +24,7 @@ from bot.events import (
     HumanResponse,
     ToolCall,
     ToolResult,
+    ToolStarted,
     UserMessage,
 )
 
@@ -63,7 +64,7 @@ class Thread:
     input_since_turn: bool = True  # an input arrived after the latest turn began
     needs_agent: bool = False  # new input or results the agent has not answered yet
     open_question: HumanQuestion | None = None
-    answers: dict[str, HumanResponse] = field(default_factory=dict)  # ask_human call -> reply
+    answers: dict[str, HumanResponse | UserMessage] = field(default_factory=dict)  # ask_human call -> reply
     last_input: Event | None = None  # the latest human (or schedule) input
     consecutive_errors: int = 0
     model_steps: int = 0  # model calls since the last human input
@@ -104,7 +105,7 @@ class Thread:
             self.needs_agent = False
             if event.origin == "model":
                 self.model_steps += 1 if len(self.turn) == 1 else 0
-        elif kind == "tool_started":
+        elif isinstance(event, ToolStarted):
             self.started.add(event.call_id)
         elif isinstance(event, ToolResult):
             self.results[event.call_id] = event

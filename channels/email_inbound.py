@@ -171,8 +171,8 @@ class Inbound:
                    else "the mail carries no reply token of this approval; reply to your approval mail itself")
             return await self._refuse(mail, approval_id, why)
         token = matching[0]
-        if why := self.rt.approvals.authorize(thread, request, mail.sender):
-            return await self._refuse(mail, approval_id, why)
+        if refusal := self.rt.approvals.authorize(thread, request, mail.sender):
+            return await self._refuse(mail, approval_id, refusal)
         if not email_tokens.is_for(self.me.key, token, mail.sender):
             return await self._refuse(mail, approval_id, "this reply address was sent to another approver; "
                                       "reply to the approval mail sent to you")

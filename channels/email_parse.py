@@ -462,8 +462,9 @@ def content_hash(msg: Message, raw: bytes) -> str:
 
 
 def _size(n: int) -> str:
+    size = float(n)
     for unit in ("B", "KB", "MB"):
-        if n < 1024 or unit == "MB":
-            return f"{n} {unit}" if unit == "B" else f"{n:.0f} {unit}"
-        n /= 1024
+        if size < 1024 or unit == "MB":
+            return f"{n} {unit}" if unit == "B" else f"{size:.0f} {unit}"
+        size /= 1024
     return f"{n} B"

@@ -22,6 +22,7 @@ import logging
 import ssl
 import time
 import unicodedata
+from collections.abc import Callable
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session, syntax
 from redis.exceptions import RedisError
@@ -236,7 +237,7 @@ class Server(SMTP):
                 del buf[:-4]  # keep only what may begin the terminator
         rest = buf[end + 5:]
         if rest:  # a client that did not wait for our answer: its next commands stay unread
-            self._reader._buffer[:0] = rest
+            self._reader._buffer[:0] = rest  # type: ignore[attr-defined]  # StreamReader has no unread()
         if too_big or (limit and end > limit):
             return None
         # in place, no copy of megabytes: cut the terminator, undo the dot-stuffing if any
@@ -270,7 +271,9 @@ def tls_context(settings: Settings) -> ssl.SSLContext | None:
     return context
 
 
-def server_factory(settings: Settings, inbound: Inbound, loop: asyncio.AbstractEventLoop):
+def server_factory(
+    settings: Settings, inbound: Inbound, loop: asyncio.AbstractEventLoop,
+) -> Callable[[], SMTP]:
     tls = tls_context(settings)
     auth = None
     if settings.smtp_auth_user and settings.smtp_auth_password:

@@ -37,7 +37,7 @@ from bot.outage import stop_if_cancelled
 from bot.policy import ConfigError, Schedule
 from bot.runtime import Runtime
 from bot.store import Appended, Claim
-from bot.thread import Origin, Thread, ThreadMeta
+from bot.thread import Origin, State, Thread, ThreadMeta
 
 log = logging.getLogger("chatops.schedule")
 # APScheduler logs every run at INFO; our own line says what a fire did
@@ -159,7 +159,7 @@ class Clock:
         if last is None:  # first start with this schedule: nothing before now was missed
             await redis.zadd(key, {schedule.name: now}, nx=True)
             last = await redis.zscore(key, schedule.name)
-        last = float(last)
+        last = now if last is None else float(last)  # None: removed meanwhile (a reset)
         self._note_taken(schedule, last)
         latest, count = cron.due(schedule.trigger(), last, now)
         if latest is None:
@@ -232,7 +232,7 @@ class Clock:
         thread_id = fire_thread_id(schedule.name, scheduled_for)
         meta = ThreadMeta(id=thread_id, agent=schedule.agent, origin=origin_for(schedule, scheduled_for),
                           created=self.clock())
-        state = "working" if isinstance(event, ScheduleFired) else "idle"
+        state: State = "working" if isinstance(event, ScheduleFired) else "idle"
         return await self.rt.store.append(thread_id, event, create=meta, claim=FIRE_CLAIM, state=state,
                                           wake=True)
 

@@ -124,7 +124,8 @@ class Inbound:
             return
         team = body.get("team_id") or event.get("team") or context.get("team_id") or ""
         channel, ts, user = event.get("channel"), event.get("ts"), event.get("user") or event.get("bot_id")
-        if not all(isinstance(v, str) for v in (channel, ts, team, user)) or \
+        if not (isinstance(channel, str) and isinstance(ts, str) and isinstance(team, str)
+                and isinstance(user, str)) or \
                 not all(isinstance(event.get(f) or "", str) for f in ("text", "thread_ts")):
             # acknowledged (a retry would be the same) and dropped
             log.warning("dropped a Slack %s event without a channel, ts, user or text: %s",
@@ -196,7 +197,7 @@ class Inbound:
         return route(text, self.rt.agents, self.rt.settings.default_agent)
 
     async def _typed_decision(
-        self, thread_id: str, message_id: str, text: str, user: str | None, channel: str, thread_ts: str
+        self, thread_id: str, message_id: str, text: str, user: str, channel: str, thread_ts: str
     ) -> bool:
         """`approve` or `reject <reason>` in a thread waiting for one approval decides it
         (authorized like any decision). True if the message was taken as a decision."""
