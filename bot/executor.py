@@ -31,6 +31,7 @@ from bot.events import (
     Event,
     HumanQuestion,
     Notice,
+    ResultStatus,
     Source,
     ToolCall,
     ToolResult,
@@ -386,7 +387,8 @@ class Executor:
         tool = self.rt.agents[thread.agent].tool(call.tool)
         assert tool is not None
         ctx = ToolContext(thread.id, call.call_id, self.data_dir, call.source.user, self.rt.store)
-        status, output = "ok", ""
+        status: ResultStatus = "ok"
+        output = ""
         began = time.monotonic()
         approval_id = thread.approval_of_call.get(call.call_id)
         log.info("tool %s started", call.tool, extra={"event": "tool_started", "approval_id": approval_id})

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any, cast
 
 from redis.exceptions import ResponseError
 
@@ -71,7 +72,9 @@ class Inbox:
                     continue
                 await self._recreate_lost_group(exc)  # NOGROUP: Redis lost the group (or a failover did)
                 continue
-            for _stream, entries in reply or []:
+            # redis-py types the reply loosely: [(stream, [(entry id, fields), ...]), ...]
+            streams = cast("list[tuple[bytes, list[tuple[bytes, dict[Any, Any]]]]]", reply or [])
+            for _stream, entries in streams:
                 for entry_id, fields in entries:
                     await self._start_advancing(inbox, entry_id, fields)
 
@@ -149,7 +152,7 @@ class Inbox:
             [pending] = await self.rt.redis.xpending_range(
                 inbox, GROUP, min=entry_id, max=entry_id, count=1
             )
-            if pending["times_delivered"] < MAX_DELIVERIES:
+            if int(pending["times_delivered"]) < MAX_DELIVERIES:
                 return
             await self.executor.record_failure(thread_id, exc)
             await self._acknowledge(inbox, entry_id)
