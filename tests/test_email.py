@@ -18,7 +18,7 @@ from channels.email import tokens as email_tokens
 from channels.email.inbound import Inbound
 from channels.email.server import start_smtp
 from tests.conftest import settled, wait_for
-from tests.helpers import say
+from tests.helpers import runbook_lines, say
 from tests.mail import (
     Sink,
     address_of,
@@ -87,11 +87,6 @@ async def mails_to(sink: Sink, address: str, n: int):
         return got if len(got) >= n else None
 
     return await wait_for(check, 10, f"{n} mails to {address}")
-
-
-def runbook_lines(settings) -> list[str]:
-    log = settings.data_dir / "runbook.log"
-    return log.read_text().splitlines() if log.exists() else []
 
 
 async def request_deploy(bot: Bot, sink: Sink, version: str = "1.2.3"):
