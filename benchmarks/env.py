@@ -101,5 +101,5 @@ async def runtime(s: Settings) -> tuple[Runtime, Worker, SDKTimer | None]:
         timer = SDKTimer(rt.model.client.messages)
         rt.model.client.messages = timer  # type: ignore[misc]
     worker = Worker(rt)
-    await worker.ensure_group()
+    await worker.inbox.ensure_group()
     return rt, worker, timer

@@ -117,7 +117,7 @@ async def request_sizes() -> dict[int, dict[str, int]]:
                 plain = ContextBuilder(rt.settings.tool_output_limit)
                 full = _request_bytes(system, tools, plain.extend(thread.events))
                 fence = await rt.store.acquire(thread_id, "bench", 60)
-                messages, tokens = await worker._bounded_context(thread, system, tools, fence)
+                messages, tokens = await worker.executor._context_within_budget(thread, system, tools, fence)
                 out[n] = {"bytes": _request_bytes(system, tools, messages), "tokens": tokens, "full": full,
                           "compacted": int(thread.compacted is not None)}
         finally:
@@ -148,9 +148,9 @@ def _cache_process(url: str, results: Any) -> None:
                 await grow(rt, thread_id, 20, output=200)
             before = _rss()
             for thread_id in ids:
-                await worker._load(thread_id)
-            results.put({"rss": _rss() - before, "cached": len(worker.cache), "estimate": worker.cache_bytes,
-                         "limit": worker.cache_limit})
+                await worker.executor.load(thread_id)
+            results.put({"rss": _rss() - before, "cached": len(worker.executor.cache), "estimate": worker.executor.cache_bytes,
+                         "limit": worker.executor.cache_limit})
         finally:
             await rt.close()
 

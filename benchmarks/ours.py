@@ -54,7 +54,7 @@ async def drive(worker: Worker, timer: SDKTimer | None, thread_id: str, fence: i
     for n in range(limit):
         before = timer.total if timer else 0.0
         t0 = time.perf_counter()
-        if not await worker.step(thread_id, fence, wake=n == 0):
+        if not await worker.executor.step(thread_id, fence, wake=n == 0):
             break
         samples.append(time.perf_counter() - t0 - ((timer.total if timer else 0.0) - before))
     return samples
@@ -65,7 +65,7 @@ async def step_overhead(worker: Worker, timer: SDKTimer, length: int, threads: i
     for _ in range(threads):
         thread_id = await prefill(worker.rt, length)
         fence = await worker.rt.store.acquire(thread_id, "bench", 300)
-        await worker._load(thread_id)  # the worker's cache is warm, as in steady state
+        await worker.executor.load(thread_id)  # the worker's cache is warm, as in steady state
         samples += await drive(worker, timer, thread_id, fence, per_thread)
     return samples
 
@@ -123,7 +123,7 @@ async def scripted(worker: Worker, timer: SDKTimer, agent: str = "bench") -> Scr
     thread_id = await new_thread(rt, "check api twenty times, then roll it back", agent)
     fence = await rt.store.acquire(thread_id, "bench", 300)
     before = await drive(worker, timer, thread_id, fence)
-    paused = await worker._load(thread_id)
+    paused = await worker.executor.load(thread_id)
     assert paused.state == "awaiting_approval", paused.state
     result = Scripted(thread_id, sum(before), 0.0, step_samples=before, events_at_pause=paused.version)
     result.paused_bytes, result.log_bytes = await memory_usage(rt, thread_id)
@@ -132,7 +132,7 @@ async def scripted(worker: Worker, timer: SDKTimer, agent: str = "bench") -> Scr
     assert outcome.status == "decided"
     after = await drive(worker, timer, thread_id, fence)
     result.overhead_after_resume = sum(after)
-    result.thread = await worker._load(thread_id)
+    result.thread = await worker.executor.load(thread_id)
     assert result.thread.state == "idle"
     await rt.store.release(thread_id, "bench")
     return result

@@ -30,7 +30,7 @@ import uvicorn
 from bot.api import create_app
 from bot.runtime import Runtime
 from bot.settings import Settings
-from channels import slack
+from channels.slack import app as slack
 from tests.slack_api import Sender, SlackAPI, mention, new_ts
 
 RATES = (50.0, 100.0, 200.0)  # requests per second

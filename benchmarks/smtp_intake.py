@@ -28,9 +28,9 @@ from pathlib import Path
 from bot.embedded_redis import EmbeddedRedis
 from bot.runtime import Runtime
 from bot.settings import Settings
-from channels.email import identity
-from channels.email_inbound import Inbound
-from channels.email_server import start_smtp
+from channels.email.app import identity
+from channels.email.inbound import Inbound
+from channels.email.server import start_smtp
 
 CONNECTIONS = 8
 PER_CONNECTION = 250

@@ -55,7 +55,7 @@ async def start(redis_url: str, model_url: str) -> tuple[Runtime, Worker, Timer]
     timer = Timer(rt.model.client.messages)
     rt.model.client.messages = timer  # type: ignore[misc]
     worker = Worker(rt)
-    await worker.ensure_group()
+    await worker.inbox.ensure_group()
     return rt, worker, timer
 
 
@@ -81,7 +81,7 @@ async def drive(worker: Worker, timer: Timer, thread_id: str, fence: int, limit:
     samples = []
     for n in range(limit):
         before, t0 = timer.total, time.perf_counter()
-        if not await worker.step(thread_id, fence, wake=n == 0):
+        if not await worker.executor.step(thread_id, fence, wake=n == 0):
             break
         samples.append(time.perf_counter() - t0 - (timer.total - before))
     return samples
@@ -96,7 +96,7 @@ async def step_overhead(worker: Worker, timer: Timer, calls: int, threads: int, 
     for _ in range(threads):
         thread_id = await prefill(worker.rt, calls)
         fence = await worker.rt.store.acquire(thread_id, "bench", 300)
-        before = len((await worker._load(thread_id)).results)  # the worker's cache is warm
+        before = len((await worker.executor.load(thread_id)).results)  # the worker's cache is warm
         spent = sum(await drive(worker, timer, thread_id, fence, steps))
         done = len((await worker.rt.store.load(thread_id)).results) - before
         samples.append(spent / (2 * done))

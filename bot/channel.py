@@ -31,7 +31,7 @@ class Renderer(Protocol):
 
 # Channel modules register themselves on import: a service in bot.serve.SERVICES, a renderer
 # factory here (called in every process that runs a worker). Doctor checks: bot.doctor.checks().
-CHANNEL_MODULES: list[str] = ["channels.slack", "channels.email", "channels.schedule"]
+CHANNEL_MODULES: list[str] = ["channels.slack.app", "channels.email.app", "channels.schedule"]
 RENDERERS: list[Callable[["Runtime"], Renderer | None]] = []
 
 

@@ -164,9 +164,9 @@ async def cmd_worker(rt: Runtime, _args: argparse.Namespace) -> int:
 
 
 async def cmd_smtp(rt: Runtime, _args: argparse.Namespace) -> int:
-    from channels.email import identity
-    from channels.email_inbound import Inbound
-    from channels.email_server import serve_smtp
+    from channels.email.app import identity
+    from channels.email.inbound import Inbound
+    from channels.email.server import serve_smtp
 
     await serve_smtp(rt, Inbound(rt, identity(rt.settings)))
     return 0

@@ -70,7 +70,9 @@ def error(message: str, fix: str = "") -> Finding:
 
 def checks() -> list[DoctorCheck]:
     """Every check, in the order of the report."""
-    from channels import email_doctor, schedule_doctor, slack_doctor
+    from channels.email import doctor as email_doctor
+    from channels import schedule_doctor
+    from channels.slack import doctor as slack_doctor
 
     return [
         DoctorCheck("policy", policy_check),

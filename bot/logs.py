@@ -10,7 +10,7 @@ JSON, with no second logging API to learn or wrap.
 The fields come from a context variable set while a worker advances a thread (so every line
 logged meanwhile, also by a library, carries the thread id) or from a call's `extra=`. Nothing
 secret is put in either: settings' secrets are never logged, and reply tokens are redacted where
-addresses are logged (channels/email_tokens.py).
+addresses are logged (channels/email/tokens.py).
 """
 
 from __future__ import annotations

@@ -77,7 +77,7 @@ def model_usage(usage: dict[str, Any]) -> None:
 async def refresh(rt: Runtime) -> None:
     """Set the gauges read from Redis (what all processes share); on an outage they keep their
     last value and the outage is counted."""
-    from bot.worker import GROUP
+    from bot.inbox import GROUP
 
     keys = rt.store.keys
     try:

@@ -71,7 +71,7 @@ class Settings(BaseSettings):
     shutdown_grace: float = Field(20.0, ge=0, validation_alias=_env("CHATOPS_SHUTDOWN_GRACE"))
     tool_output_limit: int = Field(2000, ge=200, validation_alias=_env("CHATOPS_TOOL_OUTPUT_LIMIT"))
 
-    # ---- slack (channels/slack.py): the bot token is required for either way of connecting
+    # ---- slack (channels/slack/app.py): the bot token is required for either way of connecting
     slack_bot_token: SecretStr | None = Field(None, validation_alias=_env("SLACK_BOT_TOKEN"))
     slack_signing_secret: SecretStr | None = Field(None, validation_alias=_env("SLACK_SIGNING_SECRET"))
     slack_app_token: SecretStr | None = Field(None, validation_alias=_env("SLACK_APP_TOKEN"))

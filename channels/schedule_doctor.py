@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 
 from bot import cron
 from bot.doctor import Context, Finding, error, ok, warning
-from channels.slack_doctor import configured as slack_configured
+from channels.slack.doctor import configured as slack_configured
 
 
 async def check(ctx: Context) -> list[Finding]:

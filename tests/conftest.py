@@ -122,7 +122,7 @@ async def start_bot() -> AsyncIterator[Callable[[Settings], Awaitable[Runtime]]]
     async def start(settings: Settings) -> Runtime:
         rt = await Runtime.start(settings)
         worker = Worker(rt)
-        await worker.ensure_group()
+        await worker.inbox.ensure_group()
         started.append((rt, asyncio.create_task(worker.run())))
         return rt
 

@@ -13,7 +13,7 @@ from bot.api import create_app
 from bot.runtime import Runtime
 from bot.serve import http_config
 from bot.settings import Settings
-from channels import slack
+from channels.slack import app as slack
 
 
 async def main() -> None:

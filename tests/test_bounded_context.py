@@ -135,7 +135,7 @@ async def test_the_worker_cache_is_bounded_by_bytes_and_reloads_what_it_evicted(
     from bot.worker import Worker
 
     rt = await runtime(make_settings(worker_cache_mb=0.2))  # about 200 KB
-    worker = Worker(rt)
+    worker = Worker(rt).executor
     ids = ["00000000000ca0e1", "00000000000ca0e2"]
     for thread_id in ids:
         await history(rt, thread_id, 30_000)  # about 120 KB cached each

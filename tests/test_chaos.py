@@ -31,7 +31,7 @@ from bot.intake import new_thread_id
 from bot.outage import REDIS_DOWN
 from bot.runtime import Runtime
 from bot.thread import Origin
-from bot.worker import GROUP
+from bot.inbox import GROUP
 from tests.conftest import ROOT, bot_env
 from tests.redis_ha import ReplicatedRedis
 from tests.redis_process import RedisProcess

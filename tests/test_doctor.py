@@ -14,7 +14,7 @@ import pytest
 import redis as sync_redis
 from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
 
-from channels.slack_doctor import MANIFEST_SCOPES
+from channels.slack.doctor import MANIFEST_SCOPES
 from tests.conftest import ROOT
 from tests.redis_process import RedisProcess
 from tests.slack_api import SlackAPI

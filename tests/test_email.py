@@ -13,10 +13,10 @@ import pytest
 
 from bot.runtime import Runtime
 from bot.settings import Settings
-from channels import email as email_channel
-from channels import email_tokens
-from channels.email_inbound import Inbound
-from channels.email_server import start_smtp
+from channels.email import app as email_channel
+from channels.email import tokens as email_tokens
+from channels.email.inbound import Inbound
+from channels.email.server import start_smtp
 from tests.conftest import settled, wait_for
 from tests.helpers import say
 from tests.mail import (
@@ -498,7 +498,7 @@ async def test_an_approver_over_the_mail_limit_still_gets_the_approval_mail(emai
 
 
 def test_a_relay_password_never_travels_without_tls():
-    from channels.email_send import Relay
+    from channels.email.send import Relay
 
     assert Relay.from_url("smtp://bot:s3cret@smtp.example.com:587").start_tls is True
     assert Relay.from_url("smtp://bot:s3cret@smtp.example.com:587?starttls=require").start_tls is True

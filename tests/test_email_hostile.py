@@ -13,8 +13,8 @@ import httpx
 import pytest
 
 from bot.api import create_app
-from channels import email_tokens
-from channels.email_server import smtp_reply
+from channels.email import tokens as email_tokens
+from channels.email.server import smtp_reply
 from tests import test_email
 from tests.conftest import settled, wait_for
 from tests.mail import (

@@ -8,7 +8,7 @@ from email import policy as email_policy
 
 import pytest
 
-from channels.email_parse import decision, dmarc_results, html_to_text, new_text, parse
+from channels.email.parse import decision, dmarc_results, html_to_text, new_text, parse
 
 QUOTE = "On Mon, Nov 3, 2025 at 10:02 AM chatops <bot@ops.test> wrote:\n> To approve, reply approve.\n"
 OUTLOOK = ("________________________________\nFrom: chatops <bot@ops.test>\n"

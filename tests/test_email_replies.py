@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from channels.email_parse import decision, new_text
+from channels.email.parse import decision, new_text
 from tests import test_email
 from tests.conftest import settled, wait_for
 from tests.email_replies.corpus import CASES, LANGUAGES, ORIGINAL, Language, _header_block

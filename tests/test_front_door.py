@@ -19,7 +19,7 @@ import pytest
 
 from bot.api import create_app
 from bot.settings import Settings
-from channels import slack
+from channels.slack import app as slack
 from tests.conftest import ROOT, bot_env
 from tests.messages_api import text, tool_use
 from tests.slack_api import Sender, event_body, mention, message, new_ts

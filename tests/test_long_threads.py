@@ -30,8 +30,9 @@ from bot.intake import thread_id_for
 from bot.runtime import Runtime
 from bot.settings import Settings
 from bot.thread import Origin, ThreadMeta
-from channels import slack, slack_inbound
-from channels.slack_render import address_key
+from channels.slack import app as slack
+from channels.slack import inbound as slack_inbound
+from channels.slack.render import address_key
 from tests.redis_process import RedisProcess
 from tests.slack_api import TEAM, Sender, SlackAPI, message, new_ts
 

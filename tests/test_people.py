@@ -12,10 +12,10 @@ import signal
 
 import pytest
 
-from channels import email as email_channel
+from channels.email import app as email_channel
 from channels.console import Console
-from channels.email_inbound import Inbound
-from channels.email_server import start_smtp
+from channels.email.inbound import Inbound
+from channels.email.server import start_smtp
 from tests.conftest import settled, spawn_bot, wait_for
 from tests.helpers import runbook_lines, say
 from tests.mail import gmail, new_mail, reply_to, text_of

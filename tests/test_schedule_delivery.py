@@ -17,10 +17,10 @@ from bot.api import create_app
 from bot.intake import thread_id_for
 from bot.runtime import Runtime
 from bot.settings import Settings
-from channels import email as email_channel
-from channels import slack
-from channels.email_inbound import Inbound
-from channels.email_server import start_smtp
+from channels.email import app as email_channel
+from channels.slack import app as slack
+from channels.email.inbound import Inbound
+from channels.email.server import start_smtp
 from channels.schedule import Clock
 from tests.conftest import settled, wait_for
 from tests.mail import Sink, address_of, deliver, gmail, header, reply_to, text_of

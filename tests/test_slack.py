@@ -21,7 +21,8 @@ from bot.intake import thread_id_for
 from bot.runtime import Runtime
 from bot.settings import Settings
 from bot.thread import Thread
-from channels import slack, slack_inbound
+from channels.slack import app as slack
+from channels.slack import inbound as slack_inbound
 from tests.conftest import settled, wait_for
 from tests.messages_api import MessagesAPI, text, tool_use
 from tests.slack_api import (

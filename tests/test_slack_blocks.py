@@ -6,8 +6,8 @@ import json
 
 from pydantic import SecretStr
 
-from channels import slack_blocks as blocks
-from channels.slack_signing import sign, verify
+from channels.slack import blocks
+from channels.slack.signing import sign, verify
 
 
 def test_markdown_becomes_mrkdwn_and_is_escaped():

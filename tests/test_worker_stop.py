@@ -25,7 +25,7 @@ async def test_worker_stops_whenever_it_is_cancelled(make_settings, runtime):
         _, running = await asyncio.wait({task}, timeout=5)
         assert not running, f"attempt {attempt}: the worker did not stop: {task.get_stack()}"
         # and run() returned only once its loops had stopped: none is left behind
-        left = [t for t in asyncio.all_tasks() if "Worker." in repr(t.get_coro())]
+        left = [t for t in asyncio.all_tasks() if any(part in repr(t.get_coro()) for part in ("Worker.", "Inbox."))]
         assert not left, f"attempt {attempt}: worker loops left running: {left}"
 
 
@@ -34,10 +34,10 @@ async def test_each_loop_stops_on_a_single_cancel(make_settings, runtime):
     (a SIGTERM is one cancel of the main task)."""
     rt = await runtime(make_settings(sweep_interval=0.001, claim_idle=0.02))
     worker = Worker(rt)
-    await worker.ensure_group()
+    await worker.inbox.ensure_group()
     rng = random.Random(11)
     for attempt in range(60):
-        for loop in (worker._sweep_loop, worker._read_loop, worker._claim_loop):
+        for loop in (worker.sweep_loop, worker.inbox.read_loop, worker.inbox.claim_loop):
             task = asyncio.create_task(loop())
             await asyncio.sleep(rng.uniform(0.001, 0.02))
             task.cancel()

@@ -8,8 +8,8 @@ from typing import Any
 
 from bot.events import Event
 from bot.thread import Thread
-from channels.email_compose import Identity, Outgoing, compose
-from channels.email_send import Sender, SendFailed
+from channels.email.compose import Identity, Outgoing, compose
+from channels.email.send import Sender, SendFailed
 
 log = logging.getLogger("chatops.email")
 

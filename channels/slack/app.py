@@ -6,7 +6,7 @@
 - `SLACK_API_URL`: another Web API base URL (tests, proxies).
 
 Importing this module registers the service (bot.serve.SERVICES), the renderer every worker uses
-(bot.channel.RENDERERS); its doctor check is channels/slack_doctor.py.
+(bot.channel.RENDERERS); its doctor check is channels/slack/doctor.py.
 """
 
 from __future__ import annotations
@@ -33,11 +33,11 @@ from bot.policy import ConfigError
 from bot.runtime import Runtime
 from bot.serve import SERVICES
 from bot.settings import Settings
-from channels import slack_guard as guard
-from channels.slack_actions import Actions
-from channels.slack_doctor import PATH, configured
-from channels.slack_inbound import Inbound
-from channels.slack_render import SlackRenderer
+from channels.slack import guard
+from channels.slack.actions import Actions
+from channels.slack.doctor import PATH, configured
+from channels.slack.inbound import Inbound
+from channels.slack.render import SlackRenderer
 
 log = logging.getLogger("chatops.slack")
 

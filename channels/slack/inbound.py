@@ -30,9 +30,9 @@ from bot.routing import route
 from bot.runtime import Runtime
 from bot.store import ThreadNotFound
 from bot.thread import Origin, ThreadMeta
-from channels.slack_blocks import escape
-from channels.slack_people import UNVERIFIED, ProfileUnavailable, profile_emails
-from channels.slack_render import address_key, posted_key, show_working
+from channels.slack.blocks import escape
+from channels.slack.people import UNVERIFIED, ProfileUnavailable, profile_emails
+from channels.slack.render import address_key, posted_key, show_working
 
 log = logging.getLogger("chatops.slack")
 

@@ -1,7 +1,7 @@
 """The Slack channel's doctor check: the settings, then the bot token (`auth.test`), its scopes
 against the manifest's, and the app token (`apps.connections.open`, what Socket Mode does first).
 
-Kept apart from channels/slack.py so that `chatops doctor` does not import Bolt and FastAPI.
+Kept apart from channels/slack/app.py so that `chatops doctor` does not import Bolt and FastAPI.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 from bot.doctor import Context, Finding, error, ok, warning
 from bot.settings import Settings
 
-PATH = "/slack/events"  # where channels/slack.py mounts the HTTP events
+PATH = "/slack/events"  # where channels/slack/app.py mounts the HTTP events
 # The bot scopes of manifest.yml (a test keeps them equal): what the bot calls needs all of them.
 MANIFEST_SCOPES = ("app_mentions:read", "channels:history", "groups:history", "im:history",
                    "chat:write", "reactions:write", "users:read", "users:read.email")

@@ -11,7 +11,7 @@ since anyone can send mail naming an approval id; the others' refusals are recor
 A reply to an approval address that decides nothing (no decision word, both words, nothing
 readable) is refused the same way, so its sender gets one short mail saying how to answer.
 
-Parsing runs in a worker process with a time limit (see email_reader), so that no mail holds
+Parsing runs in a worker process with a time limit (see reader.py), so that no mail holds
 the event loop; a mail that cannot be read gets a permanent 554, never a 451 (451 means "Redis
 is down, try later", and a retry would read no better).
 """
@@ -28,11 +28,11 @@ from bot.routing import route
 from bot.runtime import Runtime
 from bot.store import Claim, ThreadNotFound
 from bot.thread import Origin, Thread
-from channels import email_tokens
-from channels.email_compose import REPLY_LOCAL, Identity
-from channels.email_parse import UNMISTAKABLE_WORDS, Decision, Mail, decision
-from channels.email_reader import Unreadable, read
-from channels.email_tokens import Token
+from channels.email import tokens as email_tokens
+from channels.email.compose import REPLY_LOCAL, Identity
+from channels.email.parse import UNMISTAKABLE_WORDS, Decision, Mail, decision
+from channels.email.reader import Unreadable, read
+from channels.email.tokens import Token
 
 log = logging.getLogger("chatops.email")
 UNAUTHENTICATED = "email-unauthenticated"  # `via` of refusals that get no mail back

@@ -1,5 +1,5 @@
 """The email channel, wired into the bot: its SMTP service and its renderer (its doctor check is
-channels/email_doctor.py).
+channels/email/doctor.py).
 
 Importing this module registers them (see bot/channel.py CHANNEL_MODULES). With no configuration
 the SMTP server listens on loopback for `<agent>@localhost` and only receives: threads start by
@@ -18,11 +18,11 @@ from bot.channel import RENDERERS
 from bot.policy import ConfigError
 from bot.runtime import Runtime
 from bot.settings import Settings
-from channels.email_compose import REPLY_LOCAL, Identity
-from channels.email_inbound import Inbound
-from channels.email_render import EmailRenderer
-from channels.email_send import Sender
-from channels.email_server import serve_smtp
+from channels.email.compose import REPLY_LOCAL, Identity
+from channels.email.inbound import Inbound
+from channels.email.render import EmailRenderer
+from channels.email.send import Sender
+from channels.email.server import serve_smtp
 
 log = logging.getLogger("chatops.email")
 

@@ -1,7 +1,7 @@
 """The email channel's doctor check: the settings, then the outbound relay of SMTP_URL as the bot
 uses it (connect, EHLO, STARTTLS and AUTH as configured; no mail is sent).
 
-Kept apart from channels/email.py so that `chatops doctor` does not import the servers.
+Kept apart from channels/email/app.py so that `chatops doctor` does not import the servers.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
 
 def needs(ctx: Context) -> list[str]:
-    return ["aiosmtplib", "channels.email_send"] if ctx.settings.smtp_url is not None else []
+    return ["aiosmtplib", "channels.email.send"] if ctx.settings.smtp_url is not None else []
 
 
 async def check(ctx: Context) -> list[Finding]:
@@ -28,7 +28,7 @@ async def check(ctx: Context) -> list[Finding]:
 async def relay_findings(settings: Settings) -> list[Finding]:
     import aiosmtplib
 
-    from channels.email_send import Relay
+    from channels.email.send import Relay
 
     assert settings.smtp_url is not None
     relay = Relay.from_url(settings.smtp_url.get_secret_value())
@@ -82,7 +82,7 @@ def settings_findings(ctx: Context) -> list[Finding]:
         out.append(warning("SMTP_URL is not set: the bot receives mail but cannot answer it",
                            "set SMTP_URL to your relay (smtp://user:password@host:587)"))
     else:
-        from channels.email_send import Relay
+        from channels.email.send import Relay
 
         try:
             relay = Relay.from_url(settings.smtp_url.get_secret_value())

@@ -20,10 +20,10 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.approvals import Outcome
 from bot.events import ApprovalRequested
 from bot.runtime import Runtime
-from channels import slack_blocks as blocks
-from channels.slack_inbound import later
-from channels.slack_people import UNVERIFIED, ProfileUnavailable, profile_emails
-from channels.slack_signing import verify
+from channels.slack import blocks
+from channels.slack.inbound import later
+from channels.slack.people import UNVERIFIED, ProfileUnavailable, profile_emails
+from channels.slack.signing import verify
 
 log = logging.getLogger("chatops.slack")
 

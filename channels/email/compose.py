@@ -37,7 +37,7 @@ from bot.events import (
     ScheduleMissed,
 )
 from bot.thread import Thread
-from channels import email_tokens
+from channels.email import tokens as email_tokens
 
 REPLY_LOCAL = "bot"  # replies come back to bot+<token>@domain
 MAX_REFERENCES = 20

@@ -6,7 +6,7 @@ a best-effort `Mail` (with `defects`), and a mail without a sender address is `N
 The work is bounded whatever the mail's size: the MIME parser is fed in small pieces, only the
 first MAX_ENCODED characters of a text part are decoded and MAX_BODY characters of text are
 read for the new text; attachments are measured, not decoded. It is still CPU work: the SMTP
-server runs `parse` in a worker thread (see email_inbound).
+server runs `parse` in a worker thread (see inbound.py).
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from html.parser import HTMLParser
 
 import authres
 
-from channels import email_reply
-from channels.email_reply import first_line
+from channels.email import reply as email_reply
+from channels.email.reply import first_line
 
 _MSG_ID = re.compile(r"<([^<>\s]+@[^<>\s]+)>")
 APPROVE_WORDS = frozenset({"approve", "approved", "yes", "lgtm"})
@@ -333,7 +333,7 @@ def html_to_text(html: str) -> str:
 
 def new_text(body: str) -> str:
     """What the sender wrote in this mail: without quoted history, attribution lines and
-    signatures (see email_reply)."""
+    signatures (see reply.py)."""
     return email_reply.new_text(body[:MAX_BODY])
 
 

@@ -29,8 +29,8 @@ from redis.exceptions import RedisError
 from bot.policy import ConfigError
 from bot.runtime import Runtime
 from bot.settings import Settings
-from channels.email_inbound import Inbound
-from channels.email_reader import warm_up
+from channels.email.inbound import Inbound
+from channels.email.reader import warm_up
 
 log = logging.getLogger("chatops.email")
 # aiosmtpd logs every command and, at DEBUG, every line of every mail: reply addresses carry

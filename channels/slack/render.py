@@ -37,8 +37,8 @@ from bot.events import (
 )
 from bot.runtime import Runtime
 from bot.thread import Thread, ThreadMeta
-from channels import slack_blocks as blocks
-from channels.slack_signing import sign
+from channels.slack import blocks
+from channels.slack.signing import sign
 
 log = logging.getLogger("chatops.slack")
 

@@ -16,7 +16,7 @@ import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
-from channels.email_parse import Mail, parse
+from channels.email.parse import Mail, parse
 
 log = logging.getLogger("chatops.email")
 PARSE_TIMEOUT = 30.0
