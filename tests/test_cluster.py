@@ -10,7 +10,6 @@ import asyncio
 import pytest
 
 from bot.keys import Keys
-from bot.outage import REDIS_DOWN
 from bot.redis_client import is_cluster, parse_cluster
 from bot.runtime import Runtime
 from channels.schedule import Clock
