@@ -349,18 +349,22 @@ class Approvals:
 
 
 def approver_addresses(thread: Thread, event: Event) -> list[str]:
-    """The email addresses an approval event is for, wherever its thread lives: its approvers (an
-    escalation's: the escalation list), or whoever answered by mail and was refused. They hear of
-    it by mail, with a reply address that decides, even in a Slack or console thread."""
+    """The email addresses an approval event is for, wherever its thread lives (they hear of it
+    by mail, with a reply address that decides, even in a Slack or console thread)."""
+    return list(dict.fromkeys(p.lower() for p in approval_audience(thread, event, "email") if "@" in p))
+
+
+def approval_audience(thread: Thread, event: Event, via: str) -> list[str]:
+    """Who hears of an approval event through channel `via`, wherever its thread lives: its
+    approvers (an escalation's: the escalation list), or whoever answered through `via` and was
+    refused. Each channel picks those it can reach (`Channel.contact`)."""
     if isinstance(event, (ApprovalRequested, ApprovalReminder, ApprovalEscalated)):
-        people = list(event.approvers)
-    elif isinstance(event, (ApprovalDecided, ApprovalVote)):
-        people = deciders(thread, event.approval_id)
-    elif isinstance(event, ApprovalRefused) and event.via == "email":
-        people = [event.by or ""]
-    else:
-        people = []
-    return list(dict.fromkeys(p.lower() for p in people if "@" in p))
+        return list(event.approvers)
+    if isinstance(event, (ApprovalDecided, ApprovalVote)):
+        return deciders(thread, event.approval_id)
+    if isinstance(event, ApprovalRefused) and event.via == via:
+        return [event.by or ""]
+    return []
 
 
 def deciders(thread: Thread, approval_id: str) -> list[str]:

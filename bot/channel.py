@@ -1,38 +1,102 @@
-"""What a channel that pushes messages out (Slack, email) implements.
+"""What a channel is to the core: one object per channel (the protocol below; the composition
+root that passes them to the runtime is the next step: for now channels register on import).
 
-The worker that advanced a thread renders the thread's new visible events through the channel
-of the thread's origin: replies, approval requests, decisions taken anywhere, questions.
-Console and HTTP API clients read the thread instead and need no renderer.
+A channel may receive (its `service`: an HTTP route on the bot's app, a socket, an SMTP server,
+a clock), show a thread's visible events (its `renderer`, for threads whose origin it is), and be
+forwarded to (a renderer that is also a `Forwarder`: a schedule's results, approvers reached
+out of their thread). How it names a conversation or a person is its own typed `Address`, kept as
+JSON in the thread's origin.
 """
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict
 
 from bot.events import Event
 from bot.thread import Thread
 
 if TYPE_CHECKING:
+    from bot.doctor import DoctorCheck
     from bot.runtime import Runtime
+    from bot.settings import Settings
+
+
+class Address(BaseModel):
+    """A place or person on one channel (a Slack channel, a mailbox). Each channel subclasses it;
+    stored as JSON (`Origin.address`), read back with the channel's own model."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
 
 
 class Renderer(Protocol):
     name: str
 
     async def render(self, thread: Thread, event: Event) -> None:
-        """Show `event` on the thread's conversation. Retry transient failures; raise if it
-        finally failed (the worker records the failure in the thread)."""
+        """Show `event` on the thread's own conversation. Retry transient failures; raise if it
+        finally failed (delivery records the failure in the thread)."""
         ...
 
     async def close(self) -> None: ...
 
 
-# Channel modules register themselves on import: a service in bot.serve.SERVICES, a renderer
-# factory here (called in every process that runs a worker). Doctor checks: bot.doctor.checks().
+@runtime_checkable
+class Forwarder(Protocol):
+    """A renderer that also shows events of threads it does not own (a schedule's, or an approval
+    to approvers it reaches), at addresses it parsed itself (`Channel.target`, `Channel.contact`)."""
+
+    name: str
+
+    async def deliver_to(self, addresses: Sequence[Address], thread: Thread, event: Event) -> None:
+        """Show `event` at `addresses` as for its own threads, keeping what continues the
+        conversation there (a Slack thread, a Message-ID) keyed by `thread.id`."""
+        ...
+
+
+class Channel(Protocol):
+    name: str  # the `Origin.channel` of the threads it starts
+    # whether delivery tells the approvers it can `contact` of approval events in threads of
+    # other channels (email: a reply address that decides)
+    notifies_approvers: bool
+
+    def configured(self, settings: Settings) -> bool:
+        """Whether it is set up to send: a schedule's target on it is an error otherwise."""
+        ...
+
+    def service(self, rt: Runtime, app: object) -> Awaitable[None] | None:
+        """What it runs in `chatops run` (given the HTTP app to add routes to), or None."""
+        ...
+
+    def renderer(self, rt: Runtime) -> Renderer | None:
+        """Its renderer in a process that delivers (a worker), or None when it cannot send."""
+        ...
+
+    def target(self, name: str) -> Address:
+        """A destination named in the policy (a schedule's `to`); ValueError if malformed."""
+        ...
+
+    def contact(self, person: str) -> Address | None:
+        """How it reaches an approver named `person` in the policy, or None if not its kind."""
+        ...
+
+    def checks(self) -> Sequence[DoctorCheck]:
+        """Its `chatops doctor` checks."""
+        ...
+
+
+def addresses_of(channel: Channel, people: Sequence[str]) -> list[Address]:
+    """The people `channel` can reach, each once."""
+    found = (channel.contact(p) for p in people)
+    return list(dict.fromkeys(a for a in found if a is not None))
+
+
+# Until the composition root (bot/wiring.py) passes `Channel`s to the runtime, channel modules
+# still register a renderer factory here on import (called in every process that runs a worker).
 CHANNEL_MODULES: list[str] = ["channels.slack.app", "channels.email.app", "channels.schedule"]
-RENDERERS: list[Callable[["Runtime"], Renderer | None]] = []
+RENDERERS: list[Callable[[Runtime], Renderer | None]] = []
 
 
 def load_channels() -> None:
@@ -40,7 +104,7 @@ def load_channels() -> None:
         importlib.import_module(name)
 
 
-def install_renderers(rt: "Runtime") -> None:
+def install_renderers(rt: Runtime) -> None:
     load_channels()
     for make in RENDERERS:
         renderer = make(rt)

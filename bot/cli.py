@@ -197,7 +197,7 @@ async def cmd_schedules_list(rt: Runtime, args: argparse.Namespace) -> int:
         print(json.dumps(rows, indent=2))
         return 0
     for row in rows:
-        where = ", ".join(filter(None, [row["slack_channel"], *row["emails"]])) or "-"
+        where = ", ".join(t for targets in row["to"].values() for t in targets) or "-"
         print(f"{row['name']:<20} {row['cron']:<16} {row['timezone']:<16} {row['agent']:<10} "
               f"next {clock(row['next']) if row['next'] else 'never'}  "
               f"last {clock(row['last']) if row['last'] else '-'}  -> {where}")

@@ -180,16 +180,32 @@ class RunbookSpec(_Strict):
 
 class Schedule(_Strict):
     """A scheduled trigger: at each fire time, `agent` receives `message` in a new thread whose
-    results go to `slack_channel` and/or `emails`."""
+    results go to `to`: channel -> its targets (`{slack = ["C0123"], email = ["ops@x.com"]}`).
+    `slack_channel` and `emails` are shorthands for `to.slack` and `to.email`."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
     cron: str
     timezone: str = "UTC"
     agent: str
     message: str = Field(min_length=1)
+    to: dict[str, list[str]] = {}
     slack_channel: str | None = None
     emails: list[str] = []
     grace: float | None = Field(None, ge=0)  # seconds; None: CHATOPS_SCHEDULE_GRACE
+
+    @model_validator(mode="after")
+    def _shorthands(self) -> Schedule:
+        to = {name: list(targets) for name, targets in self.to.items()}
+        if self.slack_channel:
+            to.setdefault("slack", []).append(self.slack_channel)
+        if self.emails:
+            to.setdefault("email", []).extend(self.emails)
+        self.to = {name: list(dict.fromkeys(t)) for name, t in to.items() if t}
+        return self
+
+    def where(self) -> str:
+        """Where its results go, for people: `slack C0123, email ops@x.com`."""
+        return ", ".join(f"{name} {', '.join(targets)}" for name, targets in self.to.items())
 
     @field_validator("timezone")
     @classmethod

@@ -57,7 +57,8 @@ def origin_for(schedule: Schedule, scheduled_for: float) -> Origin:
     return Origin(channel=CHANNEL, address={
         "schedule": schedule.name,
         "scheduled_for": scheduled_for,
-        "slack_channel": schedule.slack_channel,
+        "to": schedule.to,
+        "slack_channel": schedule.slack_channel,  # read by origins stored before `to`
         "emails": list(schedule.emails),
     })
 
@@ -271,11 +272,13 @@ class ScheduleRenderer:
     @staticmethod
     def destinations(thread: Thread, event: Event) -> list[tuple[str, dict[str, Any]]]:
         address = thread.meta.origin.address
-        out: list[tuple[str, dict[str, Any]]] = []
-        if address.get("slack_channel"):
-            out.append(("slack", {"channel": address["slack_channel"]}))
-        if address.get("emails"):  # the email channel copies approvers with an address itself
-            out.append(("email", {"to": list(address["emails"])}))
+        to: dict[str, list[str]] = address.get("to") or {
+            "slack": [address["slack_channel"]] if address.get("slack_channel") else [],
+            "email": list(address.get("emails") or []),
+        }
+        out: list[tuple[str, dict[str, Any]]] = [("slack", {"channel": c}) for c in to.get("slack", [])]
+        if to.get("email"):  # the email channel copies approvers with an address itself
+            out.append(("email", {"to": list(to["email"])}))
         elif mailed := approver_addresses(thread, event):
             out.append(("email", {"to": mailed}))
         return out

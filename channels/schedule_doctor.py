@@ -20,17 +20,17 @@ async def check(ctx: Context) -> list[Finding]:
                              f"agents: {', '.join(sorted(ctx.agents))}"))
             continue
         nxt = cron.next_fire(s.trigger(), time.time())
-        where = ", ".join(filter(None, [s.slack_channel and f"Slack {s.slack_channel}", *s.emails]))
+        where = s.where()
         when = datetime.fromtimestamp(nxt, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC") if nxt else "never"
         out.append(ok(f"schedule {s.name}: {s.cron} ({s.timezone}) -> {s.agent}; next {when}; "
                       f"results to {where or 'the thread log only'}"))
         if not where:
             out.append(warning(f"schedule {s.name}: no slack_channel or emails, so nobody sees its results",
                                f"set slack_channel or emails in the [[schedules]] entry {s.name!r}"))
-        if s.slack_channel and not slack_configured(settings):
-            out.append(error(f"schedule {s.name}: results go to Slack {s.slack_channel}, but Slack is "
+        if s.to.get("slack") and not slack_configured(settings):
+            out.append(error(f"schedule {s.name}: results go to Slack {', '.join(s.to['slack'])}, but Slack is "
                              "not configured", "set SLACK_BOT_TOKEN (see Connecting Slack in the README)"))
-        if s.emails and settings.smtp_url is None:
-            out.append(error(f"schedule {s.name}: results go to {', '.join(s.emails)}, but SMTP_URL is "
+        if s.to.get("email") and settings.smtp_url is None:
+            out.append(error(f"schedule {s.name}: results go to {', '.join(s.to['email'])}, but SMTP_URL is "
                              "not set, so no mail is sent", "set SMTP_URL (see Connecting email)"))
     return out

@@ -379,3 +379,12 @@ async def test_schedules_cli_lists_and_runs(make_settings, policy_file):
     unknown = subprocess.run([sys.executable, "-m", "bot", "schedules", "run", "nope"], env=env, cwd=ROOT,
                              capture_output=True, text=True, timeout=30)
     assert unknown.returncode == 1 and "no schedule named 'nope'" in unknown.stderr
+
+
+def test_a_schedules_destinations_are_channel_neutral_with_shorthands():
+    from bot.policy import Schedule
+
+    s = Schedule(name="n", cron="0 9 * * *", agent="deploy", message="m", slack_channel="C-OPS",
+                 emails=["ops@example.com"], to={"webhook": ["hook-1"], "slack": ["C-OPS"]})
+    assert s.to == {"webhook": ["hook-1"], "slack": ["C-OPS"], "email": ["ops@example.com"]}
+    assert s.where() == "webhook hook-1, slack C-OPS, email ops@example.com"
