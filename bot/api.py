@@ -14,7 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import AfterValidator, BaseModel, Field
-from redis.exceptions import ClusterDownError, ReadOnlyError, TryAgainError
+from redis.exceptions import ReadOnlyError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.types import Scope
@@ -24,6 +24,7 @@ from bot.approvals import Outcome
 from bot.events import Source
 from bot.http_limits import BodyLimit
 from bot.intake import new_thread_id, poison
+from bot.outage import CLUSTER_DOWN
 from bot.runtime import Runtime
 from bot.store import ThreadNotFound
 from bot.thread import Origin
@@ -137,21 +138,20 @@ def create_app(rt: Runtime) -> FastAPI:
                   for e in exc.errors()]
         return SafeJSONResponse({"detail": errors}, status_code=422)
 
-    @app.exception_handler(RedisConnectionError)
-    @app.exception_handler(RedisTimeoutError)
-    @app.exception_handler(ReadOnlyError)  # a failover: the old master was demoted
-    @app.exception_handler(ClusterDownError)
-    @app.exception_handler(TryAgainError)
     async def redis_down(_request: Request, _exc: Exception) -> JSONResponse:
         metrics.REDIS_OUTAGES.labels("api").inc()
         return JSONResponse({"detail": "storage unavailable, retry later"}, status_code=503,
                             headers={"Retry-After": "5"})
 
+    # a failover demotes the old master (ReadOnlyError); a cluster has its own (CLUSTER_DOWN)
+    for down in (RedisConnectionError, RedisTimeoutError, ReadOnlyError, *CLUSTER_DOWN):
+        app.add_exception_handler(down, redis_down)
+
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, Any]:
         try:
             await rt.redis.ping()
-        except (RedisConnectionError, RedisTimeoutError, OSError):
+        except (RedisConnectionError, RedisTimeoutError, OSError, *CLUSTER_DOWN):
             raise HTTPException(503, "redis unreachable") from None
         return {"ok": True}
 

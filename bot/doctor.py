@@ -84,7 +84,7 @@ def checks() -> list[DoctorCheck]:
 
     return [
         DoctorCheck("policy", policy_check),
-        DoctorCheck("Redis", redis_check, lambda ctx: ["redis.asyncio"]),
+        DoctorCheck("Redis", redis_check, lambda ctx: ["redis.asyncio", "bot.cluster_doctor"]),
         DoctorCheck("Redis replicas", replicas_check, lambda ctx: ["bot.redis_client"]),
         DoctorCheck("model", model_check, lambda ctx: ["aiohttp"] if ctx.settings.model_configured else []),
         DoctorCheck("HTTP API", api_check),
@@ -166,7 +166,15 @@ async def redis_check(ctx: Context) -> list[Finding]:
             return [error(str(exc), "install redis-server, or set REDIS_URL")]
         return [ok(f"no REDIS_URL: the bot runs its own Redis ({binary}) with data in "
                    f"{settings.data_dir}, append-only file on")]
+    if _cluster_url(settings.redis_url):
+        from bot.cluster_doctor import findings
+
+        return await findings(settings)
     return await redis_server_findings(settings.redis_url)
+
+
+def _cluster_url(url: str) -> bool:
+    return url.split("://", 1)[0].lower().endswith("+cluster")
 
 
 async def redis_server_findings(url: str) -> list[Finding]:
@@ -224,8 +232,8 @@ async def replicas_check(ctx: Context) -> list[Finding]:
     then lose a tool's start marker)."""
     from bot.redis_client import replica_findings
 
-    if not ctx.settings.redis_url:
-        return []
+    if not ctx.settings.redis_url or _cluster_url(ctx.settings.redis_url):
+        return []  # a cluster's replicas: per master, in the Redis check
     found = await replica_findings(ctx.settings.redis_url, ctx.settings.redis_min_replicas)
     return leveled(found)
 

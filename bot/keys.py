@@ -1,4 +1,5 @@
-"""Every Redis key name the bot uses, in one place.
+"""Every Redis key name of the core (a channel keeps its own under `<prefix><channel>:`, e.g.
+channels/slack/keys.py).
 
 All keys of one thread share the hash tag `{<thread id>}` so that they live in one Redis Cluster
 slot and one Lua script can touch them atomically.
@@ -84,19 +85,6 @@ class Keys:
         """A claim outside any thread (schedule fires, rate limits)."""
         return f"{self.prefix}once:{name}"
 
-    # slack
-    def slack_approval(self, approval_id: str) -> str:
-        """Hash {channel, ts} of the Slack message that shows an approval, to update it later."""
-        return f"{self.prefix}slack:approval:{approval_id}"
-
-    # ---- email
-    def email_token_used(self, mac: str) -> str:
-        """A reply token that decided an approval (single use); holds the deciding message's id."""
-        return f"{self.prefix}email:token:{mac}"
-
-    def email_rate(self, address: str, window: int) -> str:
-        return f"{self.prefix}email:rate:{address}:{window}"
-
     # ---- new threads per requester and hour (issue 10's throttle)
     def requests(self, requester: str, window: int) -> str:
         """Set: the threads a requester started in an hour window."""
@@ -116,8 +104,3 @@ class Keys:
     def approval_timers(self) -> str:
         """Sorted set: `remind:<approval id>` / `escalate:<approval id>` -> when it is due."""
         return f"{self.prefix}approvals:timers"
-
-    # ---- scheduled threads delivered to Slack (the reverse is `address("slack", "<channel>:<ts>")`)
-    def slack_thread(self, thread_id: str) -> str:
-        """Hash: Slack channel -> ts of the message that started this thread's Slack thread."""
-        return f"{self.prefix}slack:thread:{thread_id}"

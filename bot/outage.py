@@ -14,10 +14,12 @@ import time
 
 from redis.exceptions import (
     AuthenticationError,
+    AskError,
     AuthorizationError,
-    ClusterDownError,
+    ClusterError,
     NoPermissionError,
     ReadOnlyError,
+    RedisClusterException,
     ResponseError,
     TryAgainError,
 )
@@ -32,11 +34,17 @@ class NotReplicated(RedisConnectionError):
     lose it, so it is not acknowledged (an outage like any other: refuse, retry later)."""
 
 
+# What a Redis Cluster raises while a node is down, failing over or resharding, once redis-py's
+# own retries are spent: CLUSTERDOWN and MASTERDOWN (ClusterError, also "TTL exhausted" after a
+# storm of redirections), MOVED/ASK (AskError) where nothing follows them, TRYAGAIN, and
+# RedisClusterException (no start-up node reachable, a slot not covered).
+CLUSTER_DOWN = (ClusterError, AskError, TryAgainError, RedisClusterException)
+
 # redis-py raises its own ConnectionError (not the builtin one) once its retries are spent. A
 # failover shows as a ReadOnlyError (the old master, demoted, still connected) or MASTERDOWN (a
-# replica whose master is gone; a ClusterDownError), a cluster resharding as TRYAGAIN.
+# replica whose master is gone), and on a cluster as any of CLUSTER_DOWN.
 REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError, ReadOnlyError,
-              ClusterDownError, TryAgainError)
+              *CLUSTER_DOWN)
 
 
 def stop_if_cancelled(cause: BaseException | None = None) -> None:

@@ -3,6 +3,11 @@
 One append is one Lua script on the thread's own keys (atomic, cluster-safe) sent in one pipeline
 with the updates of the global indexes and the wake-up for the workers: one round trip whatever
 the thread's length.
+
+On a Redis Cluster every command stays within one slot: scripts touch only the thread's `{id}`
+keys, each index update is a command of its own. The cluster client sends a pipeline's commands
+to their nodes concurrently, so the wake-up (an inbox shard, in another slot) goes after the
+append instead: a worker woken first would find nothing new and go back to sleep.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from bot import metrics
 from bot.events import ApprovalDecided, ApprovalRequested, Event, dump_event, parse_event
 from bot.keys import Keys
 from bot.outage import NotReplicated
+from bot.redis_client import is_cluster, on_slot_master
 from bot.thread import STATES, State, Thread, ThreadMeta
 
 # KEYS: log, meta, claim
@@ -108,6 +114,7 @@ class Store:
         self.keys = keys
         self.min_replicas = min_replicas
         self.replica_timeout = replica_timeout
+        self.cluster = is_cluster(redis)
         self._append = redis.register_script(_APPEND)
         self._acquire = redis.register_script(_ACQUIRE)
         self._renew = redis.register_script(_RENEW)
@@ -173,7 +180,7 @@ class Store:
         to indexes or wake a worker: running them again after a NOSCRIPT is harmless."""
         k = self.keys
         pipe = self.redis.pipeline(transaction=False)
-        pipe.evalsha(self._append.sha, 3, *script)
+        pipe.execute_command("EVALSHA", self._append.sha, 3, *script)  # not .evalsha: the cluster pipeline blocks it
         pipe.zadd(k.threads, {thread_id: now})
         if state:
             self._index_state(pipe, thread_id, state, now)
@@ -186,9 +193,11 @@ class Store:
         elif isinstance(event, ApprovalDecided):
             pipe.zrem(k.pending_approvals, event.approval_id)
             pipe.zrem(k.approval_timers, f"remind:{event.approval_id}", f"escalate:{event.approval_id}")
-        if wake:
+        if wake and not self.cluster:
             pipe.xadd(k.inbox_of(thread_id), {"thread": thread_id})
         code, version = (await pipe.execute(raise_on_error=True))[0]
+        if wake and self.cluster:
+            await self.wake(thread_id)
         return code, version
 
     async def _index_approval(self, thread_id: str, approval_id: str, event: Event, position: int) -> None:
@@ -262,7 +271,7 @@ class Store:
         pipe.hset(k.meta(thread_id), mapping=fields)
         self._index_state(pipe, thread_id, state, time.time())
         if release is not None:
-            pipe.evalsha(self._release.sha, 1, k.lease(thread_id), release)
+            pipe.execute_command("EVALSHA", self._release.sha, 1, k.lease(thread_id), release)
         if ack is not None:
             inbox, group, entry_id = ack
             pipe.xack(inbox, group, entry_id)
@@ -284,12 +293,15 @@ class Store:
         made before the WAIT) and with `fence` that the lease is still ours."""
         if self.min_replicas == 0:  # a single Redis: no failover to guard against, no round trip
             return "ok"
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.hget(self.keys.meta(thread_id), "epoch")
-        pipe.get(self.keys.claim(thread_id, claim) if claim else self.keys.acked(thread_id))
-        pipe.set(self.keys.acked(thread_id), repr(time.time()), px=60_000)
-        pipe.execute_command("WAIT", self.min_replicas, int(self.replica_timeout * 1000))
-        epoch, held, _, acked = await pipe.execute()
+        k = self.keys
+        acked_key = k.acked(thread_id)
+        epoch, held, _, acked = await on_slot_master(  # on a cluster, the thread's slot's master
+            self.redis, acked_key,
+            ("HGET", k.meta(thread_id), "epoch"),
+            ("GET", k.claim(thread_id, claim) if claim else acked_key),
+            ("SET", acked_key, repr(time.time()), "PX", 60_000),
+            ("WAIT", self.min_replicas, int(self.replica_timeout * 1000)),
+        )
         if fence is not None and int(epoch or 0) != fence:
             return "fenced"
         if claim is not None and (held is None or _s(held) != value):

@@ -24,6 +24,7 @@ from bot.runtime import Runtime
 from bot.settings import Settings
 from bot.worker import Worker
 from tests.messages_api import MessagesAPI
+from tests.redis_process import RedisProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -97,6 +98,15 @@ def model_settings(make_settings: Callable[..., Settings], messages_api: Message
         return make_settings(anthropic_api_key="test-key", anthropic_base_url=messages_api.url, **overrides)
 
     return make
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[RedisProcess]:
+    """A redis-server of this test's own, to pause or stop (never the shared one)."""
+    server = RedisProcess(tmp_path / "own-redis")
+    server.start()
+    yield server
+    server.remove()
 
 
 @pytest.fixture

@@ -8,11 +8,9 @@ import time
 
 import pytest
 
-from bot.events import Source
-from bot.intake import new_thread_id
 from bot.runtime import Runtime
-from bot.thread import Origin
 from tests.conftest import settled, spawn_bot, wait_for
+from tests.helpers import runbook_lines, say
 
 
 class ChannelRenderer:
@@ -30,18 +28,6 @@ class ChannelRenderer:
         pass
 
 
-async def ask(rt: Runtime, text: str, user: str = "bob", channel: str = "api") -> str:
-    thread_id = new_thread_id()
-    await rt.intake.message(thread_id, agent="deploy", origin=Origin(channel=channel), text=text,
-                            source=Source(channel=channel, user=user))
-    return thread_id
-
-
-def runbook_ran(settings) -> list[str]:
-    log = settings.data_dir / "runbook.log"
-    return log.read_text().splitlines() if log.exists() else []
-
-
 @pytest.mark.timeout(300)  # two worker processes start, on a possibly loaded machine
 async def test_deadline_passed_while_no_process_ran_expires_on_start(make_settings, policy_file):
     settings = make_settings(policy_file=policy_file('[tools.rollback]\napproval_ttl = 2\n'))
@@ -50,7 +36,7 @@ async def test_deadline_passed_while_no_process_ran_expires_on_start(make_settin
     # it is killed (the point is that nothing runs at the deadline)
     worker = spawn_bot(settings, "worker", CHATOPS_SWEEP_INTERVAL="3600")
     try:
-        thread_id = await ask(rt, "/rollback api prod")
+        thread_id = await say(rt, "/rollback api prod")
         thread = await settled(rt, thread_id, timeout=90)
         [request] = thread.pending_approvals()
     finally:
@@ -74,10 +60,10 @@ async def test_deadline_passed_while_no_process_ran_expires_on_start(make_settin
     assert decision.decision == "expired" and decision.by is None
     [result] = thread.results.values()
     assert result.status == "expired"
-    assert runbook_ran(settings) == []
+    assert runbook_lines(settings) == []
     late = await rt.approvals.decide(request.approval_id, True, "alice", "console")
     assert late.status == "already_decided" and late.decision.decision == "expired"
-    assert runbook_ran(settings) == []
+    assert runbook_lines(settings) == []
     await rt.close()
 
 
@@ -90,7 +76,7 @@ async def test_reminder_and_escalation_on_their_times_once_each(make_settings, p
     channel = ChannelRenderer()
     rt.renderers["test"] = other.renderers["test"] = channel  # either worker may render
 
-    thread_id = await ask(rt, "/rollback api prod", channel="test")
+    thread_id = await say(rt, "/rollback api prod", channel="test")
     thread = await settled(rt, thread_id)
     [request] = thread.pending_approvals()
     assert request.escalate_to == ["carol"]
@@ -120,7 +106,7 @@ async def test_reminder_and_escalation_on_their_times_once_each(make_settings, p
     outcome = await rt.approvals.decide(request.approval_id, True, "carol", "console")
     assert outcome.status == "decided", outcome.message
     thread = await settled(rt, thread_id)
-    assert runbook_ran(settings) == ["rollback api prod"]
+    assert runbook_lines(settings) == ["rollback api prod"]
     assert await rt.redis.zcard(rt.store.keys.approval_timers) == 0
 
 
@@ -128,7 +114,7 @@ async def test_decided_approval_gets_no_reminder(make_settings, policy_file, sta
     settings = make_settings(policy_file=policy_file(
         '[tools.rollback]\napproval_ttl = 60\nremind_before = 58\nescalate_after = 2\nescalate_to = ["carol"]\n'))
     rt = await start_bot(settings)
-    thread_id = await ask(rt, "/rollback api prod")
+    thread_id = await say(rt, "/rollback api prod")
     [request] = (await settled(rt, thread_id)).pending_approvals()
     assert (await rt.approvals.decide(request.approval_id, False, "alice", "api", "not now")).status == "decided"
     while time.time() <= request.escalate_at + 2 * settings.sweep_interval:

@@ -15,6 +15,7 @@ from bot.runtime import Runtime
 from bot.thread import Origin
 from channels.schedule import Clock
 from tests.conftest import settled, wait_for
+from tests.helpers import say
 from tests.messages_api import text, tool_use
 
 POLICY = """
@@ -53,20 +54,13 @@ class Slack:
         pass
 
 
-async def say(rt: Runtime, line: str, user: str) -> str:
-    thread_id = new_thread_id()
-    await rt.intake.message(thread_id, agent="deploy", origin=Origin(channel="console"), text=line,
-                            source=Source(channel="console", user=user))
-    return thread_id
-
-
 async def a_day_of_threads(rt: Runtime) -> dict[str, str]:
     """Real threads through the real worker: approved, rejected, expired, failed."""
     ids = {
-        "approved": await say(rt, "/deploy api 1.2.3 prod", "bob"),
-        "rejected": await say(rt, "/rollback web prod", "dave"),
-        "expired": await say(rt, "/rollback db prod", "erin"),
-        "failed": await say(rt, "/service_status api prod", "frank"),
+        "approved": await say(rt, "/deploy api 1.2.3 prod", "bob", channel="console"),
+        "rejected": await say(rt, "/rollback web prod", "dave", channel="console"),
+        "expired": await say(rt, "/rollback db prod", "erin", channel="console"),
+        "failed": await say(rt, "/service_status api prod", "frank", channel="console"),
     }
     pending = {}
     for kind in ("approved", "rejected", "expired"):
@@ -162,7 +156,7 @@ ALICE_MAY_ASK = DIGEST_USERS.format('["alice"]')
 async def test_in_a_scheduled_thread_only_the_schedule_its_runner_and_listed_users_get_the_digest(
         make_settings, policy_file, start_bot, users):
     rt = await start_bot(make_settings(policy_file=policy_file(POLICY + DIGEST_USERS.format(users))))
-    await say(rt, "/deploy api 1.2.3 prod", "bob")
+    await say(rt, "/deploy api 1.2.3 prod", "bob", channel="console")
     scheduled, _ = await run_digest(rt)  # the schedule itself: source user schedule:daily-digest
     assert scheduled.events[0].source.user == "schedule:daily-digest"
     assert scheduled.events[-1].text.startswith("Digest of the last 24 h: 1 threads")
@@ -184,7 +178,7 @@ async def test_in_a_scheduled_thread_only_the_schedule_its_runner_and_listed_use
 async def test_a_model_call_in_a_scheduled_thread_is_checked_against_who_asked(
         model_settings, policy_file, start_bot, messages_api):
     rt = await start_bot(model_settings(policy_file=policy_file(POLICY + ALICE_MAY_ASK)))
-    await say(rt, "/deploy api 1.2.3 prod", "bob")
+    await say(rt, "/deploy api 1.2.3 prod", "bob", channel="console")
     messages_api.add(text("1 thread: api 1.2.3 deployed by bob."))
     scheduled, _ = await run_digest(rt)
     assert scheduled.events[-1].text == "1 thread: api 1.2.3 deployed by bob."
@@ -210,7 +204,7 @@ async def test_a_model_call_in_a_scheduled_thread_is_checked_against_who_asked(
 
 async def test_digest_counts_only_what_happened_in_the_period(make_settings, policy_file, start_bot):
     rt = await start_bot(make_settings(policy_file=policy_file(POLICY)))
-    thread_id = await say(rt, "/rollback web prod", "dave")
+    thread_id = await say(rt, "/rollback web prod", "dave", channel="console")
     [pending] = (await settled(rt, thread_id)).pending_approvals()
     assert (await rt.approvals.decide(pending.approval_id, True, "alice", "slack")).status == "decided"
     assert (await settled(rt, thread_id)).state == "idle"

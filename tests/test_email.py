@@ -14,11 +14,12 @@ import pytest
 from bot.runtime import Runtime
 from bot.settings import Settings
 from channels.email import app as email_channel
+from channels.email import keys as email_keys
 from channels.email import tokens as email_tokens
 from channels.email.inbound import Inbound
 from channels.email.server import start_smtp
 from tests.conftest import settled, wait_for
-from tests.helpers import say
+from tests.helpers import runbook_lines, say
 from tests.mail import (
     Sink,
     address_of,
@@ -87,11 +88,6 @@ async def mails_to(sink: Sink, address: str, n: int):
         return got if len(got) >= n else None
 
     return await wait_for(check, 10, f"{n} mails to {address}")
-
-
-def runbook_lines(settings) -> list[str]:
-    log = settings.data_dir / "runbook.log"
-    return log.read_text().splitlines() if log.exists() else []
 
 
 async def request_deploy(bot: Bot, sink: Sink, version: str = "1.2.3"):
@@ -480,7 +476,7 @@ async def test_an_approver_over_the_mail_limit_still_gets_the_approval_mail(emai
     window = int(time.time() // 3600)
     for who in (ALICE, BOB):
         for w in (window, window + 1):  # the test may straddle the hour
-            await bot.rt.redis.set(bot.rt.store.keys.email_rate(who, w), 5, ex=7200)
+            await bot.rt.redis.set(email_keys.rate(bot.rt.store.keys, who, w), 5, ex=7200)
     code, _ = await bot.send(new_mail(BOB, "deploy@ops.test", "ship api", "/deploy api 1.2.3 prod"))
     assert code == 250
     # alice's own approval mail is never dropped by the cap; bob's copy (not an approver) is

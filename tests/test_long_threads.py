@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
@@ -33,21 +32,12 @@ from bot.thread import Origin, ThreadMeta
 from channels.slack import app as slack
 from channels.slack import inbound as slack_inbound
 from channels.slack.render import address_key
-from tests.redis_process import RedisProcess
 from tests.slack_api import TEAM, Sender, SlackAPI, message, new_ts
 
 TOKEN = "long-thread-token"
 SECRET = "long-thread-secret"
 CHANNEL = "C0LONG01"
 APPROVER = "u0alice1"
-
-
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[RedisProcess]:
-    server = RedisProcess(tmp_path / "redis")
-    server.start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

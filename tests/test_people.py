@@ -13,6 +13,7 @@ import signal
 import pytest
 
 from channels.email import app as email_channel
+from channels.email import keys as email_keys
 from channels.console import Console
 from channels.email.inbound import Inbound
 from channels.email.server import start_smtp
@@ -403,7 +404,7 @@ async def test_approvers_hear_the_outcome_of_a_console_thread_even_over_the_mail
     rt = await start_bot(settings)
     window = int(time.time() // 3600)
     for w in (window, window + 1):  # the test may straddle the hour
-        await rt.redis.set(rt.store.keys.email_rate("alice@example.com", w), 5, ex=7200)
+        await rt.redis.set(email_keys.rate(rt.store.keys, "alice@example.com", w), 5, ex=7200)
     thread_id = await say(rt, "/rollback api prod", user="bob", channel="console")
     [request] = (await settled(rt, thread_id)).pending_approvals()
     await mails_to(sink, "alice@example.com", 1)

@@ -4,24 +4,12 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
-import pytest
 import redis as sync_redis
 
 from bot.events import AgentReply, UserMessage
 from bot.intake import new_thread_id
 from bot.thread import Origin, ThreadMeta
-from tests.redis_process import RedisProcess
-
-
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[RedisProcess]:
-    server = RedisProcess(tmp_path / "redis")
-    server.start()
-    yield server
-    server.stop()
 
 
 def calls(url: str) -> dict[str, int]:

@@ -12,7 +12,7 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime, timezone
 
 import pytest
@@ -22,7 +22,6 @@ from bot.policy import ConfigError, load_policy
 from bot.runtime import Runtime
 from channels.schedule import Clock, fire_thread_id
 from tests.conftest import ROOT, Bot, bot_env, settled, spawn_bot, wait_for
-from tests.redis_process import RedisProcess
 
 FIRED = re.compile(r"schedule (\S+) fired for (\S+ \S+) UTC")
 TAKEN = re.compile(r"schedule (\S+) at (\S+ \S+) UTC: taken by another process(?: \(with (\d+) earlier)?")
@@ -52,15 +51,6 @@ async def fires(rt: Runtime, name: str) -> list:
 def runbook_ran(settings) -> list[str]:
     log = settings.data_dir / "runbook.log"
     return log.read_text().splitlines() if log.exists() else []
-
-
-@pytest.fixture
-def own_redis(tmp_path) -> Iterator[RedisProcess]:
-    """A redis-server of this test's own, to pause or stop (never the shared one)."""
-    server = RedisProcess(tmp_path / "own-redis")
-    server.start()
-    yield server
-    server.remove()
 
 
 async def start_together(rt: Runtime, spawn: Callable[[], list[Bot]]) -> list[Bot]:

@@ -24,6 +24,7 @@ from bot.thread import Thread
 from channels.slack import app as slack
 from channels.slack import inbound as slack_inbound
 from tests.conftest import settled, wait_for
+from tests.helpers import runbook_lines
 from tests.messages_api import MessagesAPI, text, tool_use
 from tests.slack_api import (
     BOT_USER,
@@ -120,11 +121,6 @@ async def slack_bot(
         await task
         await bot.send.close()
         await bot.http.aclose()
-
-
-def runbook_lines(settings: Settings) -> list[str]:
-    log = settings.data_dir / "runbook.log"
-    return log.read_text().splitlines() if log.exists() else []
 
 
 def button_values(call: Call) -> dict[str, str]:

@@ -33,6 +33,7 @@ from channels.email.compose import REPLY_LOCAL, Identity
 from channels.email.parse import UNMISTAKABLE_WORDS, Decision, Mail, decision
 from channels.email.reader import Unreadable, read
 from channels.email.tokens import Token
+from channels.email import keys as email_keys
 
 log = logging.getLogger("chatops.email")
 UNAUTHENTICATED = "email-unauthenticated"  # `via` of refusals that get no mail back
@@ -200,7 +201,7 @@ class Inbound:
     async def _use_token(self, token: Token, mail: Mail, expires_at: float) -> bool | None:
         """Claim the token for this mail: True if newly claimed, False if this same mail claimed
         it before (a redelivery), None if another mail used it."""
-        key = self.rt.store.keys.email_token_used(token.mac)
+        key = email_keys.token_used(self.rt.store.keys, token.mac)
         ttl = int(max(expires_at - time.time(), 0) + DEDUPE_TTL)
         if await self.rt.redis.set(key, mail.external_id, nx=True, ex=ttl):
             return True

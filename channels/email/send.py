@@ -21,6 +21,7 @@ from redis.asyncio import Redis
 
 from bot.keys import Keys
 from bot.settings import Settings
+from channels.email import keys as email_keys
 
 log = logging.getLogger("chatops.email")
 
@@ -97,7 +98,7 @@ class Sender:
         """Count one mail to `address` in this hour; False once it is over the limit, so that a
         loop we failed to detect stays small."""
         window = int(time.time() // 3600)
-        key = self.keys.email_rate(address.lower(), window)
+        key = email_keys.rate(self.keys, address.lower(), window)
         pipe = self.redis.pipeline(transaction=False)
         pipe.incr(key)
         pipe.expire(key, 7200)

@@ -39,6 +39,7 @@ from bot.runtime import Runtime
 from bot.thread import Thread, ThreadMeta
 from channels.slack import blocks
 from channels.slack.signing import sign
+from channels.slack import keys as slack_keys
 
 log = logging.getLogger("chatops.slack")
 
@@ -79,7 +80,7 @@ class SlackRenderer:
     async def render_to(self, address: dict[str, Any], thread: Thread, event: Event) -> None:
         """Show an event of another channel's thread (a schedule's) in `address["channel"]`."""
         channel = address["channel"]
-        root = await self.rt.redis.hget(self.rt.store.keys.slack_thread(thread.id), channel)
+        root = await self.rt.redis.hget(slack_keys.thread(self.rt.store.keys, thread.id), channel)
         await self.show(thread, event, Place(channel, _s(root) if root else None, thread.meta))
 
     async def show(self, thread: Thread, event: Event, place: Place) -> None:
@@ -142,7 +143,7 @@ class SlackRenderer:
         assert place.meta is not None and place.thread_ts is not None
         keys = self.rt.store.keys
         pipe = self.rt.redis.pipeline(transaction=False)
-        pipe.hset(keys.slack_thread(place.meta.id), place.channel, place.thread_ts)
+        pipe.hset(slack_keys.thread(keys, place.meta.id), place.channel, place.thread_ts)
         pipe.set(keys.address("slack", posted_key(place.channel, place.thread_ts)), place.meta.model_dump_json())
         await pipe.execute()
 
@@ -152,7 +153,7 @@ class SlackRenderer:
         reject = sign(key, "reject", request.approval_id) if key else None
         text = f"Approval needed to run {blocks.escape(request.tool)}"
         ts = await self.post(place, text, blocks.approval_blocks(request, approve, reject))
-        ref = self.rt.store.keys.slack_approval(request.approval_id)
+        ref = slack_keys.approval(self.rt.store.keys, request.approval_id)
         ttl = max(request.expires_at - time.time(), 0) + KEEP_MESSAGE_REF
         pipe = self.rt.redis.pipeline(transaction=False)
         pipe.hset(ref, mapping={"channel": place.channel, "ts": ts})
@@ -162,7 +163,7 @@ class SlackRenderer:
     async def _voted(self, thread: Thread, place: Place, vote: ApprovalVote) -> None:
         """A vote that did not decide: the approval message shows the votes, buttons kept."""
         request = thread.approvals.get(vote.approval_id)
-        ref = await self.rt.redis.hgetall(self.rt.store.keys.slack_approval(vote.approval_id))
+        ref = await self.rt.redis.hgetall(slack_keys.approval(self.rt.store.keys, vote.approval_id))
         if request is None or not ref or vote.approval_id in thread.decisions:
             return  # nothing to update, or the decision's own update shows it all
         key = self.rt.settings.signing_key
@@ -175,7 +176,7 @@ class SlackRenderer:
 
     async def _decided(self, thread: Thread, place: Place, decision: ApprovalDecided) -> None:
         request = thread.approvals.get(decision.approval_id)
-        ref = await self.rt.redis.hgetall(self.rt.store.keys.slack_approval(decision.approval_id))
+        ref = await self.rt.redis.hgetall(slack_keys.approval(self.rt.store.keys, decision.approval_id))
         text = blocks.outcome_text(decision)
         if request is None or not ref:
             await self.post(place, text, [blocks.section(text)])
