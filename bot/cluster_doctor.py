@@ -3,6 +3,8 @@ cluster, and CHATOPS_REDIS_MIN_REPLICAS matches the replicas each master really 
 
 from __future__ import annotations
 
+from typing import cast
+
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisClusterException, RedisError
 
@@ -33,8 +35,11 @@ async def _findings(client: RedisCluster, settings: Settings) -> list[Finding]:
     masters = client.get_primaries()
     state = (await client.cluster_info())["cluster_state"]
     replication = (await client.info("replication", target_nodes=masters)).values()
-    config = (await client.config_get("appendonly", target_nodes=masters)).values()
-    eviction = (await client.config_get("maxmemory-policy", target_nodes=masters)).values()
+    # with target_nodes redis-py answers {node: {parameter: value}}, typed as one node's reply
+    config = cast("list[dict[str, str]]", list(
+        (await client.config_get("appendonly", target_nodes=masters)).values()))
+    eviction = cast("list[dict[str, str]]", list(
+        (await client.config_get("maxmemory-policy", target_nodes=masters)).values()))
     fewest = min(int(info.get("connected_slaves", 0)) for info in replication)
     out = [ok(f"Redis Cluster reachable at REDIS_URL: {len(masters)} master(s), "
               f"{len(client.get_replicas())} replica(s)")]
