@@ -77,7 +77,10 @@ class EmailChannel:
         return renderer(rt)
 
     def target(self, name: str) -> Mailbox:
-        return Mailbox(address=name)
+        found = mailbox(name)
+        if found is None:
+            raise ValueError(f"not an email address: {name!r}")
+        return found
 
     def contact(self, person: str) -> Mailbox | None:
         return mailbox(person)
