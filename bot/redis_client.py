@@ -33,7 +33,7 @@ from redis.exceptions import (
 
 from bot.outage import config_error
 from bot.policy import ConfigError
-from bot.redis_connection import LeanConnection
+from bot.redis_connection import ClusterConnection, ClusterSSLConnection, LeanConnection
 
 REDIS_CONNECTIONS = 100
 REDIS_POOL_WAIT = 30.0  # seconds a task waits for a free connection before it fails
@@ -136,11 +136,17 @@ def _sentinel_master(s: SentinelURL) -> Redis:
 
 def _cluster(c: ClusterURL) -> RedisCluster:
     # A read timeout as with Sentinel: a node frozen mid-failover keeps its connections open.
-    return RedisCluster(
+    client = RedisCluster(
         startup_nodes=[ClusterNode(host, port) for host, port in c.hosts],
         username=c.username, password=c.password, ssl=c.tls, max_connections=REDIS_CONNECTIONS,
         socket_timeout=SENTINEL_SOCKET_TIMEOUT, socket_connect_timeout=2.0,
     )
+    # RedisCluster takes no connection class: it is set where its nodes read it
+    connection_class = ClusterSSLConnection if c.tls else ClusterConnection
+    client.connection_kwargs["connection_class"] = connection_class
+    for node in client.startup_nodes:
+        node.connection_class = connection_class
+    return client
 
 
 def is_cluster(redis: Redis | RedisCluster) -> bool:
