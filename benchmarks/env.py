@@ -19,6 +19,7 @@ from benchmarks import bench_agent
 from bot.embedded_redis import EmbeddedRedis, redis_server_binary
 from bot.runtime import Runtime
 from bot.settings import Settings
+from bot.wiring import default_wiring
 from bot.worker import Worker
 
 
@@ -93,7 +94,7 @@ class SDKTimer:
 
 
 async def runtime(s: Settings) -> tuple[Runtime, Worker, SDKTimer | None]:
-    rt = await Runtime.start(s)
+    rt = await Runtime.start(s, default_wiring())
     rt.agents["bench"] = bench_agent.build()
     rt.agents["bench_small"] = bench_agent.build(bench_agent.TYPICAL_SIZES)
     timer = None

@@ -35,6 +35,7 @@ from bot.prompts import render
 from bot.runtime import Runtime
 from bot.serve import http_config
 from bot.thread import Origin, ThreadMeta
+from bot.wiring import default_wiring
 from bot.worker import Worker
 
 MESSAGE_LENGTHS = (40, 4000, 20_000)
@@ -68,7 +69,7 @@ async def grow(rt: Runtime, thread_id: str, n: int, output: int = 1200) -> None:
 async def message_latency(samples: int) -> dict[int, list[float]]:
     out: dict[int, list[float]] = {}
     async with env.redis_server() as url:
-        rt = await Runtime.start(env.settings(url, api_token=TOKEN))
+        rt = await Runtime.start(env.settings(url, api_token=TOKEN), default_wiring())
         app = create_app(rt)
         # proto given: asyncio sets TCP_NODELAY only on sockets that say IPPROTO_TCP (without it,
         # Nagle and delayed ACKs add 40 ms to every response, as they would not in production)
@@ -104,7 +105,7 @@ async def message_latency(samples: int) -> dict[int, list[float]]:
 async def request_sizes() -> dict[int, dict[str, int]]:
     out: dict[int, dict[str, int]] = {}
     async with env.redis_server() as url:
-        rt = await Runtime.start(env.settings(url))
+        rt = await Runtime.start(env.settings(url), default_wiring())
         worker = Worker(rt)
         agent = rt.agents["deploy"]
         system = render(agent.prompt, agent=agent.name, commands=help_text(agent))
@@ -140,7 +141,7 @@ def _rss() -> int:
 
 def _cache_process(url: str, results: Any) -> None:
     async def run() -> None:
-        rt = await Runtime.start(env.settings(url))
+        rt = await Runtime.start(env.settings(url), default_wiring())
         worker = Worker(rt)
         try:
             ids = [f"a{i:015x}" for i in range(CACHED_THREADS)]

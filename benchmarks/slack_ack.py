@@ -30,6 +30,7 @@ import uvicorn
 from bot.api import create_app
 from bot.runtime import Runtime
 from bot.settings import Settings
+from bot.wiring import default_wiring
 from channels.slack import app as slack
 from tests.slack_api import Sender, SlackAPI, mention, new_ts
 
@@ -48,7 +49,7 @@ def _serve(redis_url: str, prefix: str, data_dir: str, api_url: str, urls: Any, 
             policy_file=None, anthropic_api_key=None, slack_bot_token="xoxb-bench",
             slack_signing_secret=SECRET, slack_api_url=api_url, signing_key="bench-key",
         )
-        rt = await Runtime.start(settings)
+        rt = await Runtime.start(settings, default_wiring())
         app = create_app(rt)
         slack.serve(rt, app)
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)

@@ -28,6 +28,7 @@ from pathlib import Path
 from bot.embedded_redis import EmbeddedRedis
 from bot.runtime import Runtime
 from bot.settings import Settings
+from bot.wiring import default_wiring
 from channels.email.app import identity
 from channels.email.inbound import Inbound
 from channels.email.server import start_smtp
@@ -117,7 +118,7 @@ async def _run(url: str, tmp: str) -> tuple[float, list[float], int, float]:
     prefix = f"bench-{uuid.uuid4().hex[:8]}:"
     settings = Settings(_env_file=None, redis_url=url, key_prefix=prefix, email_domain="bench.test",
                         signing_key="bench-key", smtp_port=0, policy_file=None)
-    rt = await Runtime.start(settings)
+    rt = await Runtime.start(settings, default_wiring())
     server = await start_smtp(rt, Inbound(rt, identity(settings)), port=0)
     port = server.sockets[0].getsockname()[1]
     results: multiprocessing.Queue = multiprocessing.get_context("spawn").Queue()

@@ -26,6 +26,7 @@ from bot.intake import new_thread_id
 from bot.runtime import Runtime
 from bot.settings import Settings
 from bot.thread import Origin, ThreadMeta
+from bot.wiring import default_wiring
 from bot.worker import Worker
 
 USER = Source(channel="api", user="bench")
@@ -50,7 +51,7 @@ async def start(redis_url: str, model_url: str) -> tuple[Runtime, Worker, Timer]
                  data_dir=Path(tempfile.mkdtemp(prefix="chatops-bench-data-")), policy_file=None,
                  anthropic_api_key="bench-key", anthropic_base_url=model_url, api_token=None,
                  step_budget=100_000, model_retries=0, model_timeout=30.0)
-    rt = await Runtime.start(s)
+    rt = await Runtime.start(s, default_wiring())
     rt.agents["bench"] = bench_agent.build()
     timer = Timer(rt.model.client.messages)
     rt.model.client.messages = timer  # type: ignore[misc]

@@ -1,5 +1,6 @@
-"""What a channel is to the core: one object per channel (the protocol below; the composition
-root that passes them to the runtime is the next step: for now channels register on import).
+"""What a channel is to the core: one object per channel, implementing the protocol below. The
+composition root (bot/wiring.py `default_wiring`, built by the CLI) lists them and passes them to
+the runtime; the core never imports a channel.
 
 A channel may receive (its `service`: an HTTP route on the bot's app, a socket, an SMTP server,
 a clock), show a thread's visible events (its `renderer`, for threads whose origin it is), and be
@@ -10,8 +11,7 @@ JSON in the thread's origin.
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Sequence
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict
@@ -92,21 +92,3 @@ def addresses_of(channel: Channel, people: Sequence[str]) -> list[Address]:
     found = (channel.contact(p) for p in people)
     return list(dict.fromkeys(a for a in found if a is not None))
 
-
-# Until the composition root (bot/wiring.py) passes `Channel`s to the runtime, channel modules
-# still register a renderer factory here on import (called in every process that runs a worker).
-CHANNEL_MODULES: list[str] = ["channels.slack.app", "channels.email.app", "channels.schedule"]
-RENDERERS: list[Callable[[Runtime], Renderer | None]] = []
-
-
-def load_channels() -> None:
-    for name in CHANNEL_MODULES:
-        importlib.import_module(name)
-
-
-def install_renderers(rt: Runtime) -> None:
-    load_channels()
-    for make in RENDERERS:
-        renderer = make(rt)
-        if renderer is not None:
-            rt.renderers[renderer.name] = renderer

@@ -19,6 +19,7 @@ from bot.loop import run as run_async
 from bot.policy import ConfigError
 from bot.runtime import Runtime
 from bot.settings import Settings
+from bot.wiring import Wiring, default_wiring
 
 Command = Callable[[Runtime, argparse.Namespace], Awaitable[int]]
 
@@ -31,20 +32,21 @@ def main(argv: list[str] | None = None) -> None:
     except ValidationError as exc:
         settings, invalid = None, exc
     setup_logging(settings.log_level if settings else "INFO", settings.log_format if settings else "text")
+    wiring = default_wiring()  # the composition root: the channels and agents of this bot
     if args.command == "doctor":  # it reports an invalid setting among the rest
         from bot.doctor import doctor
 
-        sys.exit(run_async(doctor()))
+        sys.exit(run_async(doctor(wiring)))
     if args.command == "tools" and settings is not None:  # no Redis needed: policy and servers only
         try:
-            sys.exit(run_async(cmd_tools(settings, args)))
+            sys.exit(run_async(cmd_tools(settings, wiring, args)))
         except ConfigError as exc:
             sys.exit(f"chatops: {exc}")
     if settings is None:
         first = invalid.errors()[0]
         sys.exit(f"chatops: invalid setting {'.'.join(map(str, first['loc']))}: {first['msg']}")
     try:
-        sys.exit(run_async(_with_runtime(settings, args.func, args, serving=args.serving)))
+        sys.exit(run_async(_with_runtime(settings, wiring, args.func, args, serving=args.serving)))
     except ConfigError as exc:
         sys.exit(f"chatops: {exc}")
     except KeyboardInterrupt:
@@ -56,10 +58,10 @@ def main(argv: list[str] | None = None) -> None:
 
 
 async def _with_runtime(
-    settings: Settings, func: Command, args: argparse.Namespace, *, serving: bool = True
+    settings: Settings, wiring: Wiring, func: Command, args: argparse.Namespace, *, serving: bool = True
 ) -> int:
     _stop_on_signals()
-    rt = await Runtime.start(settings, serving=serving)
+    rt = await Runtime.start(settings, wiring, serving=serving)
     if serving:  # after the start: a configuration error stays the one line printed
         logging.getLogger("chatops").info("event loop: %s", type(asyncio.get_running_loop()).__module__)
     asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, rt.reload)  # the live policy
@@ -152,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
 async def cmd_run(rt: Runtime, _args: argparse.Namespace) -> int:
     from bot.serve import run_all
 
-    await run_all(rt, console=sys.stdin.isatty())
+    await run_all(rt)  # the console channel attaches itself when stdin is a terminal
     return 0
 
 
@@ -288,11 +290,11 @@ def _one_line(exc: Exception) -> str:
     return f"chatops: {type(exc).__name__}: {first} (CHATOPS_LOG_LEVEL=DEBUG shows where)"
 
 
-async def cmd_tools(settings: Settings, args: argparse.Namespace) -> int:
+async def cmd_tools(settings: Settings, wiring: Wiring, args: argparse.Namespace) -> int:
     from bot.mcp_status import tool_lines
     from bot.runtime import load_checked
 
-    policy, agents = load_checked(settings)
+    policy, agents = load_checked(settings, wiring)
     agent = agents.get(args.agent)
     if agent is None:
         print(f"chatops: no agent {args.agent!r} (agents: {', '.join(sorted(agents))})", file=sys.stderr)

@@ -3,9 +3,10 @@ how to fix it. Each check is an async function of the `Context`; they run concur
 with its own deadline, so one that hangs is named instead of holding up the rest.
 
 To add a check (an MCP server, a Redis replica): write `async def check(ctx) -> list[Finding]`
-and add a `DoctorCheck` to the list `checks()` returns. Checks import what they need inside
-themselves (the doctor must start fast) and name those modules in `needs`: they are imported
-before the clocks start, so a slow import is never taken for a slow service.
+and add a `DoctorCheck` to the list `checks()` returns (a channel adds its own: `Channel.checks()`).
+Checks import what they need inside themselves (the doctor must start fast) and name those
+modules in `needs`: they are imported before the clocks start, so a slow import is never taken
+for a slow service.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from bot.settings import Settings
 
 if TYPE_CHECKING:
     from bot.agent import Agent
+    from bot.channel import Channel
+    from bot.wiring import Wiring
 
 Level = Literal["ok", "warning", "error"]
 CHECK_TIMEOUT = 2.5  # seconds per check; they run at once, so the doctor answers within about this
@@ -52,6 +55,7 @@ class Context:
     settings: Settings
     policy: Policy
     agents: dict[str, Agent]
+    channels: Sequence[Channel] = ()
 
 
 Check = Callable[[Context], Awaitable[list[Finding]]]
@@ -76,12 +80,8 @@ def error(message: str, fix: str = "") -> Finding:
     return Finding("error", message, fix)
 
 
-def checks() -> list[DoctorCheck]:
-    """Every check, in the order of the report."""
-    from channels.email import doctor as email_doctor
-    from channels import schedule_doctor
-    from channels.slack import doctor as slack_doctor
-
+def checks(wiring: Wiring) -> list[DoctorCheck]:
+    """Every check, in the order of the report: the core's, then each channel's."""
     return [
         DoctorCheck("policy", policy_check),
         DoctorCheck("Redis", redis_check, lambda ctx: ["redis.asyncio", "bot.cluster_doctor"]),
@@ -92,13 +92,12 @@ def checks() -> list[DoctorCheck]:
         DoctorCheck("approvals", approvals_check),
         DoctorCheck("runbooks", runbooks_check),
         DoctorCheck("MCP servers", mcp_check, _mcp_needs),
-        DoctorCheck("Slack", slack_doctor.check, slack_doctor.needs),
-        DoctorCheck("email", email_doctor.check, email_doctor.needs),
-        DoctorCheck("schedules", schedule_doctor.check),
+        *(check for channel in wiring.channels for check in channel.checks()),
     ]
 
 
-async def doctor(selected: Sequence[DoctorCheck] | None = None, timeout: float = CHECK_TIMEOUT) -> int:
+async def doctor(wiring: Wiring, selected: Sequence[DoctorCheck] | None = None,
+                 timeout: float = CHECK_TIMEOUT) -> int:
     """Print one line per finding (and its fix); 1 if any is an error."""
     try:
         settings = Settings()
@@ -110,12 +109,12 @@ async def doctor(selected: Sequence[DoctorCheck] | None = None, timeout: float =
     try:
         from bot.runtime import load_checked
 
-        policy, agents = load_checked(settings)
-        ctx = Context(settings, policy, agents)
+        policy, agents = load_checked(settings, wiring)
+        ctx = Context(settings, policy, agents, wiring.channels)
     except ConfigError as exc:
         _print(error(str(exc), "correct the policy file (see chatops.example.toml)"))
         return 1
-    findings = await run_checks(ctx, selected if selected is not None else checks(), timeout)
+    findings = await run_checks(ctx, selected if selected is not None else checks(wiring), timeout)
     for finding in findings:
         _print(finding)
     return 1 if any(f.level == "error" for f in findings) else 0

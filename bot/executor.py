@@ -72,6 +72,7 @@ class WakeUp:
     ack: tuple[str, str, bytes] | None = None
     owner: str = ""
     done: bool = False
+    loaded: bool = False  # the thread was read with the lease: the first step needs no read
 
 
 class _LocalLock:
@@ -113,7 +114,7 @@ class Executor:
         wake = wake or WakeUp()
         try:
             with log_context(thread_id=thread_id):
-                async with entry.lock, self.lease(thread_id, wake) as fence:
+                async with entry.lock, self.lease(thread_id, wake, read=True) as fence:
                     await self._steps_until_settled(thread_id, fence, wake)
         except LeaseLost:
             metrics.LEASE_LOSSES.inc()
@@ -150,17 +151,26 @@ class Executor:
             await self.delivery.show_on_origin(thread, reply)
 
     @asynccontextmanager
-    async def lease(self, thread_id: str, wake: WakeUp | None = None) -> AsyncIterator[int]:
+    async def lease(self, thread_id: str, wake: WakeUp | None = None, read: bool = False) -> AsyncIterator[int]:
         """Hold the thread's lease; released on leaving unless `wake` was settled (which released
-        it in the same round trip)."""
+        it in the same round trip). With `read`, the first try to acquire also reads the
+        thread into the cache, in the same round trip (else the first step reads it)."""
         store, ttl = self.rt.store, self.rt.settings.lease_ttl
         wake = wake or WakeUp()
         owner = wake.owner = f"{self.name}:{secrets.token_hex(4)}"
         deadline = time.monotonic() + 2 * ttl
-        while not (fence := await store.acquire(thread_id, owner, ttl)):
+        if read:
+            fence, thread = await store.acquire_and_load(thread_id, owner, ttl, self.cache.get(thread_id))
+            if thread is not None:
+                self._cache(thread)
+                wake.loaded = True
+        else:
+            fence = await store.acquire(thread_id, owner, ttl)
+        while not fence:  # later tries only acquire: a held lease may be held long
             if time.monotonic() > deadline:
                 raise TimeoutError(thread_id)
             await asyncio.sleep(0.05)
+            fence = await store.acquire(thread_id, owner, ttl)
         renew = asyncio.create_task(self._renew_lease_until_released(thread_id, wake, ttl))
         try:
             yield fence
@@ -186,7 +196,11 @@ class Executor:
                 return
 
     async def load(self, thread_id: str) -> Thread:
-        thread = await self.rt.store.load(thread_id, self.cache.get(thread_id))
+        return self._cache(await self.rt.store.load(thread_id, self.cache.get(thread_id)))
+
+    def _cache(self, thread: Thread) -> Thread:
+        """Keep a thread just read from the log as the worker's fresh copy."""
+        thread_id = thread.id
         self.fresh.add(thread_id)
         self.cache[thread_id] = thread
         self.cache.move_to_end(thread_id)
@@ -246,7 +260,7 @@ class Executor:
     async def _steps_until_settled(self, thread_id: str, fence: int, end: WakeUp) -> None:
         for n in range(MAX_STEPS_PER_WAKE):
             stop_if_cancelled()  # a worker asked to stop starts no further step
-            if not await self.step(thread_id, fence, wake=n == 0, end=end):
+            if not await self.step(thread_id, fence, wake=n == 0 and not end.loaded, end=end):
                 return
         log.error("thread %s did not settle after %d steps", thread_id, MAX_STEPS_PER_WAKE)
 
@@ -285,22 +299,23 @@ class Executor:
         if end is not None:
             end.done = True
 
-    async def _append(self, thread: Thread, event: Event, fence: int | None, claim: Claim | None = None) -> Appended:
-        appended = await self.rt.store.append(thread.id, event, fence=fence, claim=claim)
+    async def _append(self, thread: Thread, event: Event, fence: int | None, claim: Claim | None = None,
+                      usage: dict | None = None) -> Appended:
+        appended = await self.rt.store.append(thread.id, event, fence=fence, claim=claim, usage=usage)
         if appended.outcome == "fenced":
             raise LeaseLost(thread.id)
         self._track_own_append(thread, event, appended)
         return appended
 
-    async def _append_all(self, thread: Thread, events: list[Event], fence: int) -> Appended:
+    async def _append_all(self, thread: Thread, events: list[Event], fence: int, usage: dict | None = None) -> Appended:
         first, *rest = events
-        appended = await self.rt.store.append(thread.id, first, fence=fence, followed_by=rest)
+        appended = await self.rt.store.append(thread.id, first, fence=fence, followed_by=rest, usage=usage)
         if appended.outcome == "fenced":
             raise LeaseLost(thread.id)
         self._track_own_append(thread, events, appended)
         return appended
 
-    async def _append_calls(self, thread: Thread, calls: list[ToolCall], fence: int) -> None:
+    async def _append_calls(self, thread: Thread, calls: list[ToolCall], fence: int, usage: dict | None = None) -> None:
         """Append new calls; when the first one runs next (no approval, valid arguments), record
         its start in the same append and run it: durable before the handler, as a separate
         tool_started would be, one round trip less. The fence makes the start ours alone: the
@@ -311,7 +326,7 @@ class Executor:
         fold = not thread.open_calls and not self.rt.store.min_replicas
         run = steps.runs_at_once(agent, calls, self.rt.policy) if fold else None
         events: list[Event] = [*calls, ToolStarted(call_id=run.call.call_id)] if run else list(calls)
-        appended = await self._append_all(thread, events, fence)
+        appended = await self._append_all(thread, events, fence, usage)
         if run is not None and appended.ok:
             await self._run_started_tool(thread, run.call, run.args)
 
@@ -496,21 +511,21 @@ class Executor:
             error = Error(kind="model_unavailable", message=str(exc))
             await self._append_all(thread, [error, AgentReply(text=_unavailable(exc, thread, agent))], fence)
             return
-        await self._record_usage(thread, turn.usage, estimated)
+        usage = _usage_record(turn.usage, estimated)  # rides with the append of the answer
         if turn.tool_uses:
             calls = [
                 ToolCall(call_id=use.id, tool=use.name, args=use.input, turn=turn.id,
                          text=turn.text if i == 0 else "")
                 for i, use in enumerate(turn.tool_uses)
             ]
-            await self._append_calls(thread, calls, fence)  # all of the turn or none of it
+            await self._append_calls(thread, calls, fence, usage)  # all of the turn or none of it
         elif turn.stop_reason == "refusal":
-            await self._append(thread, AgentReply(text="The model declined this request."), fence)
+            await self._append(thread, AgentReply(text="The model declined this request."), fence, usage=usage)
         elif turn.text:
-            await self._append(thread, AgentReply(text=turn.text), fence)
+            await self._append(thread, AgentReply(text=turn.text), fence, usage=usage)
         else:
-            await self._append(thread, Error(kind="model_empty", message=f"stop_reason={turn.stop_reason}"), fence)
-            await self._append(thread, AgentReply(text="The model returned an empty answer."), fence)
+            await self._append_all(thread, [Error(kind="model_empty", message=f"stop_reason={turn.stop_reason}"),
+                                            AgentReply(text="The model returned an empty answer.")], fence, usage)
 
     async def _await_model_noting_slowness(self, thread: Thread, fence: int, call: Awaitable[ModelTurn]) -> ModelTurn:
         """Await the model; if it is slow, tell the human once that the bot is still working. A
@@ -531,18 +546,15 @@ class Executor:
             self.model_waits.discard(me)
             task.cancel()
 
-    async def _record_usage(self, thread: Thread, usage: dict[str, int], estimated: int) -> None:
-        """The call's tokens in the thread's usage record, with the share of input tokens read
-        from the prompt cache."""
-        read = usage.get("cache_read_input_tokens", 0)
-        total = usage.get("input_tokens", 0) + read + usage.get("cache_creation_input_tokens", 0)
-        record = {**usage, "ts": time.time(), "estimated_input_tokens": estimated,
-                  "cached_fraction": round(read / total, 4) if total else 0.0}
-        try:  # a record, not the work: losing one must not cost the model's answer
-            await self.rt.store.record_usage(thread.id, record)
-        except REDIS_DOWN as exc:
-            log.warning("could not record the usage of a model call in thread %s: %s", thread.id, exc)
 
+
+def _usage_record(usage: dict[str, int], estimated: int) -> dict:
+    """A model call's entry in the thread's usage record: its tokens, with the share of input
+    tokens read from the prompt cache."""
+    read = usage.get("cache_read_input_tokens", 0)
+    total = usage.get("input_tokens", 0) + read + usage.get("cache_creation_input_tokens", 0)
+    return {**usage, "ts": time.time(), "estimated_input_tokens": estimated,
+            "cached_fraction": round(read / total, 4) if total else 0.0}
 
 def _unavailable(exc: ModelUnavailable, thread: Thread, agent: Agent) -> str:
     """What the human reads when the model cannot be reached: with the data an agent fetched

@@ -1,4 +1,5 @@
-"""The wiring every process shares: settings, policy, Redis, store, agents, approvals, model."""
+"""What every process shares: settings, policy, Redis, store, agents, approvals, model, and the
+channels the composition root passed in (bot/wiring.py)."""
 
 from __future__ import annotations
 
@@ -10,10 +11,9 @@ from typing import TYPE_CHECKING
 
 from redis.asyncio import Redis
 
-from agents import load_agents
 from bot.agent import Agent
 from bot.approvals import Approvals
-from bot.channel import Renderer, install_renderers
+from bot.channel import Channel, Renderer
 from bot.embedded_redis import EmbeddedRedis
 from bot.intake import Intake
 from bot.keys import Keys
@@ -21,6 +21,7 @@ from bot.policy import ConfigError, Policy, load_policy
 from bot.redis_client import check_server, connect
 from bot.settings import Settings
 from bot.store import Store
+from bot.wiring import Wiring
 
 if TYPE_CHECKING:  # the anthropic SDK takes a second to import: CLI verbs that only read Redis skip it
     from bot.model import Model
@@ -38,15 +39,18 @@ class Runtime:
     approvals: Approvals
     intake: Intake
     model: Model | None
-    renderers: dict[str, Renderer] = field(default_factory=dict)
+    wiring: Wiring
+    channels: dict[str, Channel] = field(default_factory=dict)
+    renderers: dict[str, Renderer] = field(default_factory=dict)  # by channel name
     embedded: EmbeddedRedis | None = None
     watcher: asyncio.Task | None = None
 
     @classmethod
-    async def start(cls, settings: Settings, *, serving: bool = True) -> Runtime:
-        """`serving=False`: no model client and no channel renderers, for a process that only
-        reads and appends (CLI verbs, the console); a worker elsewhere renders and calls the model."""
-        policy, agents = load_checked(settings)
+    async def start(cls, settings: Settings, wiring: Wiring, *, serving: bool = True) -> Runtime:
+        """Start with the channels and agents of `wiring`. `serving=False`: no model client and
+        no channel renderers, for a process that only reads and appends (CLI verbs, the console);
+        a worker elsewhere renders and calls the model."""
+        policy, agents = load_checked(settings, wiring)
         embedded = None
         url = settings.redis_url
         if url is None:
@@ -70,14 +74,22 @@ class Runtime:
             approvals=Approvals(store, policy, settings.approval_ttl),
             intake=Intake(store, settings.requests_per_hour),
             model=_model(settings) if serving else None,
+            wiring=wiring,
+            channels={channel.name: channel for channel in wiring.channels},
             embedded=embedded,
         )
         if serving:
-            install_renderers(rt)
+            rt.install_renderers()
         path = settings.resolved_policy_file()
         if path is not None and settings.policy_poll > 0:
             rt.watcher = asyncio.create_task(rt.watch_policy(path), name="policy-watcher")
         return rt
+
+    def install_renderers(self) -> None:
+        for channel in self.channels.values():
+            renderer = channel.renderer(self)
+            if renderer is not None:
+                self.renderers[channel.name] = renderer
 
     # ---- the live policy ---------------------------------------------------------------------
 
@@ -85,7 +97,7 @@ class Runtime:
         """Load the policy file again (SIGHUP, or the file changed). A policy that fails to load
         or to check is refused whole: the one in force stays, and an ERROR line says why."""
         try:
-            policy, agents = load_checked(self.settings)
+            policy, agents = load_checked(self.settings, self.wiring)
         except Exception as exc:  # whatever breaks, the policy in force must stay
             log.error("policy reload refused, the policy in force stays: %s", exc)
             return False
@@ -130,11 +142,11 @@ def _model(settings: Settings) -> Model | None:
     return Model(settings)
 
 
-def load_checked(settings: Settings) -> tuple[Policy, dict[str, Agent]]:
+def load_checked(settings: Settings, wiring: Wiring) -> tuple[Policy, dict[str, Agent]]:
     """The policy file and the agents built from it, checked together: every section names a
     real agent or tool, and no approval setting gates nothing."""
     policy = load_policy(settings.resolved_policy_file())
-    agents = load_agents(policy)
+    agents = wiring.load_agents(policy)
     policy.check_names({name: [t.name for t in agent.tools] for name, agent in agents.items()})
     policy.check_gates({t.name: (t.gated, t.fields) for agent in agents.values() for t in agent.tools})
     if settings.default_agent not in agents:

@@ -1,14 +1,13 @@
-"""The long-running processes: `chatops run` (everything in one) and `chatops worker`."""
+"""The long-running processes: `chatops run` (everything in one: the worker, the HTTP API and
+each channel's service) and `chatops worker`."""
 
 from __future__ import annotations
 
 import asyncio
-import getpass
 import logging
 import os
 import socket
-import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 
 import uvicorn
 
@@ -19,11 +18,6 @@ from bot.runtime import Runtime
 from bot.worker import Worker
 
 log = logging.getLogger("chatops")
-
-# Channels add themselves here: each gets the runtime and the HTTP app, and returns the coroutine
-# of its service (or None when it is not configured). See channels/.
-Service = Callable[[Runtime, object], Awaitable[None] | None]
-SERVICES: list[Service] = []
 
 
 async def serve_api(rt: Runtime, app: object) -> None:
@@ -78,17 +72,15 @@ async def serve_metrics(rt: Runtime) -> None:
     await uvicorn.Server(config).serve()
 
 
-async def run_all(rt: Runtime, *, console: bool) -> None:
+async def run_all(rt: Runtime) -> None:
     app = create_app(rt)
     jobs: list[Awaitable[None]] = [Worker(rt).run(), serve_api(rt, app)]
     if rt.settings.metrics_port is not None:
         jobs.append(serve_metrics(rt))
-    for service in SERVICES:
-        job = service(rt, app)
+    for channel in rt.channels.values():  # each gets the HTTP app to add its routes to
+        job = channel.service(rt, app)
         if job is not None:
             jobs.append(job)
-    if console:
-        jobs.append(_console(rt))
     tasks = [asyncio.ensure_future(j) for j in jobs]
     try:
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
@@ -110,12 +102,3 @@ def _raise_loudly(task: asyncio.Future) -> None:
     service = getattr(coro, "__qualname__", "a service")
     raise ConfigError(f"{service} stopped: {type(exc).__name__}: {exc}") from exc
 
-
-async def _console(rt: Runtime) -> None:
-    from channels.console import Console, Screen, log_through, stdin_lines
-
-    screen = Screen(sys.stdout, prompt="you> ")
-    log_through(screen)  # log lines go above the prompt, never into the line being typed
-    screen.write("chatops console: talk to the bot; `approve [id]`, `reject [id] <reason>`; "
-                 "Ctrl-D quits.", sys.stderr)
-    await Console(rt, user=getpass.getuser(), screen=screen).run(stdin_lines(screen))

@@ -134,13 +134,15 @@ class Store:
         wake: bool = False,
         answer: Event | None = None,
         followed_by: Sequence[Event] = (),
+        usage: dict | None = None,
     ) -> Appended:
         """Append one event. `create` makes the thread if it does not exist yet; `claim` drops a
         second append with the same claim; `fence` refuses the append unless the caller still
         holds the thread's lease; `wake` asks a worker to advance the thread afterwards; `answer`
         is appended instead of `event` when the thread waits for a human (decided in the script,
         so it costs no extra round trip); `followed_by` are appended with `event`, atomically
-        (the parallel calls of one model turn)."""
+        (the parallel calls of one model turn); `usage`, a model call's usage record, rides
+        along to the thread's usage record (kept whatever the append's outcome)."""
         k = self.keys
         claim_key = k.claim(thread_id, claim.name) if claim else k.meta(thread_id)
         ttl_ms = int(claim.ttl_seconds * 1000) if claim and claim.ttl_seconds else 0
@@ -159,10 +161,10 @@ class Store:
             *(dump_event(e) for e in followed_by),
         )
         try:
-            code, version = await self._send_append(thread_id, event, script, now, state, wake)
+            code, version = await self._send_append(thread_id, event, script, now, state, wake, usage)
         except NoScriptError:  # the server lost its scripts (restart, SCRIPT FLUSH): load, resend
-            await self.redis.script_load(_APPEND)
-            code, version = await self._send_append(thread_id, event, script, now, state, wake)
+            await self.redis.script_load(_APPEND)  # the usage record was kept by the first send
+            code, version = await self._send_append(thread_id, event, script, now, state, wake, None)
         appended = Appended(_OUTCOMES.get(code, "appended"), version)
         if appended.ok:
             metrics.appended(event, *followed_by)
@@ -174,6 +176,7 @@ class Store:
 
     async def _send_append(
         self, thread_id: str, event: Event, script: tuple, now: float, state: State | None, wake: bool,
+        usage: dict | None,
     ) -> tuple[int, int]:
         """The append's pipeline: EVALSHA straight in it, not redis-py's Script, whose pipeline
         sends SCRIPT EXISTS first (a second round trip). The commands after the script only add
@@ -195,6 +198,8 @@ class Store:
             pipe.zrem(k.approval_timers, f"remind:{event.approval_id}", f"escalate:{event.approval_id}")
         if wake and not self.cluster:
             pipe.xadd(k.inbox_of(thread_id), {"thread": thread_id})
+        if usage is not None:
+            self._record_usage(pipe, thread_id, usage)
         code, version = (await pipe.execute(raise_on_error=True))[0]
         if wake and self.cluster:
             await self.wake(thread_id)
@@ -319,17 +324,16 @@ class Store:
 
     async def load(self, thread_id: str, cached: Thread | None = None) -> Thread:
         """The thread, reading only the events `cached` does not have yet (one round trip)."""
-        start = cached.version if cached else 0
         pipe = self.redis.pipeline(transaction=False)
-        pipe.hget(self.keys.meta(thread_id), "info")
-        pipe.lrange(self.keys.log(thread_id), start, -1)
+        self._read(pipe, thread_id, cached)
         info, raw = await pipe.execute()
         if info is None:
             raise ThreadNotFound(thread_id)
-        thread = cached or Thread(meta=ThreadMeta.model_validate_json(info))
-        for r in raw:
-            thread.apply(parse_event(r), len(r))
-        return thread
+        return _loaded(info, raw, cached)
+
+    def _read(self, pipe: Pipeline, thread_id: str, cached: Thread | None) -> None:
+        pipe.hget(self.keys.meta(thread_id), "info")
+        pipe.lrange(self.keys.log(thread_id), cached.version if cached else 0, -1)
 
     async def load_approval(self, thread_id: str, approval_id: str) -> Thread:
         """The thread with only the events about `approval_id` (its request, refusals, nudges and
@@ -373,12 +377,10 @@ class Store:
         raw = await self.redis.lindex(self.keys.log(thread_id), position - 1)
         return parse_event(raw) if raw is not None else None
 
-    async def record_usage(self, thread_id: str, record: dict) -> None:
+    def _record_usage(self, pipe: Pipeline, thread_id: str, record: dict) -> None:
         """Append a model call's usage to the thread's usage record (the latest USAGE_KEPT)."""
-        pipe = self.redis.pipeline(transaction=False)
         pipe.rpush(self.keys.usage(thread_id), json.dumps(record, separators=(",", ":")))
         pipe.ltrim(self.keys.usage(thread_id), -USAGE_KEPT, -1)
-        await pipe.execute()
 
     async def usage(self, thread_id: str, last: int = USAGE_KEPT) -> list[dict]:
         return [json.loads(r) for r in await self.redis.lrange(self.keys.usage(thread_id), -last, -1)]
@@ -479,12 +481,42 @@ class Store:
         keys = [self.keys.lease(thread_id), self.keys.meta(thread_id)]
         return int(await self._acquire(keys=keys, args=[owner, int(ttl * 1000)]))
 
+    async def acquire_and_load(self, thread_id: str, owner: str, ttl: float,
+                               cached: Thread | None = None) -> tuple[int, Thread | None]:
+        """`acquire`, and the thread read right after it in the same round trip (as `load`:
+        only what `cached` lacks). The thread is None if the lease was not acquired (then
+        `cached` is untouched) or the thread does not exist."""
+        try:
+            fence, info, raw = await self._send_acquire_and_load(thread_id, owner, ttl, cached)
+        except NoScriptError:  # the server lost its scripts: load, resend (acquiring is idempotent)
+            await self.redis.script_load(_ACQUIRE)
+            fence, info, raw = await self._send_acquire_and_load(thread_id, owner, ttl, cached)
+        if not fence or info is None:
+            return int(fence), None
+        return int(fence), _loaded(info, raw, cached)
+
+    async def _send_acquire_and_load(self, thread_id: str, owner: str, ttl: float,
+                                     cached: Thread | None) -> list:
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.execute_command("EVALSHA", self._acquire.sha, 2, self.keys.lease(thread_id),
+                             self.keys.meta(thread_id), owner, int(ttl * 1000))
+        self._read(pipe, thread_id, cached)
+        return await pipe.execute(raise_on_error=True)
+
     async def renew(self, thread_id: str, owner: str, ttl: float) -> bool:
         keys = [self.keys.lease(thread_id)]
         return bool(await self._renew(keys=keys, args=[owner, int(ttl * 1000)]))
 
     async def release(self, thread_id: str, owner: str) -> None:
         await self._release(keys=[self.keys.lease(thread_id)], args=[owner])
+
+
+def _loaded(info: bytes, raw: list[bytes], cached: Thread | None) -> Thread:
+    """`cached` (or a new thread from its meta `info`) with the log's new entries `raw` applied."""
+    thread = cached or Thread(meta=ThreadMeta.model_validate_json(info))
+    for r in raw:
+        thread.apply(parse_event(r), len(r))
+    return thread
 
 
 def _s(value: bytes | str) -> str:

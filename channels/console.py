@@ -8,16 +8,19 @@ against a running bot, reading lines from stdin, so it can be scripted.
 from __future__ import annotations
 
 import asyncio
+import getpass
 import logging
 import re
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from datetime import datetime, timezone
 from typing import TextIO
 
 from bot.approvals import shown, thread_of, votes_text
+from bot.channel import Address, Renderer
+from bot.doctor import DoctorCheck
 from bot.events import (
     AgentReply,
     ApprovalDecided,
@@ -36,6 +39,7 @@ from bot.intake import new_thread_id
 from bot.outage import REDIS_DOWN, stop_if_cancelled
 from bot.routing import route
 from bot.runtime import Runtime
+from bot.settings import Settings
 from bot.store import ThreadNotFound
 from bot.thread import Origin, Thread
 
@@ -354,3 +358,41 @@ def _decision(line: str) -> tuple[bool, str | None, str] | None:
     if first and _ID_LIKE.match(first):
         return (False, first, after.strip())
     return (False, None, rest.strip())
+
+
+class ConsoleChannel:
+    """The console as a `bot.channel.Channel`: `chatops run` attaches it when stdin is a terminal
+    (`attach` overrides). It shows threads by reading their log itself, so it has no renderer."""
+
+    name = "console"
+    notifies_approvers = False
+
+    def __init__(self, attach: bool | None = None) -> None:
+        self.attach = attach
+
+    def configured(self, settings: Settings) -> bool:
+        return True
+
+    def service(self, rt: Runtime, app: object) -> Awaitable[None] | None:
+        attach = sys.stdin.isatty() if self.attach is None else self.attach
+        return run_on_terminal(rt) if attach else None
+
+    def renderer(self, rt: Runtime) -> Renderer | None:
+        return None
+
+    def target(self, name: str) -> Address:
+        raise ValueError("the console is not a destination: it shows the threads it starts")
+
+    def contact(self, person: str) -> Address | None:
+        return None
+
+    def checks(self) -> Sequence[DoctorCheck]:
+        return []
+
+
+async def run_on_terminal(rt: Runtime) -> None:
+    screen = Screen(sys.stdout, prompt="you> ")
+    log_through(screen)  # log lines go above the prompt, never into the line being typed
+    screen.write("chatops console: talk to the bot; `approve [id]`, `reject [id] <reason>`; "
+                 "Ctrl-D quits.", sys.stderr)
+    await Console(rt, user=getpass.getuser(), screen=screen).run(stdin_lines(screen))

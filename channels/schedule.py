@@ -11,8 +11,8 @@ longer than the grace at a fire time, the clock keeps retrying in the background
 is back, records the miss (or runs the fire, if still within the grace) like a start would.
 
 Where results go: the thread's origin is channel "schedule" with the destination in its address,
-and the `schedule` renderer forwards each visible event to the Slack and email channels (see
-`ScheduleRenderer` for the contract).
+and the `schedule` renderer forwards each visible event to the channels its `to` names (see
+`ScheduleRenderer` for the contract). `ScheduleChannel` is what the composition root lists.
 """
 
 from __future__ import annotations
@@ -21,26 +21,27 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from bot import cron, serve
+from bot import cron
 from bot.approvals import approver_addresses
-from bot.channel import RENDERERS
+from bot.channel import Address
+from bot.doctor import DoctorCheck
 from bot.events import Event, ScheduleFired, ScheduleMissed, Source
 from bot.intake import thread_id_for
 from bot.outage import REDIS_ERRORS, stop_if_cancelled
 from bot.policy import ConfigError, Schedule
 from bot.runtime import Runtime
+from bot.settings import Settings
 from bot.store import Appended, Claim
 from bot.thread import Origin, State, Thread, ThreadMeta
+from channels import schedule_doctor
 
 log = logging.getLogger("chatops.schedule")
-# APScheduler logs every run at INFO; our own line says what a fire did
-logging.getLogger("apscheduler.executors").setLevel(logging.WARNING)
 
 CHANNEL = "schedule"
 FIRE_CLAIM = Claim("fired")  # in the fire's own thread: one fire (or missed record) per time
@@ -87,6 +88,8 @@ class Clock:
 
     async def run(self) -> None:
         check_agents(self.rt)
+        # APScheduler logs every run at INFO; our own line says what a fire did
+        logging.getLogger("apscheduler.executors").setLevel(logging.WARNING)
         scheduler = AsyncIOScheduler(timezone="UTC")
         for schedule in self.rt.policy.schedules:
             # no misfire limit and coalescing: what is due, and the grace, is decided in catch_up
@@ -306,14 +309,31 @@ class ScheduleRenderer:
         pass
 
 
-def service(rt: Runtime, _app: object) -> Awaitable[None] | None:
-    """For bot.serve.SERVICES: the clock, when the policy declares schedules."""
-    return Clock(rt).run() if rt.policy.schedules else None
+class ScheduleChannel:
+    """Schedules as a `bot.channel.Channel`: its service is the clock, its renderer forwards."""
 
+    name = CHANNEL
+    notifies_approvers = False  # the renderer forwards approvals to the destinations' channels
 
-def renderer(rt: Runtime) -> ScheduleRenderer:
-    """Always installed: a scheduled thread outlives its schedule."""
-    return ScheduleRenderer(rt)
+    def configured(self, settings: Settings) -> bool:
+        return True
+
+    def service(self, rt: Runtime, app: object) -> Awaitable[None] | None:
+        """The clock, when the policy declares schedules."""
+        return Clock(rt).run() if rt.policy.schedules else None
+
+    def renderer(self, rt: Runtime) -> ScheduleRenderer:
+        """Always installed: a scheduled thread outlives its schedule."""
+        return ScheduleRenderer(rt)
+
+    def target(self, name: str) -> Address:
+        raise ValueError("a schedule is not a destination")
+
+    def contact(self, person: str) -> Address | None:
+        return None
+
+    def checks(self) -> Sequence[DoctorCheck]:
+        return [DoctorCheck("schedules", schedule_doctor.check)]
 
 
 def _log_taken(name: str, scheduled_for: float, count: int = 1) -> None:
@@ -324,6 +344,3 @@ def _log_taken(name: str, scheduled_for: float, count: int = 1) -> None:
 def _clock(ts: float) -> str:
     return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
 
-
-serve.SERVICES.append(service)
-RENDERERS.append(renderer)

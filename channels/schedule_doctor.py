@@ -1,5 +1,6 @@
 """The schedules' doctor check: each schedule's agent exists, and each place its results go to
-is a configured channel (a Slack channel needs Slack, addresses need SMTP_URL)."""
+is a channel of this bot that can parse it (whether that channel is configured to send is said by
+the channel's own check)."""
 
 from __future__ import annotations
 
@@ -7,13 +8,13 @@ import time
 from datetime import datetime, timezone
 
 from bot import cron
+from bot.channel import Channel
 from bot.doctor import Context, Finding, error, ok, warning
-from channels.slack.doctor import configured as slack_configured
 
 
 async def check(ctx: Context) -> list[Finding]:
     out: list[Finding] = []
-    settings = ctx.settings
+    channels = {c.name: c for c in ctx.channels}
     for i, s in enumerate(ctx.policy.schedules):
         if s.agent not in ctx.agents:
             out.append(error(f"schedules.{i}.agent ({s.name}): no agent named {s.agent!r}",
@@ -27,10 +28,20 @@ async def check(ctx: Context) -> list[Finding]:
         if not where:
             out.append(warning(f"schedule {s.name}: no slack_channel or emails, so nobody sees its results",
                                f"set slack_channel or emails in the [[schedules]] entry {s.name!r}"))
-        if s.to.get("slack") and not slack_configured(settings):
-            out.append(error(f"schedule {s.name}: results go to Slack {', '.join(s.to['slack'])}, but Slack is "
-                             "not configured", "set SLACK_BOT_TOKEN (see Connecting Slack in the README)"))
-        if s.to.get("email") and settings.smtp_url is None:
-            out.append(error(f"schedule {s.name}: results go to {', '.join(s.to['email'])}, but SMTP_URL is "
-                             "not set, so no mail is sent", "set SMTP_URL (see Connecting email)"))
+        for kind, targets in s.to.items():
+            out += _targets(s.name, kind, targets, channels.get(kind))
+    return out
+
+
+def _targets(schedule: str, kind: str, targets: list[str], channel: Channel | None) -> list[Finding]:
+    if channel is None:
+        return [error(f"schedule {schedule}: results go to {kind} {', '.join(targets)}, but this bot has "
+                      f"no channel named {kind!r}", "name one of its channels in the schedule's `to`")]
+    out = []
+    for target in targets:
+        try:
+            channel.target(target)
+        except ValueError as exc:
+            out.append(error(f"schedule {schedule}: {kind} cannot send to {target!r}: {exc}",
+                             f"correct the schedule's `to.{kind}`"))
     return out

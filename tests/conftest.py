@@ -22,6 +22,7 @@ import redis as sync_redis
 from bot.embedded_redis import EmbeddedRedis
 from bot.runtime import Runtime
 from bot.settings import Settings
+from bot.wiring import Wiring, default_wiring
 from bot.worker import Worker
 from tests.messages_api import MessagesAPI
 from tests.redis_process import RedisProcess
@@ -114,8 +115,8 @@ async def runtime() -> AsyncIterator[Callable[[Settings], Awaitable[Runtime]]]:
     """Start a runtime without a worker (the test plays a channel, or workers run elsewhere)."""
     started: list[Runtime] = []
 
-    async def start(settings: Settings) -> Runtime:
-        rt = await Runtime.start(settings)
+    async def start(settings: Settings, wiring: Wiring | None = None) -> Runtime:
+        rt = await Runtime.start(settings, wiring or default_wiring())
         started.append(rt)
         return rt
 
@@ -126,11 +127,12 @@ async def runtime() -> AsyncIterator[Callable[[Settings], Awaitable[Runtime]]]:
 
 @pytest.fixture
 async def start_bot() -> AsyncIterator[Callable[[Settings], Awaitable[Runtime]]]:
-    """Start a runtime and an in-process worker for given settings."""
+    """Start a runtime and an in-process worker for given settings (and the channels and agents
+    of `default_wiring()`, unless a test passes its own `Wiring`)."""
     started: list[tuple[Runtime, asyncio.Task]] = []
 
-    async def start(settings: Settings) -> Runtime:
-        rt = await Runtime.start(settings)
+    async def start(settings: Settings, wiring: Wiring | None = None) -> Runtime:
+        rt = await Runtime.start(settings, wiring or default_wiring())
         worker = Worker(rt)
         await worker.inbox.ensure_group()
         started.append((rt, asyncio.create_task(worker.run())))

@@ -13,13 +13,13 @@ from bot.api import create_app
 from bot.runtime import Runtime
 from bot.serve import http_config
 from bot.settings import Settings
-from channels.slack import app as slack
+from bot.wiring import default_wiring
 
 
 async def main() -> None:
-    rt = await Runtime.start(Settings())
+    rt = await Runtime.start(Settings(), default_wiring())
     app = create_app(rt)
-    slack.serve(rt, app)  # mounts /slack/events when configured (HTTP only in tests)
+    rt.channels["slack"].service(rt, app)  # mounts /slack/events when configured (HTTP only in tests)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))

@@ -12,6 +12,7 @@ import pytest
 from bot.keys import Keys
 from bot.redis_client import is_cluster, parse_cluster
 from bot.runtime import Runtime
+from bot.wiring import default_wiring
 from channels.schedule import Clock
 from tests.conftest import settled, spawn_bot, wait_for
 from tests.helpers import runbook_lines, say
@@ -127,7 +128,7 @@ async def test_two_workers_sixteen_shards_answer_each_message_once(cluster, make
 async def test_two_clocks_fire_each_time_once(cluster, make_settings, policy_file):
     settings = make_settings(redis_url=cluster.url, inbox_shards=16,
                              policy_file=policy_file(schedule_toml("race", "0 9 * * *", "/help")))
-    a, b = await Runtime.start(settings), await Runtime.start(settings)
+    a, b = await Runtime.start(settings, default_wiring()), await Runtime.start(settings, default_wiring())
     try:
         [schedule] = a.policy.schedules
         clocks = [Clock(a), Clock(b)]

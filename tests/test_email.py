@@ -13,6 +13,7 @@ import pytest
 
 from bot.runtime import Runtime
 from bot.settings import Settings
+from bot.wiring import default_wiring
 from channels.email import app as email_channel
 from channels.email import keys as email_keys
 from channels.email import tokens as email_tokens
@@ -612,7 +613,7 @@ async def test_redis_down_answers_451_then_the_retry_is_accepted(make_settings, 
     url = redis.start()
     settings = make_settings(redis_url=url, email_domain="ops.test", smtp_port=0,
                              policy_file=policy_file(POLICY))
-    rt = await Runtime.start(settings)
+    rt = await Runtime.start(settings, default_wiring())
     server = await start_smtp(rt, Inbound(rt, email_channel.identity(settings)), port=0)
     port = server.sockets[0].getsockname()[1]
     try:

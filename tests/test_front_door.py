@@ -163,7 +163,7 @@ async def front(make_settings, runtime, serve, slack_api_url) -> AsyncIterator[t
                              slack_api_url=slack_api_url)
     rt = await runtime(settings)
     app = create_app(rt)
-    assert slack.serve(rt, app) is None
+    assert rt.channels["slack"].service(rt, app) is None
     url = await serve(app)
     sender = Sender(url + slack.PATH, SECRET)
     async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {TOKEN}"}) as client:

@@ -103,7 +103,7 @@ async def test_requests_cost_the_same_in_a_long_thread(own_redis, make_settings:
                              slack_signing_secret=SECRET, slack_api_url=slack_web.url, signing_key=None)
     rt = await runtime(settings)  # no worker: only the requests touch Redis
     app = create_app(rt)
-    assert slack.serve(rt, app) is None
+    assert rt.channels["slack"].service(rt, app) is None
     url = await serve(app)
     sender = Sender(url + slack.PATH, SECRET)
     meter = Meter(own_redis.url)

@@ -116,7 +116,7 @@ async def bot(make_settings, start_bot, policy_file, serve, policy) -> AsyncIter
     rt = await start_bot(settings)
     assert {"slack", "email", "schedule"} <= set(rt.renderers)
     app = create_app(rt)
-    assert slack.serve(rt, app) is None  # HTTP only: the route is mounted
+    assert rt.channels["slack"].service(rt, app) is None  # HTTP only: the route is mounted
     url = await serve(app)
     smtp = await start_smtp(rt, Inbound(rt, email_channel.identity(settings)), port=0)
     send = Sender(url + slack.PATH, SECRET)

@@ -21,6 +21,7 @@ from bot.intake import thread_id_for
 from bot.runtime import Runtime
 from bot.settings import Settings
 from bot.thread import Thread
+from bot.wiring import default_wiring
 from channels.slack import app as slack
 from channels.slack import inbound as slack_inbound
 from tests.conftest import settled, wait_for
@@ -108,7 +109,7 @@ async def slack_bot(
         )
         rt = await start_bot(settings)
         app = create_app(rt)
-        assert slack.serve(rt, app) is None  # HTTP only: the route is mounted, nothing to run
+        assert rt.channels["slack"].service(rt, app) is None  # HTTP only: the route is mounted, nothing to run
         url, server, task = await serve_http(app)
         http = httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {API_TOKEN}"})
         bot = Bot(rt, slack_api, Sender(url + slack.PATH, SECRET), http, settings)
@@ -268,9 +269,9 @@ async def test_redis_down_answers_non_2xx_so_slack_retries(make_settings, slack_
         redis_url="redis://127.0.0.1:1/0", slack_bot_token="xoxb-test", slack_signing_secret=SECRET,
         slack_api_url=slack_api.url,
     )
-    rt = await Runtime.start(settings)
+    rt = await Runtime.start(settings, default_wiring())
     app = create_app(rt)
-    slack.serve(rt, app)
+    rt.channels["slack"].service(rt, app)
     url, server, task = await serve_http(app)
     send = Sender(url + slack.PATH, SECRET)
     try:
@@ -643,7 +644,7 @@ async def test_socket_mode_delivers_and_acks_through_the_same_handlers(
     settings = model_settings(slack_bot_token="xoxb-test", slack_app_token="xapp-test",
                               slack_api_url=slack_api.url, policy_file=policy_file(POLICY))
     rt = await start_bot(settings)
-    job = slack.serve(rt, create_app(rt))
+    job = rt.channels["slack"].service(rt, create_app(rt))
     assert job is not None
     task = asyncio.ensure_future(job)
     try:
@@ -678,7 +679,7 @@ async def test_socket_mode_refused_at_start_stops_the_bot_naming_the_token(
     settings = model_settings(slack_bot_token="xoxb-test", slack_app_token="xapp-revoked",
                               slack_api_url=slack_api.url, policy_file=policy_file(POLICY))
     rt = await start_bot(settings)
-    job = slack.serve(rt, create_app(rt))
+    job = rt.channels["slack"].service(rt, create_app(rt))
     assert job is not None
     with pytest.raises(ConfigError, match="SLACK_APP_TOKEN: Socket Mode could not connect: invalid_auth"):
         await asyncio.wait_for(job, 60)

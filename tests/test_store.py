@@ -109,3 +109,30 @@ async def test_only_the_lease_holder_renews_it(make_settings, runtime):
     assert await rt.redis.pttl(rt.store.keys.lease(thread_id)) <= 5000  # not extended by worker-b
     assert await rt.store.renew(thread_id, "worker-a", 600) is True
     assert await rt.redis.pttl(rt.store.keys.lease(thread_id)) > 5000
+
+
+async def test_acquiring_with_a_read_reads_only_once_the_lease_is_ours(make_settings, runtime):
+    """A wake-up takes the lease and reads the thread in one round trip: the read counts only if
+    the lease was acquired, and reads only what the cached copy lacks."""
+    rt = await runtime(make_settings())
+    thread_id = new_thread_id()
+    await rt.store.append(thread_id, UserMessage(text="hi"), create=meta(thread_id))
+    fence, thread = await rt.store.acquire_and_load(thread_id, "worker-a", 5)
+    assert fence and thread is not None and [e.type for e in thread.events] == ["user_message"]
+    await rt.store.append(thread_id, AgentReply(text="hello"), fence=fence)
+    assert await rt.store.acquire_and_load(thread_id, "worker-b", 5, thread) == (0, None)
+    assert thread.version == 1  # the refused try left the cached copy as it was
+    again, same = await rt.store.acquire_and_load(thread_id, "worker-a", 5, thread)
+    assert again == fence and same is thread and [e.type for e in thread.events] == ["user_message", "agent_reply"]
+    missing = new_thread_id()
+    fence, nothing = await rt.store.acquire_and_load(missing, "worker-a", 5)
+    assert fence and nothing is None  # no thread: the step's own read says so (ThreadNotFound)
+
+
+async def test_acquiring_with_a_read_after_the_server_lost_its_scripts(make_settings, runtime, own_redis):
+    rt = await runtime(make_settings(redis_url=own_redis.url))
+    thread_id = new_thread_id()
+    await rt.store.append(thread_id, UserMessage(text="hi"), create=meta(thread_id))
+    await rt.redis.script_flush()
+    fence, thread = await rt.store.acquire_and_load(thread_id, "worker-a", 5)
+    assert fence and thread is not None and thread.version == 1

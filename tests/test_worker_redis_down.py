@@ -11,6 +11,7 @@ import pytest
 
 from bot.embedded_redis import EmbeddedRedis
 from bot.runtime import Runtime
+from bot.wiring import default_wiring
 from bot.worker import Worker
 from tests.conftest import settled, spawn_bot, wait_for
 from tests.helpers import say
@@ -20,7 +21,7 @@ from tests.redis_process import RedisProcess
 async def test_worker_loops_survive_redis_going_away(make_settings, tmp_path, caplog):
     embedded = EmbeddedRedis(tmp_path / "redis")
     url = await embedded.start()
-    rt = await Runtime.start(make_settings(redis_url=url))
+    rt = await Runtime.start(make_settings(redis_url=url), default_wiring())
     task = asyncio.create_task(Worker(rt).run())
     try:
         await wait_for(lambda: rt.redis.exists(rt.store.keys.inbox), what="the worker's group")

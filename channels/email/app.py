@@ -1,7 +1,7 @@
-"""The email channel, wired into the bot: its SMTP service and its renderer (its doctor check is
-channels/email/doctor.py).
+"""The email channel's SMTP service and renderer, built by `EmailChannel` (channels/email/channel.py;
+its doctor check is channels/email/doctor.py).
 
-Importing this module registers them (see bot/channel.py CHANNEL_MODULES). With no configuration
+With no configuration
 the SMTP server listens on loopback for `<agent>@localhost` and only receives: threads start by
 mail, nothing is sent, no reply token verifies. CHATOPS_EMAIL_DOMAIN, CHATOPS_SIGNING_KEY and
 SMTP_URL connect it for real; CHATOPS_SMTP_ENABLED=false turns the server off.
@@ -13,8 +13,6 @@ import logging
 import secrets
 from collections.abc import Awaitable
 
-from bot import serve
-from bot.channel import RENDERERS
 from bot.policy import ConfigError
 from bot.runtime import Runtime
 from bot.settings import Settings
@@ -64,6 +62,3 @@ def service(rt: Runtime, _app: object) -> Awaitable[None] | None:
         return None
     return serve_smtp(rt, Inbound(rt, identity(rt.settings)))
 
-
-serve.SERVICES.append(service)
-RENDERERS.append(renderer)

@@ -66,6 +66,19 @@ async def relay_findings(settings: Settings) -> list[Finding]:
 
 
 def settings_findings(ctx: Context) -> list[Finding]:
+    return [*_receiving(ctx), *unsent_schedules(ctx)]
+
+
+def unsent_schedules(ctx: Context) -> list[Finding]:
+    """The schedules whose results go to addresses, with no relay to send them."""
+    if ctx.settings.smtp_url is not None:
+        return []
+    return [error(f"schedule {s.name}: results go to {', '.join(s.to['email'])}, but SMTP_URL is not set, "
+                  "so no mail is sent", "set SMTP_URL (see Connecting email)")
+            for s in ctx.policy.schedules if s.to.get("email")]
+
+
+def _receiving(ctx: Context) -> list[Finding]:
     settings, policy = ctx.settings, ctx.policy
     if not settings.smtp_enabled:
         return [ok("email: off (CHATOPS_SMTP_ENABLED=false)")]

@@ -34,9 +34,6 @@ from channels.email.inbound import Inbound
 from channels.email.reader import warm_up
 
 log = logging.getLogger("chatops.email")
-# aiosmtpd logs every command and, at DEBUG, every line of every mail: reply addresses carry
-# tokens, which are credentials. We log each mail's outcome ourselves (addresses redacted).
-logging.getLogger("mail.log").setLevel(logging.WARNING)
 MAX_RECIPIENTS = 20
 
 
@@ -334,6 +331,9 @@ def quiet_fd_exhaustion(loop: asyncio.AbstractEventLoop) -> None:
 async def start_smtp(rt: Runtime, inbound: Inbound, host: str | None = None,
                      port: int | None = None) -> asyncio.Server:
     settings = rt.settings
+    # aiosmtpd logs every command and, at DEBUG, every line of every mail: reply addresses carry
+    # tokens, which are credentials. We log each mail's outcome ourselves (addresses redacted).
+    logging.getLogger("mail.log").setLevel(logging.WARNING)
     loop = asyncio.get_running_loop()
     quiet_fd_exhaustion(loop)
     # A full collection walks every object the process holds (imports included): measured at

@@ -5,8 +5,8 @@
 - `SLACK_APP_TOKEN` (xapp-): Socket Mode, no public URL needed. Both may run at once.
 - `SLACK_API_URL`: another Web API base URL (tests, proxies).
 
-Importing this module registers the service (bot.serve.SERVICES), the renderer every worker uses
-(bot.channel.RENDERERS); its doctor check is channels/slack/doctor.py.
+`SlackChannel` (channels/slack/channel.py) builds its service and renderer here; its doctor check
+is channels/slack/doctor.py.
 """
 
 from __future__ import annotations
@@ -28,10 +28,8 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.channel import RENDERERS
 from bot.policy import ConfigError
 from bot.runtime import Runtime
-from bot.serve import SERVICES
 from bot.settings import Settings
 from channels.slack import guard
 from channels.slack.actions import Actions
@@ -127,6 +125,3 @@ async def _socket_mode(app: AsyncApp, app_token: str) -> None:
 def renderer(rt: Runtime) -> SlackRenderer | None:
     return SlackRenderer(rt, web_client(rt.settings)) if configured(rt.settings) else None
 
-
-SERVICES.append(serve)
-RENDERERS.append(renderer)

@@ -61,6 +61,11 @@ def _defuse(match: re.Match[str]) -> str:
     return f"&lt;{inner}&gt;"
 
 
+def is_user_id(identity: str) -> bool:
+    """A Slack user id (U…, or W… on Enterprise Grid), in any case (the policy lower-cases)."""
+    return bool(_SLACK_USER.match(identity))
+
+
 def who(user: str | None) -> str:
     """A Slack user id as a mention, anyone else (email, console name) as plain text."""
     if not user:

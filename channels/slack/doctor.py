@@ -63,6 +63,13 @@ async def check(ctx: Context) -> list[Finding]:
     return out
 
 
+def unsent_schedules(ctx: Context) -> list[Finding]:
+    """The schedules whose results go to Slack, which is off."""
+    return [error(f"schedule {s.name}: results go to Slack {', '.join(s.to['slack'])}, but Slack is not "
+                  "configured", "set SLACK_BOT_TOKEN (see Connecting Slack in the README)")
+            for s in ctx.policy.schedules if s.to.get("slack")]
+
+
 def _scopes(headers: dict) -> set[str] | None:
     for name, value in headers.items():
         if name.lower() == "x-oauth-scopes":
@@ -77,7 +84,7 @@ def settings_findings(ctx: Context) -> list[Finding]:
         if settings.slack_signing_secret or settings.slack_app_token:
             return [error("Slack: SLACK_BOT_TOKEN is required with SLACK_SIGNING_SECRET or SLACK_APP_TOKEN",
                           "set SLACK_BOT_TOKEN (xoxb-…, OAuth & Permissions)")]
-        return [ok("Slack: off (no SLACK_BOT_TOKEN)")]
+        return [ok("Slack: off (no SLACK_BOT_TOKEN)"), *unsent_schedules(ctx)]
     out: list[Finding] = []
     ways = [name for name, on in (("HTTP events at " + PATH, settings.slack_signing_secret),
                                   ("Socket Mode", settings.slack_app_token)) if on]

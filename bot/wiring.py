@@ -1,0 +1,60 @@
+"""The composition root: which channels and agents a process runs, built in one place (the CLI
+calls `default_wiring()`) and passed to the runtime.
+
+Adding a channel is one module implementing `bot.channel.Channel` plus one line in
+`default_wiring`; adding an agent is one module with `build(policy) -> Agent` plus one line (or a
+policy section, for a declared agent). The imports are inside the function: `bot` never imports
+`channels` or `agents` at module level, and nothing registers itself on import.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from bot.agent import Agent
+from bot.channel import Channel
+from bot.policy import ConfigError, Policy
+
+AgentBuilder = Callable[[Policy], Agent]  # an agent in code: its module's `build`
+DeclaredAgents = Callable[[Policy], list[Agent]]  # the agents a policy file declares
+
+
+@dataclass(frozen=True)
+class Wiring:
+    channels: Sequence[Channel]
+    agents: Sequence[AgentBuilder]
+    declared: DeclaredAgents | None = None
+
+    def channel(self, name: str) -> Channel | None:
+        return next((c for c in self.channels if c.name == name), None)
+
+    def load_agents(self, policy: Policy) -> dict[str, Agent]:
+        return load_agents(policy, self.agents, self.declared)
+
+
+def load_agents(policy: Policy, builders: Sequence[AgentBuilder],
+                declared: DeclaredAgents | None = None) -> dict[str, Agent]:
+    """The agents in code, then those the policy declares (a name may not be taken twice)."""
+    agents = {agent.name: agent for agent in (build(policy) for build in builders)}
+    for agent in declared(policy) if declared is not None else []:
+        if agent.name in agents:
+            raise ConfigError(f"policy: setting 'agents.{agent.name}.prompt_file': {agent.name} is already "
+                              "an agent in code; give the declared agent another name")
+        agents[agent.name] = agent
+    return agents
+
+
+def default_wiring() -> Wiring:
+    """The shipped channels and agents."""
+    from agents import declared_agents, deploy, digest
+    from channels.console import ConsoleChannel
+    from channels.email.channel import EmailChannel
+    from channels.schedule import ScheduleChannel
+    from channels.slack.channel import SlackChannel
+
+    return Wiring(
+        channels=[SlackChannel(), EmailChannel(), ScheduleChannel(), ConsoleChannel()],
+        agents=[deploy.build, digest.build],
+        declared=declared_agents,
+    )

@@ -1,0 +1,61 @@
+"""The email channel as the core sees it (`bot.channel.Channel`): mailboxes are its addresses
+(a schedule's `to.email`, and every approver with an address: it mails them approvals wherever
+the thread lives, with a reply address that decides). Its service and renderer are built in
+channels/email/app.py, imported only then.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Sequence
+from email.utils import parseaddr
+
+from pydantic import field_validator
+
+from bot.channel import Address, Renderer
+from bot.doctor import DoctorCheck
+from bot.runtime import Runtime
+from bot.settings import Settings
+from channels.email import doctor
+from channels.email.tokens import normalize
+
+
+class Mailbox(Address):
+    address: str
+
+    @field_validator("address")
+    @classmethod
+    def _an_address(cls, value: str) -> str:
+        found = parseaddr(value)[1]
+        if "@" not in found or found != value.strip():
+            raise ValueError(f"not an email address: {value!r}")
+        return normalize(found)
+
+
+class EmailChannel:
+    name = "email"
+    notifies_approvers = True
+
+    def configured(self, settings: Settings) -> bool:
+        return settings.smtp_url is not None
+
+    def service(self, rt: Runtime, app: object) -> Awaitable[None] | None:
+        from channels.email.app import service
+
+        return service(rt, app)
+
+    def renderer(self, rt: Runtime) -> Renderer | None:
+        from channels.email.app import renderer
+
+        return renderer(rt)
+
+    def target(self, name: str) -> Mailbox:
+        return Mailbox(address=name)
+
+    def contact(self, person: str) -> Mailbox | None:
+        try:
+            return Mailbox(address=person) if "@" in person else None
+        except ValueError:
+            return None
+
+    def checks(self) -> Sequence[DoctorCheck]:
+        return [DoctorCheck("email", doctor.check, doctor.needs)]

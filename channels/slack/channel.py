@@ -1,0 +1,56 @@
+"""The Slack channel as the core sees it (`bot.channel.Channel`): its addresses, whether it is
+configured, its service and renderer (channels/slack/app.py, imported only when they are built:
+`chatops doctor` and the CLI verbs that only read Redis skip Bolt), its doctor check.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Sequence
+
+from pydantic import Field
+
+from bot.channel import Address, Renderer
+from bot.doctor import DoctorCheck
+from bot.runtime import Runtime
+from bot.settings import Settings
+from channels.slack import doctor
+from channels.slack.blocks import is_user_id
+
+
+class SlackPlace(Address):
+    """A Slack conversation: a channel (a schedule's target), or a thread in it (an origin)."""
+
+    channel: str = Field(min_length=1, pattern=r"^\S+$")
+    thread_ts: str | None = None
+    team: str | None = None
+
+
+class SlackUser(Address):
+    user: str
+
+
+class SlackChannel:
+    name = "slack"
+    notifies_approvers = False  # its approvers decide with the buttons in the thread itself
+
+    def configured(self, settings: Settings) -> bool:
+        return doctor.configured(settings)
+
+    def service(self, rt: Runtime, app: object) -> Awaitable[None] | None:
+        from channels.slack.app import serve
+
+        return serve(rt, app)
+
+    def renderer(self, rt: Runtime) -> Renderer | None:
+        from channels.slack.app import renderer
+
+        return renderer(rt)
+
+    def target(self, name: str) -> SlackPlace:
+        return SlackPlace(channel=name)
+
+    def contact(self, person: str) -> SlackUser | None:
+        return SlackUser(user=person.upper()) if is_user_id(person) else None
+
+    def checks(self) -> Sequence[DoctorCheck]:
+        return [DoctorCheck("Slack", doctor.check, doctor.needs)]
