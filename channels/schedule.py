@@ -26,14 +26,13 @@ from datetime import datetime, timezone
 from typing import Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
-from redis.exceptions import RedisError
 
 from bot import cron
 from bot.channel import Address, Forwarder
 from bot.doctor import DoctorCheck
 from bot.events import Event, ScheduleFired, ScheduleMissed, Source
 from bot.intake import thread_id_for
-from bot.outage import stop_if_cancelled
+from bot.outage import REDIS_ERRORS, stop_if_cancelled
 from bot.policy import ConfigError, Schedule
 from bot.runtime import Runtime
 from bot.settings import Settings
@@ -130,7 +129,7 @@ class Clock:
             try:
                 await self.catch_up(schedule)
                 return
-            except (RedisError, OSError) as exc:
+            except REDIS_ERRORS as exc:
                 stop_if_cancelled(exc)
                 if self.clock() - started > self.grace(schedule):
                     log.error("schedule %s: Redis unreachable for longer than the grace (%s); retrying in "
@@ -154,7 +153,7 @@ class Clock:
             await asyncio.sleep(delay)
             try:
                 await self.catch_up(schedule)
-            except (RedisError, OSError) as exc:
+            except REDIS_ERRORS as exc:
                 stop_if_cancelled(exc)
                 delay = min(delay * 2, RECOVER_MAX_DELAY)
                 log.warning("schedule %s: Redis still unreachable (%s); next try in %gs",
