@@ -46,9 +46,13 @@ def estimate(data: str | bytes) -> int:
     return math.ceil(size / BYTES_PER_TOKEN)
 
 
-def request_tokens(system: str, tools: list[dict[str, Any]], messages: list[dict[str, Any]]) -> int:
-    payload = json.dumps([system, tools, messages], separators=(",", ":"), ensure_ascii=False)
-    return estimate(payload)
+def request_tokens(system: str, tools: list[dict[str, Any]], messages: list[dict[str, Any]] | int) -> int:
+    """Estimated tokens of a request; `messages` may be given as the byte size of their JSON (as
+    a ContextBuilder counts it), which saves serializing the whole context for each call."""
+    head = json.dumps([system, tools], separators=(",", ":"), ensure_ascii=False).encode()
+    if not isinstance(messages, int):
+        messages = len(json.dumps(messages, separators=(",", ":"), ensure_ascii=False).encode())
+    return math.ceil((len(head) + 1 + messages) / BYTES_PER_TOKEN)  # [system,tools,messages]
 
 
 def boundaries(events: Sequence[Event], start: int) -> list[int]:

@@ -58,9 +58,9 @@ class ContextBuilder:
         self.output_limit = output_limit
         self.base = base
         self.messages: list[Message] = []
+        self.size = 2  # bytes of `serialized(messages)`, kept as blocks are added: "[]" so far
         if base is not None:
-            summary = {**_text(base.summary), "cache_control": {"type": "ephemeral"}}
-            self.messages.append({"role": "user", "content": [summary]})
+            self._push("user", {**_text(base.summary), "cache_control": {"type": "ephemeral"}})
         self._open: set[str] = set()  # tool_use ids still waiting for their result
         self._results: list[Block] = []
         self._deferred: list[Block] = []
@@ -133,9 +133,13 @@ class ContextBuilder:
             self._push("user", block)
 
     def _push(self, role: str, block: Block) -> None:
+        """Add a block (never changed afterwards: the size counts its bytes once)."""
+        size = len(serialized(block))
         if self.messages and self.messages[-1]["role"] == role:
             self.messages[-1]["content"].append(block)
+            self.size += 1 + size  # ",block"
         else:
+            self.size += (1 if self.messages else 0) + len(_OPEN[role]) + size + 2  # [,]{"role":..,"content":[block]}
             self.messages.append({"role": role, "content": [block]})
 
 
@@ -158,5 +162,8 @@ def with_cache_breakpoints(messages: list[Message]) -> list[Message]:
     return [*out, last]
 
 
-def serialized(messages: list[Message]) -> bytes:
+def serialized(messages: list[Message] | Block) -> bytes:
     return json.dumps(messages, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+_OPEN = {role: f'{{"role":"{role}","content":['.encode() for role in ("user", "assistant")}

@@ -219,12 +219,14 @@ class Executor:
             self.contexts.pop(evicted, None)
             self.fresh.discard(evicted)
 
-    def _model_context(self, thread: Thread) -> list:
+    def _model_context(self, thread: Thread) -> ContextBuilder:
+        """The thread's context builder, with every event of the thread folded in."""
         builder = self.contexts.get(thread.id)
         if builder is None or builder.count > thread.version or builder.base is not thread.compacted:
             builder = self.contexts[thread.id] = ContextBuilder(self.rt.settings.tool_output_limit,
                                                                 thread.compacted)
-        return builder.extend(thread.events)
+        builder.extend(thread.events)
+        return builder
 
     async def _context_within_budget(self, thread: Thread, system: str, tools: list, fence: int) -> tuple[list, int]:
         """The messages of the next model call within the token budget (CHATOPS_CONTEXT_TOKENS),
@@ -232,10 +234,10 @@ class Executor:
         estimated tokens of the request."""
         budget = self.rt.settings.context_tokens
         schemas = [t.schema() for t in tools]
-        messages = self._model_context(thread)
-        tokens = compaction.request_tokens(system, schemas, messages)
+        context = self._model_context(thread)  # the builder counts the messages' bytes as it goes
+        tokens = compaction.request_tokens(system, schemas, context.size)
         if tokens <= budget:
-            return messages, tokens
+            return context.messages, tokens
         fixed = compaction.request_tokens(system, schemas, [])
         keep = max(int(budget * (compaction.TARGET - compaction.SUMMARY_SHARE)) - fixed, budget // 20)
         for _ in range(3):  # the estimate of a tail is rough: cut deeper if it was not enough
@@ -250,12 +252,12 @@ class Executor:
                 break  # another append came first: the next call compacts from the reloaded log
             log.info("thread %s: context compacted (%d tokens, budget %d): events before %d summarized",
                      thread.id, tokens, budget, upto)
-            messages = self._model_context(thread)
-            tokens = compaction.request_tokens(system, schemas, messages)
+            context = self._model_context(thread)
+            tokens = compaction.request_tokens(system, schemas, context.size)
             if tokens <= budget:
                 break
             keep //= 2
-        return messages, tokens
+        return context.messages, tokens
 
     async def _steps_until_settled(self, thread_id: str, fence: int, end: WakeUp) -> None:
         for n in range(MAX_STEPS_PER_WAKE):

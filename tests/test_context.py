@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 
-from bot.context import ContextBuilder, build_messages, truncate
-from bot.events import AgentReply, Source, ToolCall, ToolResult, UserMessage
+from bot.compaction import request_tokens
+from bot.context import ContextBuilder, build_messages, serialized, truncate
+from bot.events import AgentReply, ContextCompacted, Error, Source, ToolCall, ToolResult, UserMessage
 
 BOB = Source(channel="slack", user="bob")
 
@@ -53,3 +54,23 @@ def test_long_outputs_are_truncated_with_a_note_and_the_context_is_compact():
     assert cut.startswith("a" * 1500) and cut.endswith("c" * 500)
     assert "8000 characters omitted" in cut and len(cut) < 2200
     assert truncate("short", 2000) == "short"
+
+
+def test_the_builder_counts_the_bytes_of_its_messages_as_it_goes():
+    """The token estimate of each model request reads the context's size from the builder (no
+    serialization of the whole context per call): it must equal the serialized size exactly."""
+    user = Source(channel="slack", user="ann")
+    a, b, c = ToolCall(call_id="a", tool="t", args={"x": "é"}, turn="1", text="checking"), \
+        ToolCall(call_id="b", tool="t", args={}, turn="1"), ToolCall(call_id="c", tool="deploy", args={}, turn="2",
+                                                                      origin="command", source=user)
+    events = [UserMessage(text="hi ☃", source=user), a, b, UserMessage(text="meanwhile", source=user),
+              ToolResult(call_id="b", output="x" * 3000), ToolResult(call_id="a", output="ok", status="error"),
+              c, ToolResult(call_id="c", output="done"), Error(kind="k", message="m" * 900), AgentReply(text="fine")]
+    for base in (None, ContextCompacted(upto=1, summary="earlier: ☃", tokens_before=9)):
+        builder = ContextBuilder(2000, base)
+        assert builder.size == len(serialized(builder.messages))
+        for event in events[base.upto if base else 0:]:
+            builder.add(event)
+            assert builder.size == len(serialized(builder.messages)), event.type
+        tools = [{"name": "t", "description": "é", "input_schema": {"type": "object"}}]
+        assert request_tokens("system ☃", tools, builder.size) == request_tokens("system ☃", tools, builder.messages)
