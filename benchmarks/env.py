@@ -79,18 +79,25 @@ class SDKTimer:
     """Wraps the anthropic client's `messages` resource: the time spent in `create` (the HTTP
     request to the stub, the stub's latency, the SDK's parsing) is not our step loop's time."""
 
-    def __init__(self, resource: Any) -> None:
+    def __init__(self, resource: Any, parent: SDKTimer | None = None) -> None:
         self.resource = resource
         self.total = 0.0
         self.calls = 0
+        self.parent = parent
 
     async def create(self, **kwargs: Any) -> Any:
         t0 = time.perf_counter()
         try:
             return await self.resource.create(**kwargs)
         finally:
-            self.total += time.perf_counter() - t0
-            self.calls += 1
+            counted = self.parent or self
+            counted.total += time.perf_counter() - t0
+            counted.calls += 1
+
+    @property
+    def with_raw_response(self) -> SDKTimer:
+        """The same resource answering raw (as bot/model.py calls it), timed into this timer."""
+        return SDKTimer(self.resource.with_raw_response, self)
 
 
 async def runtime(s: Settings) -> tuple[Runtime, Worker, SDKTimer | None]:

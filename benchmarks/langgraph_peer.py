@@ -194,10 +194,14 @@ def run(lengths: tuple[int, ...] = (10, 100, 1000), per_length: int = 100) -> di
 
 if __name__ == "__main__":
     # one round as its own process: kind, SQLite synchronous level, per-length samples, lengths
+    import gc
     import json
     import sys
 
     kind, sync_level, per, runs, *lens = sys.argv[1:]
+    from bot.loop import GC_THRESHOLDS
+
+    gc.set_threshold(*GC_THRESHOLDS)  # the collector's thresholds our processes run with: same footing
     with tempfile.TemporaryDirectory(prefix="chatops-bench-lg-") as tmp:
         figures = measure(kind, Path(tmp), tuple(int(n) for n in lens), int(per), sync_level, int(runs))
     print(json.dumps(figures))

@@ -35,15 +35,19 @@ USER = Source(channel="api", user="bench")
 class Timer:
     """Around the SDK's `messages.create`: the stub's time is not our step loop's."""
 
-    def __init__(self, resource: Any) -> None:
-        self.resource, self.total = resource, 0.0
+    def __init__(self, resource: Any, parent: Timer | None = None) -> None:
+        self.resource, self.total, self.parent = resource, 0.0, parent
 
     async def create(self, **kwargs: Any) -> Any:
         t0 = time.perf_counter()
         try:
             return await self.resource.create(**kwargs)
         finally:
-            self.total += time.perf_counter() - t0
+            (self.parent or self).total += time.perf_counter() - t0
+
+    @property
+    def with_raw_response(self) -> Timer:  # how bot/model.py calls it (older trees: `create`)
+        return Timer(self.resource.with_raw_response, self)
 
 
 async def start(redis_url: str, model_url: str) -> tuple[Runtime, Worker, Timer]:

@@ -350,12 +350,6 @@ class Approvals:
         return Outcome("decided", describe(event), request, event)
 
 
-def approver_addresses(thread: Thread, event: Event) -> list[str]:
-    """The email addresses an approval event is for, wherever its thread lives (they hear of it
-    by mail, with a reply address that decides, even in a Slack or console thread)."""
-    return list(dict.fromkeys(p.lower() for p in approval_audience(thread, event, "email") if "@" in p))
-
-
 def approval_audience(thread: Thread, event: Event, via: str) -> list[str]:
     """Who hears of an approval event through channel `via`, wherever its thread lives: its
     approvers (an escalation's: the escalation list), or whoever answered through `via` and was

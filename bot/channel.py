@@ -12,7 +12,7 @@ variable names, e.g. SLACK_…), held by the channel object and passed down to i
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Collection, Sequence
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict
@@ -55,6 +55,16 @@ class Forwarder(Protocol):
     async def deliver_to(self, addresses: Sequence[Address], thread: Thread, event: Event) -> None:
         """Show `event` at `addresses` as for its own threads, keeping what continues the
         conversation there (a Slack thread, a Message-ID) keyed by `thread.id`."""
+        ...
+
+
+@runtime_checkable
+class Relay(Protocol):
+    """A renderer that shows its threads through other channels (a schedule's destinations):
+    delivery leaves to those the approvers they would tell themselves."""
+
+    def relays_to(self, thread: Thread) -> Collection[str]:
+        """The names of the channels `thread`'s events are forwarded to."""
         ...
 
 

@@ -1,8 +1,11 @@
-"""Delivery: showing a thread's new visible events to the humans, through its channels.
+"""Delivery: showing a thread's new visible events to the humans, through the channel protocol
+(bot/channel.py) only.
 
-Each visible event is delivered at least once: through the thread's origin channel (console and
-API clients read the thread themselves), and approval events also by mail to the approvers that
-are email addresses, wherever the thread lives. A failed delivery is recorded in the thread.
+Each visible event is delivered at least once: through the renderer of the thread's origin
+channel (console and API clients read the thread themselves); and an approval event also to the
+approvers that each channel with `notifies_approvers` can `contact`, when the thread does not
+already show on that channel (its origin, or a channel its origin relays to). A failed delivery
+is recorded in the thread.
 """
 
 from __future__ import annotations
@@ -12,16 +15,13 @@ from dataclasses import dataclass
 from typing import Awaitable
 
 from bot import metrics
-from bot.approvals import approver_addresses
+from bot.approvals import approval_audience
+from bot.channel import Channel, Forwarder, Relay, addresses_of
 from bot.events import VISIBLE_TYPES, Error, Event
 from bot.runtime import Runtime
 from bot.thread import Thread
 
 log = logging.getLogger("chatops.worker.delivery")
-
-# channels whose renderer already mails an approval's approvers (email threads; a schedule's
-# renderer forwards to the email channel itself)
-MAILS_ITSELF = frozenset({"email", "schedule"})
 
 
 @dataclass
@@ -37,13 +37,25 @@ class Delivery:
     def __init__(self, rt: Runtime) -> None:
         self.rt = rt
 
+    def notifiers(self, thread: Thread) -> list[tuple[Channel, Forwarder]]:
+        """The channels that tell approvers of this thread's approvals, in a conversation of their
+        own (the thread does not show on them), with their renderers."""
+        origin = thread.meta.origin.channel
+        renderer = self.rt.renderers.get(origin)
+        covered = {origin, *(renderer.relays_to(thread) if isinstance(renderer, Relay) else ())}
+        out: list[tuple[Channel, Forwarder]] = []
+        for channel in self.rt.channels.values():
+            forwarder = self.rt.renderers.get(channel.name)
+            if channel.notifies_approvers and channel.name not in covered and isinstance(forwarder, Forwarder):
+                out.append((channel, forwarder))
+        return out
+
     async def show_new_events(self, thread: Thread) -> Shown:
         """Deliver the visible events after the thread's `rendered` marker; the caller saves
         how far it got."""
         renderer = self.rt.renderers.get(thread.meta.origin.channel)
-        mail_to = getattr(self.rt.renderers.get("email"), "render_to", None) \
-            if thread.meta.origin.channel not in MAILS_ITSELF else None
-        if renderer is None and mail_to is None:
+        notifiers = self.notifiers(thread)
+        if renderer is None and not notifiers:
             return Shown(None)
         shown = Shown(thread.version)
         done = await self.rt.store.marker(thread.id, "rendered")
@@ -54,8 +66,9 @@ class Delivery:
             if renderer is not None:
                 if not await self._send(thread, event, renderer.name, renderer.render(thread, event)):
                     shown.failed = True
-            if mail_to is not None and (to := approver_addresses(thread, event)):
-                if not await self._send(thread, event, "email", mail_to({"to": to}, thread, event)):
+            for channel, forwarder in notifiers:
+                to = addresses_of(channel, approval_audience(thread, event, channel.name))
+                if to and not await self._send(thread, event, channel.name, forwarder.deliver_to(to, thread, event)):
                     shown.failed = True
         return shown
 

@@ -20,6 +20,7 @@ from redis.exceptions import (
     NoPermissionError,
     ReadOnlyError,
     RedisClusterException,
+    RedisError,
     ResponseError,
     TryAgainError,
 )
@@ -45,6 +46,11 @@ CLUSTER_DOWN = (ClusterError, AskError, TryAgainError, RedisClusterException)
 # replica whose master is gone), and on a cluster as any of CLUSTER_DOWN.
 REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError, ReadOnlyError,
               *CLUSTER_DOWN)
+
+
+# Whatever talking to Redis can raise, for a caller that refuses or retries on any of it (the
+# SMTP server's 451, a schedule's retry): RedisClusterException is not a RedisError.
+REDIS_ERRORS = (RedisError, OSError, RedisClusterException)
 
 
 def stop_if_cancelled(cause: BaseException | None = None) -> None:

@@ -34,7 +34,7 @@ from redis.exceptions import (
 
 from bot.outage import config_error
 from bot.policy import ConfigError
-from bot.redis_connection import LeanConnection
+from bot.redis_connection import ClusterConnection, ClusterSSLConnection, LeanConnection
 
 REDIS_CONNECTIONS = 100
 # redis-py resolves its own version (importlib.metadata, a scan of sys.path) for CLIENT SETINFO
@@ -143,11 +143,17 @@ def _sentinel_master(s: SentinelURL) -> Redis:
 
 def _cluster(c: ClusterURL) -> RedisCluster:
     # A read timeout as with Sentinel: a node frozen mid-failover keeps its connections open.
-    return RedisCluster(
+    client = RedisCluster(
         startup_nodes=[ClusterNode(host, port) for host, port in c.hosts],
         username=c.username, password=c.password, ssl=c.tls, max_connections=REDIS_CONNECTIONS,
         socket_timeout=SENTINEL_SOCKET_TIMEOUT, socket_connect_timeout=2.0, driver_info=DRIVER,
     )
+    # RedisCluster takes no connection class: it is set where its nodes read it
+    connection_class = ClusterSSLConnection if c.tls else ClusterConnection
+    client.connection_kwargs["connection_class"] = connection_class
+    for node in client.startup_nodes:
+        node.connection_class = connection_class
+    return client
 
 
 def is_cluster(redis: Redis | RedisCluster) -> bool:

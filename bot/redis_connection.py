@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable
 
-from redis.asyncio.connection import Connection
+from redis.asyncio.connection import Connection, SSLConnection
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 
@@ -29,3 +30,29 @@ class LeanConnection(Connection):
             raise RedisTimeoutError("Timeout writing to socket") from None
         finally:
             self.socket_timeout = timeout
+
+
+
+class _ClosedStreamIsLost(Connection):
+    """For a cluster node's connections. When a node fails, redis-py's cluster client closes all
+    of that node's connections, also one that another command is still opening or writing on:
+    that command then fails with AttributeError on the closed stream, which would escape every
+    outage handler. It is a lost connection, and is raised as one."""
+
+    async def send_packed_command(
+        self, command: bytes | str | Iterable[bytes], check_health: bool = True
+    ) -> None:
+        try:
+            await super().send_packed_command(command, check_health)
+        except AttributeError as exc:
+            if self._writer is not None:  # not a closed stream: a bug, not an outage
+                raise
+            raise RedisConnectionError(f"connection to {self.host}:{self.port} closed under the command") from exc
+
+
+class ClusterConnection(_ClosedStreamIsLost, LeanConnection):
+    pass
+
+
+class ClusterSSLConnection(_ClosedStreamIsLost, SSLConnection):
+    pass

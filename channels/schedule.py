@@ -26,15 +26,13 @@ from datetime import datetime, timezone
 from typing import Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
-from redis.exceptions import RedisError
 
 from bot import cron
-from bot.approvals import approver_addresses
-from bot.channel import Address
+from bot.channel import Address, Forwarder
 from bot.doctor import DoctorCheck
 from bot.events import Event, ScheduleFired, ScheduleMissed, Source
 from bot.intake import thread_id_for
-from bot.outage import stop_if_cancelled
+from bot.outage import REDIS_ERRORS, stop_if_cancelled
 from bot.policy import ConfigError, Schedule
 from bot.runtime import Runtime
 from bot.store import Appended, Claim
@@ -53,14 +51,26 @@ def fire_thread_id(name: str, scheduled_for: float) -> str:
     return thread_id_for(CHANNEL, f"{name}@{int(scheduled_for * 1000)}")
 
 
+class ScheduledThread(Address):
+    """The origin address of a fire's thread: the schedule, and where its results go."""
+
+    schedule: str
+    scheduled_for: float
+    to: dict[str, list[str]] = {}
+    slack_channel: str | None = None  # written before `to` existed, still read
+    emails: list[str] = []
+
+    def destinations(self) -> dict[str, list[str]]:
+        if self.to:
+            return self.to
+        older = {"slack": [self.slack_channel] if self.slack_channel else [], "email": list(self.emails)}
+        return {kind: targets for kind, targets in older.items() if targets}
+
+
 def origin_for(schedule: Schedule, scheduled_for: float) -> Origin:
-    return Origin(channel=CHANNEL, address={
-        "schedule": schedule.name,
-        "scheduled_for": scheduled_for,
-        "to": schedule.to,
-        "slack_channel": schedule.slack_channel,  # read by origins stored before `to`
-        "emails": list(schedule.emails),
-    })
+    address = ScheduledThread(schedule=schedule.name, scheduled_for=scheduled_for, to=schedule.to,
+                              slack_channel=schedule.slack_channel, emails=list(schedule.emails))
+    return Origin(channel=CHANNEL, address=address.model_dump())
 
 
 def check_agents(rt: Runtime) -> None:
@@ -118,7 +128,7 @@ class Clock:
             try:
                 await self.catch_up(schedule)
                 return
-            except (RedisError, OSError) as exc:
+            except REDIS_ERRORS as exc:
                 stop_if_cancelled(exc)
                 if self.clock() - started > self.grace(schedule):
                     log.error("schedule %s: Redis unreachable for longer than the grace (%s); retrying in "
@@ -142,7 +152,7 @@ class Clock:
             await asyncio.sleep(delay)
             try:
                 await self.catch_up(schedule)
-            except (RedisError, OSError) as exc:
+            except REDIS_ERRORS as exc:
                 stop_if_cancelled(exc)
                 delay = min(delay * 2, RECOVER_MAX_DELAY)
                 log.warning("schedule %s: Redis still unreachable (%s); next try in %gs",
@@ -250,20 +260,15 @@ class Clock:
 
 
 class ScheduleRenderer:
-    """Shows a scheduled thread's visible events at its destination.
+    """Shows a scheduled thread's visible events at its destinations.
 
-    The contract with the Slack and email channels: a renderer registered as
-    `rt.renderers["slack"]` / `rt.renderers["email"]` that can post outside its own conversations
-    implements
-
-        async def render_to(self, address: dict, thread: Thread, event: Event) -> None
-
-    with address `{"channel": "<Slack channel id>"}` for Slack and `{"to": ["a@example.com", …]}`
-    for email. It renders `event` as it would for its own threads (approval buttons, approval mail
-    to those addresses) and keeps whatever it needs to continue the conversation (the Slack
-    thread ts, the email Message-ID) keyed by `thread.id`. Where it is missing, the event is
-    logged instead, and stays readable with `chatops threads show`. A schedule without `emails`
-    still mails its approval events to the approvers that are email addresses.
+    The contract with the channels its `to` names: their renderer is a `bot.channel.Forwarder`,
+    and each target is parsed by the channel itself (`Channel.target`, e.g. a Slack channel id, a
+    mailbox). The forwarder renders `event` as it would for its own threads (approval buttons, an
+    approval mail) and keeps what it needs to continue the conversation there (the Slack thread
+    ts, the email Message-ID) keyed by `thread.id`. Where none is, the event is logged instead,
+    and stays readable with `chatops threads show`. Approvers on channels it does not forward to
+    are told by delivery (`relays_to`), as for any thread.
     """
 
     name = CHANNEL
@@ -271,32 +276,22 @@ class ScheduleRenderer:
     def __init__(self, rt: Runtime) -> None:
         self.rt = rt
 
-    @staticmethod
-    def destinations(thread: Thread, event: Event) -> list[tuple[str, dict[str, Any]]]:
-        address = thread.meta.origin.address
-        to: dict[str, list[str]] = address.get("to") or {
-            "slack": [address["slack_channel"]] if address.get("slack_channel") else [],
-            "email": list(address.get("emails") or []),
-        }
-        out: list[tuple[str, dict[str, Any]]] = [("slack", {"channel": c}) for c in to.get("slack", [])]
-        if to.get("email"):  # the email channel copies approvers with an address itself
-            out.append(("email", {"to": list(to["email"])}))
-        elif mailed := approver_addresses(thread, event):
-            out.append(("email", {"to": mailed}))
-        return out
+    def relays_to(self, thread: Thread) -> list[str]:
+        return list(ScheduledThread.model_validate(thread.meta.origin.address).destinations())
 
     async def render(self, thread: Thread, event: Event) -> None:
         from channels.console import format_event
 
-        failures = []
+        failures: list[str] = []
         delivered = False
-        for kind, address in self.destinations(thread, event):
-            deliver = getattr(self.rt.renderers.get(kind), "render_to", None)
-            if deliver is None:
-                log.warning("schedule thread %s: no %s channel to deliver to %s", thread.id, kind, address)
+        for kind, targets in ScheduledThread.model_validate(thread.meta.origin.address).destinations().items():
+            channel, forwarder = self.rt.channels.get(kind), self.rt.renderers.get(kind)
+            if channel is None or not isinstance(forwarder, Forwarder):
+                log.warning("schedule thread %s: no %s channel to deliver to %s", thread.id, kind,
+                            ", ".join(targets))
                 continue
             try:
-                await deliver(address, thread, event)
+                await forwarder.deliver_to([channel.target(t) for t in targets], thread, event)
                 delivered = True
             except Exception as exc:
                 failures.append(f"{kind}: {exc}")

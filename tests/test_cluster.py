@@ -183,6 +183,78 @@ async def test_the_api_answers_503_while_the_cluster_is_down(own_cluster, make_s
         await wait_for(created, 90, "the API to accept input again")
 
 
+async def test_a_worker_rides_out_a_node_restart(own_cluster, make_settings, start_bot):
+    """redis-py's cluster client drops every connection when a node fails, under commands still
+    in flight on them: the worker's loops take that as an outage and answer after the restart."""
+    from bot.outage import REDIS_DOWN
+
+    rt = await start_bot(make_settings(redis_url=own_cluster.url, inbox_shards=16))
+    thread = await settled(rt, await say(rt, "/service_status api staging"), 60)
+    assert thread.events[-1].text.startswith("api in staging: healthy")
+    node = own_cluster.masters[1]
+    node.stop()
+    await wait_for(lambda: _cluster_down(own_cluster.masters[0]), 60, "the cluster to see the node fail")
+    node.start()
+    own_cluster.wait_ok()
+
+    async def said() -> str | None:
+        try:
+            return await say(rt, "/service_status api prod")
+        except REDIS_DOWN:
+            return None
+    thread = await settled(rt, await wait_for(said, 90, "the cluster to take input again"), 90)
+    assert thread.events[-1].text.startswith("api in prod: healthy"), thread.events[-3:]
+
+
+async def _cluster_down(node) -> bool:
+    return node.client.cluster("info")["cluster_state"] != "ok"
+
+
+async def test_smtp_answers_451_while_the_cluster_is_down(own_cluster, make_settings, runtime, policy_file):
+    """Not the 451 of a bug ("temporary error"): the cluster client's own exceptions, which are not
+    RedisErrors, are an outage like Redis's."""
+    from channels.email import app as email_channel
+    from channels.email.inbound import Inbound
+    from channels.email.server import start_smtp
+    from tests.mail import deliver, new_mail
+
+    settings = make_settings(redis_url=own_cluster.url, email_domain="ops.test", smtp_port=0,
+                             policy_file=policy_file('approvers = ["alice@example.com"]\n'))
+    rt = await runtime(settings)
+    server = await start_smtp(rt, Inbound(rt, email_channel.identity(settings)), port=0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        for node in own_cluster.masters:
+            node.stop()
+        msg = new_mail("bob@example.com", "deploy@ops.test", "status", "/service_status api prod")
+        code, text = await deliver(port, msg, "bob@example.com", ["deploy@ops.test"])
+        assert (code, "unable to store" in text) == (451, True), text
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def test_a_schedule_rides_out_a_cluster_outage(own_cluster, make_settings, runtime, policy_file, caplog):
+    """The clock's retry takes the cluster client's own exceptions (not RedisErrors) as an outage:
+    past the grace it goes on in the background instead of losing the fire to a traceback."""
+    import logging
+
+    rt = await runtime(make_settings(redis_url=own_cluster.url, policy_file=policy_file(
+        schedule_toml("nightly", "0 3 * * *", "/service_status api prod", extra="grace = 1"))))
+    caplog.set_level(logging.WARNING, logger="chatops.schedule")
+    clock = Clock(rt)
+    for node in own_cluster.masters:
+        node.stop()
+    try:
+        await clock.tick("nightly")
+        assert any("retrying in the background" in r.getMessage() for r in caplog.records)
+        assert not clock.recovering["nightly"].done()
+    finally:
+        for task in clock.recovering.values():
+            task.cancel()
+        await asyncio.gather(*clock.recovering.values(), return_exceptions=True)
+
+
 # ---- configuration errors and doctor -------------------------------------------------------------
 
 def _refused(settings, **env: str) -> str:

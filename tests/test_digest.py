@@ -39,10 +39,11 @@ class Slack:
         self.posts: list = []
 
     async def render(self, thread, event) -> None:
-        raise AssertionError("scheduled threads go through render_to")
+        raise AssertionError("scheduled threads go through deliver_to")
 
-    async def render_to(self, address, thread, event) -> None:
-        self.posts.append((address, event))
+    async def deliver_to(self, addresses, thread, event) -> None:
+        for address in addresses:
+            self.posts.append((address.model_dump(exclude_none=True), event))
 
     async def shown(self, count: int) -> list:
         async def enough():  # the worker renders after the log settles

@@ -11,9 +11,12 @@ from email.utils import parseaddr
 
 from pydantic import field_validator
 
+from bot.approvals import approval_audience
 from bot.channel import Address, Renderer
 from bot.doctor import DoctorCheck
+from bot.events import Event
 from bot.runtime import Runtime
+from bot.thread import Thread
 from channels.email import doctor
 from channels.email.settings import EmailSettings
 from channels.email.tokens import normalize
@@ -29,6 +32,31 @@ class Mailbox(Address):
         if "@" not in found or found != value.strip():
             raise ValueError(f"not an email address: {value!r}")
         return normalize(found)
+
+
+class MailThread(Address):
+    """The origin address of a thread started by mail: whom to answer, and in which conversation."""
+
+    to: str
+    name: str = ""
+    subject: str = ""
+    message_id: str | None = None
+    agent_address: str
+
+
+def mailbox(person: str) -> Mailbox | None:
+    """A person's identity as a mailbox, if it is an address."""
+    try:
+        return Mailbox(address=person) if "@" in person else None
+    except ValueError:
+        return None
+
+
+def approver_addresses(thread: Thread, event: Event) -> list[str]:
+    """The addresses an approval event is for, wherever its thread lives (they hear of it by mail,
+    with a reply address that decides, even in a Slack or console thread)."""
+    found = (mailbox(p) for p in approval_audience(thread, event, "email"))
+    return list(dict.fromkeys(m.address for m in found if m is not None))
 
 
 class EmailChannel:
@@ -53,13 +81,13 @@ class EmailChannel:
         return renderer(rt, self.settings)
 
     def target(self, name: str) -> Mailbox:
-        return Mailbox(address=name)
+        found = mailbox(name)
+        if found is None:
+            raise ValueError(f"not an email address: {name!r}")
+        return found
 
     def contact(self, person: str) -> Mailbox | None:
-        try:
-            return Mailbox(address=person) if "@" in person else None
-        except ValueError:
-            return None
+        return mailbox(person)
 
     def checks(self) -> Sequence[DoctorCheck]:
         settings = self.settings

@@ -23,7 +23,7 @@ from datetime import datetime, timezone
 from email.message import EmailMessage
 from email.utils import formataddr, formatdate, parseaddr
 
-from bot.approvals import approver_addresses, shown, votes_text
+from bot.approvals import shown, votes_text
 from bot.events import (
     AgentReply,
     ApprovalDecided,
@@ -38,6 +38,7 @@ from bot.events import (
 )
 from bot.thread import Thread
 from channels.email import tokens as email_tokens
+from channels.email.channel import approver_addresses
 
 REPLY_LOCAL = "bot"  # replies come back to bot+<token>@domain
 MAX_REFERENCES = 20

@@ -29,6 +29,7 @@ from bot.runtime import Runtime
 from bot.store import Claim, ThreadNotFound
 from bot.thread import Origin, Thread
 from channels.email import tokens as email_tokens
+from channels.email.channel import MailThread
 from channels.email.compose import REPLY_LOCAL, Identity
 from channels.email.parse import UNMISTAKABLE_WORDS, Decision, Mail, decision
 from channels.email.reader import Unreadable, read
@@ -244,10 +245,10 @@ class Inbound:
         else:
             thread_id = thread_id_for("email", f"{mail.sender}\0{mail.external_id}")
             agent = self._agent_for(rcpt_tos, text)
-            origin = Origin(channel="email", address={
-                "to": mail.sender, "name": mail.sender_name, "subject": mail.subject,
-                "message_id": mail.message_id, "agent_address": f"{agent}@{self.me.domain}",
-            })
+            origin = Origin(channel="email", address=MailThread(
+                to=mail.sender, name=mail.sender_name, subject=mail.subject,
+                message_id=mail.message_id, agent_address=f"{agent}@{self.me.domain}",
+            ).model_dump())
         if why := self._not_allowed(agent, mail.sender):
             return Received(f"550 5.7.1 {why}", "rejected")
         if thread is None and not (await self.rt.intake.admit(mail.sender, thread_id)).ok:

@@ -1,13 +1,16 @@
 """The email Renderer (`rt.renderers["email"]`): what a thread started by mail shows, by mail,
-and what a scheduled thread shows to the schedule's addresses (`render_to`)."""
+and (`deliver_to`, a `bot.channel.Forwarder`) what another channel's thread shows to mailboxes:
+a schedule's addresses, or the approvers of a Slack or console thread."""
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Sequence
 
+from bot.channel import Address
 from bot.events import Event
 from bot.thread import Thread
+from channels.email.channel import Mailbox
 from channels.email.compose import Identity, Outgoing, compose
 from channels.email.send import Sender, SendFailed
 
@@ -24,9 +27,10 @@ class EmailRenderer:
     async def render(self, thread: Thread, event: Event) -> None:
         await self.send(thread, event, compose(self.identity, thread, event))
 
-    async def render_to(self, address: dict[str, Any], thread: Thread, event: Event) -> None:
-        """Mail an event of another channel's thread (a schedule's) to `address["to"]`."""
-        await self.send(thread, event, compose(self.identity, thread, event, to=list(address["to"])))
+    async def deliver_to(self, addresses: Sequence[Address], thread: Thread, event: Event) -> None:
+        """Mail an event of another channel's thread to `addresses` (`Mailbox`es)."""
+        to = [a.address for a in addresses if isinstance(a, Mailbox)]
+        await self.send(thread, event, compose(self.identity, thread, event, to=to))
 
     async def send(self, thread: Thread, event: Event, mails: list[Outgoing]) -> None:
         """Send every mail; then, if any recipient went without (the hourly limit, a relay

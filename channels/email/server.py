@@ -25,8 +25,8 @@ import unicodedata
 from collections.abc import Callable
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session, syntax
-from redis.exceptions import RedisError
 
+from bot.outage import REDIS_ERRORS
 from bot.policy import ConfigError
 from channels.email.inbound import Inbound
 from channels.email.reader import warm_up
@@ -97,7 +97,7 @@ class Handler:
         try:
             received = await self.inbound.receive(
                 envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content or b"", relayed=relayed)
-        except (RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             log.warning("refused a mail with 451, Redis is unavailable: %s", type(exc).__name__)
             return "451 4.3.0 temporarily unable to store the message, try again later"
         except Exception:  # a bug must not lose mail: the sender retries (deduplicated) and we can fix it

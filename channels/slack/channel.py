@@ -7,8 +7,6 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Sequence
 
-from pydantic import Field
-
 from bot.channel import Address, Renderer
 from bot.doctor import DoctorCheck
 from bot.runtime import Runtime
@@ -20,7 +18,7 @@ from channels.slack.settings import SlackSettings
 class SlackPlace(Address):
     """A Slack conversation: a channel (a schedule's target), or a thread in it (an origin)."""
 
-    channel: str = Field(min_length=1, pattern=r"^\S+$")
+    channel: str
     thread_ts: str | None = None
     team: str | None = None
 
@@ -50,6 +48,8 @@ class SlackChannel:
         return renderer(rt, self.settings)
 
     def target(self, name: str) -> SlackPlace:
+        if not name or name != name.strip() or " " in name:
+            raise ValueError(f"not a Slack channel id: {name!r}")
         return SlackPlace(channel=name)
 
     def contact(self, person: str) -> SlackUser | None:

@@ -31,6 +31,7 @@ from bot.runtime import Runtime
 from bot.store import ThreadNotFound
 from bot.thread import Origin, ThreadMeta
 from channels.slack.blocks import escape
+from channels.slack.channel import SlackPlace
 from channels.slack.people import UNVERIFIED, ProfileUnavailable, profile_emails
 from channels.slack.render import address_key, posted_key, show_working
 from channels.slack.settings import SlackSettings
@@ -161,7 +162,7 @@ class Inbound:
             return
         appended = await self.rt.intake.message(
             thread_id, agent=agent, text=text or "(empty message)",
-            origin=Origin(channel="slack", address={"team": team, "channel": channel, "thread_ts": thread_ts}),
+            origin=Origin(channel="slack", address=SlackPlace(team=team, channel=channel, thread_ts=thread_ts).model_dump()),
             # one message, one event: Slack's retries and the app_mention + message pair of the
             # same message share (team, channel, ts), a stricter key than the event_id
             source=Source(channel="slack", user=user, external_id=message_id, also=also),

@@ -5,7 +5,7 @@ and ts are kept in Redis so that a decision taken anywhere (a click, the API, th
 email), even hours later, replaces its buttons with `chat.update`. Failures raise: 429s are
 retried by the client (after Retry-After), anything else is recorded in the thread by the worker.
 
-A scheduled thread (`render_to`, for the schedule channel) has no Slack thread to start from:
+A scheduled thread (`deliver_to`, for the schedule channel) has no Slack thread to start from:
 its first message is posted top-level in the schedule's channel and starts one, and everything
 after goes in it. Redis keeps both directions, so that a reply there continues that thread.
 """
@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.channel import Address
 from bot.events import (
     INPUT_TYPES,
     VISIBLE_TYPES,
@@ -38,9 +40,10 @@ from bot.events import (
 from bot.runtime import Runtime
 from bot.thread import Thread, ThreadMeta
 from channels.slack import blocks
+from channels.slack import keys as slack_keys
+from channels.slack.channel import SlackPlace
 from channels.slack.settings import SlackSettings
 from channels.slack.signing import sign
-from channels.slack import keys as slack_keys
 
 log = logging.getLogger("chatops.slack")
 
@@ -76,14 +79,18 @@ class SlackRenderer:
         self.settings = settings
 
     async def render(self, thread: Thread, event: Event) -> None:
-        address = thread.meta.origin.address
-        await self.show(thread, event, Place(address["channel"], address["thread_ts"]))
+        origin = SlackPlace.model_validate(thread.meta.origin.address)
+        await self.show(thread, event, Place(origin.channel, origin.thread_ts))
 
-    async def render_to(self, address: dict[str, Any], thread: Thread, event: Event) -> None:
-        """Show an event of another channel's thread (a schedule's) in `address["channel"]`."""
-        channel = address["channel"]
-        root = await self.rt.redis.hget(slack_keys.thread(self.rt.store.keys, thread.id), channel)
-        await self.show(thread, event, Place(channel, _s(root) if root else None, thread.meta))
+    async def deliver_to(self, addresses: Sequence[Address], thread: Thread, event: Event) -> None:
+        """Show an event of another channel's thread (a schedule's) in each `SlackPlace`'s channel,
+        in the Slack thread its first message there started."""
+        for address in addresses:
+            if not isinstance(address, SlackPlace):
+                raise TypeError(f"not a Slack address: {address!r}")
+            key = slack_keys.thread(self.rt.store.keys, thread.id)
+            root = await self.rt.redis.hget(key, address.channel)
+            await self.show(thread, event, Place(address.channel, _s(root) if root else None, thread.meta))
 
     async def show(self, thread: Thread, event: Event, place: Place) -> None:
         try:
