@@ -6,7 +6,8 @@ A channel may receive (its `service`: an HTTP route on the bot's app, a socket, 
 a clock), show a thread's visible events (its `renderer`, for threads whose origin it is), and be
 forwarded to (a renderer that is also a `Forwarder`: a schedule's results, approvers reached
 out of their thread). How it names a conversation or a person is its own typed `Address`, kept as
-JSON in the thread's origin.
+JSON in the thread's origin. Its settings are its own too (read from the environment under its own
+variable names, e.g. SLACK_…), held by the channel object and passed down to its parts.
 """
 
 from __future__ import annotations
@@ -20,9 +21,10 @@ from bot.events import Event
 from bot.thread import Thread
 
 if TYPE_CHECKING:
+    from pydantic_settings import BaseSettings
+
     from bot.doctor import DoctorCheck
     from bot.runtime import Runtime
-    from bot.settings import Settings
 
 
 class Address(BaseModel):
@@ -72,7 +74,13 @@ class Channel(Protocol):
     # other channels (email: a reply address that decides)
     notifies_approvers: bool
 
-    def configured(self, settings: Settings) -> bool:
+    @property
+    def settings(self) -> BaseSettings | None:
+        """Its own settings (an `EnvSettings` under its own variable names), or None if it has
+        none. The core reads none of them: it only keeps their secrets from runbooks."""
+        ...
+
+    def configured(self) -> bool:
         """Whether it is set up to send: a schedule's target on it is an error otherwise."""
         ...
 

@@ -18,7 +18,7 @@ from bot.logs import setup as setup_logging
 from bot.loop import run as run_async
 from bot.policy import ConfigError
 from bot.runtime import Runtime
-from bot.settings import Settings
+from bot.settings import Settings, invalid_setting
 from bot.wiring import Wiring, default_wiring
 
 Command = Callable[[Runtime, argparse.Namespace], Awaitable[int]]
@@ -27,24 +27,31 @@ Command = Callable[[Runtime, argparse.Namespace], Awaitable[int]]
 def main(argv: list[str] | None = None) -> None:
     parser = build_parser()
     args = parser.parse_args(argv)
+    invalid: ValidationError | None = None
     try:
         settings: Settings | None = Settings()
     except ValidationError as exc:
         settings, invalid = None, exc
     setup_logging(settings.log_level if settings else "INFO", settings.log_format if settings else "text")
-    wiring = default_wiring()  # the composition root: the channels and agents of this bot
+    try:  # the composition root: the channels (each reading its own settings) and agents of this bot
+        wiring: Wiring | None = default_wiring()
+    except ValidationError as exc:
+        wiring, invalid = None, invalid or exc
     if args.command == "doctor":  # it reports an invalid setting among the rest
-        from bot.doctor import doctor
+        from bot.doctor import doctor, report_invalid
 
+        if wiring is None:
+            assert invalid is not None
+            sys.exit(report_invalid(invalid))
         sys.exit(run_async(doctor(wiring)))
-    if args.command == "tools" and settings is not None:  # no Redis needed: policy and servers only
+    if settings is None or wiring is None:
+        assert invalid is not None
+        sys.exit(f"chatops: invalid {invalid_setting(invalid)}")
+    if args.command == "tools":  # no Redis needed: policy and servers only
         try:
             sys.exit(run_async(cmd_tools(settings, wiring, args)))
         except ConfigError as exc:
             sys.exit(f"chatops: {exc}")
-    if settings is None:
-        first = invalid.errors()[0]
-        sys.exit(f"chatops: invalid setting {'.'.join(map(str, first['loc']))}: {first['msg']}")
     try:
         sys.exit(run_async(_with_runtime(settings, wiring, args.func, args, serving=args.serving)))
     except ConfigError as exc:
@@ -166,11 +173,14 @@ async def cmd_worker(rt: Runtime, _args: argparse.Namespace) -> int:
 
 
 async def cmd_smtp(rt: Runtime, _args: argparse.Namespace) -> int:
-    from channels.email.app import identity
-    from channels.email.inbound import Inbound
+    from channels.email.app import inbound
+    from channels.email.channel import EmailChannel
     from channels.email.server import serve_smtp
 
-    await serve_smtp(rt, Inbound(rt, identity(rt.settings)))
+    channel = rt.channels.get("email")
+    if not isinstance(channel, EmailChannel):
+        raise ConfigError("this bot has no email channel")
+    await serve_smtp(channel.settings, inbound(rt, channel.settings))
     return 0
 
 

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import ValidationError
 
 from bot.policy import ConfigError, Policy
-from bot.settings import Settings
+from bot.settings import Settings, invalid_setting
 
 if TYPE_CHECKING:
     from bot.agent import Agent
@@ -102,10 +102,7 @@ async def doctor(wiring: Wiring, selected: Sequence[DoctorCheck] | None = None,
     try:
         settings = Settings()
     except ValidationError as exc:
-        first = exc.errors()[0]
-        _print(error(f"setting {'.'.join(map(str, first['loc']))}: {first['msg']}",
-                     "correct it in the environment or .env (see .env.example)"))
-        return 1
+        return report_invalid(exc)
     try:
         from bot.runtime import load_checked
 
@@ -306,21 +303,26 @@ async def api_check(ctx: Context) -> list[Finding]:
 
 
 async def ports_check(ctx: Context) -> list[Finding]:
-    """The ports `chatops run` listens on are free (run the doctor before the bot)."""
-    settings = ctx.settings
-    wanted = [("PORT", settings.host, settings.port)]
-    if settings.smtp_enabled:
-        wanted.append(("CHATOPS_SMTP_PORT", settings.smtp_host, settings.smtp_port))
-    out = []
-    for name, host, port in wanted:
-        if port == 0:
-            continue
-        if why := _bind_fails(host, port):
-            out.append(error(f"{name}: {host}:{port} is taken ({why})",
-                             f"stop what listens there (is chatops already running?) or set {name}"))
-        else:
-            out.append(ok(f"{name}: {host}:{port} is free"))
-    return out
+    """The HTTP port `chatops run` listens on is free (run the doctor before the bot); a channel
+    that listens checks its own port with `port_finding`."""
+    found = port_finding("PORT", ctx.settings.host, ctx.settings.port)
+    return [found] if found is not None else []
+
+
+def port_finding(name: str, host: str, port: int) -> Finding | None:
+    """Whether `host:port` (the setting `name`) is free to listen on; None for port 0 (any)."""
+    if port == 0:
+        return None
+    if why := _bind_fails(host, port):
+        return error(f"{name}: {host}:{port} is taken ({why})",
+                     f"stop what listens there (is chatops already running?) or set {name}")
+    return ok(f"{name}: {host}:{port} is free")
+
+
+def report_invalid(exc: ValidationError) -> int:
+    """Report a setting that does not validate (the core's or a channel's): 1."""
+    _print(error(invalid_setting(exc), "correct it in the environment or .env (see .env.example)"))
+    return 1
 
 
 def _bind_fails(host: str, port: int) -> str | None:

@@ -403,7 +403,8 @@ class Executor:
         arguments (exactly what an approver saw), and record its result."""
         tool = self.rt.agents[thread.agent].tool(call.tool)
         assert tool is not None
-        ctx = ToolContext(thread.id, call.call_id, self.data_dir, call.source.user, self.rt.store)
+        ctx = ToolContext(thread.id, call.call_id, self.data_dir, call.source.user, self.rt.store,
+                          self.rt.secret_env)
         status: ResultStatus = "ok"
         output = ""
         began = time.monotonic()

@@ -10,23 +10,19 @@ import asyncio
 import os
 import re
 import signal
-import typing
 from collections.abc import Callable
-from functools import cache
 from typing import Any
 
 from pydantic import (
-    AliasChoices,
     BaseModel,
     ConfigDict,
     Field,
-    SecretStr,
     create_model,
     field_validator,
 )
 
 from bot.policy import Policy, RunbookArg, RunbookSpec
-from bot.settings import Settings
+from bot.settings import Settings, secret_env_names
 from bot.tools import Tool, ToolContext, ToolError, never
 
 
@@ -57,21 +53,14 @@ OUTPUT_LIMIT = 1 << 20  # bytes of a command's output kept in its event (head an
 _MAY_HOLD_SECRETS = ("REDIS_URL",)  # redis://:password@host
 
 
-@cache
-def secret_env_names() -> frozenset[str]:
-    """The environment variables that hold the bot's own secrets (every SecretStr setting)."""
-    names: set[str] = set(_MAY_HOLD_SECRETS)
-    for field in Settings.model_fields.values():
-        secret = field.annotation is SecretStr or SecretStr in typing.get_args(field.annotation)
-        if secret and isinstance(field.validation_alias, AliasChoices):
-            names.update(str(choice) for choice in field.validation_alias.choices)
-    return frozenset(names)
+_CORE_SECRETS = secret_env_names(Settings) | set(_MAY_HOLD_SECRETS)
 
 
 def command_env(ctx: ToolContext) -> dict[str, str]:
     """The runbook's environment: ours, minus the bot's secrets (a deploy script has no business
-    with the Slack token or the model key, and its output lands in the thread)."""
-    hidden = secret_env_names()
+    with the Slack token or the model key, and its output lands in the thread): the core's
+    SecretStr settings and those of every channel (`ctx.secret_env`)."""
+    hidden = _CORE_SECRETS | ctx.secret_env
     env = {k: v for k, v in os.environ.items() if k not in hidden}
     env.update(CHATOPS_DATA_DIR=str(ctx.data_dir), CHATOPS_THREAD=ctx.thread_id)
     return env

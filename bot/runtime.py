@@ -42,6 +42,7 @@ class Runtime:
     wiring: Wiring
     channels: dict[str, Channel] = field(default_factory=dict)
     renderers: dict[str, Renderer] = field(default_factory=dict)  # by channel name
+    secret_env: frozenset[str] = frozenset()  # the channels' secret variables, kept from runbooks
     embedded: EmbeddedRedis | None = None
     watcher: asyncio.Task | None = None
 
@@ -76,6 +77,7 @@ class Runtime:
             model=_model(settings) if serving else None,
             wiring=wiring,
             channels={channel.name: channel for channel in wiring.channels},
+            secret_env=wiring.secret_env(),
             embedded=embedded,
         )
         if serving:

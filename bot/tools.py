@@ -25,6 +25,8 @@ class ToolContext:
     data_dir: Path
     user: str | None = None
     store: Store | None = None  # read access to the threads, for tools that report on them
+    # environment variables of the channels' secrets (`Runtime.secret_env`): kept from commands
+    secret_env: frozenset[str] = frozenset()
 
 
 Handler = Callable[[Any, ToolContext], Awaitable[str]]

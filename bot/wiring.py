@@ -11,10 +11,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from bot.agent import Agent
 from bot.channel import Channel
 from bot.policy import ConfigError, Policy
+from bot.settings import secret_env_names
+
+if TYPE_CHECKING:
+    from channels.email.settings import EmailSettings
+    from channels.slack.settings import SlackSettings
 
 AgentBuilder = Callable[[Policy], Agent]  # an agent in code: its module's `build`
 DeclaredAgents = Callable[[Policy], list[Agent]]  # the agents a policy file declares
@@ -32,6 +38,11 @@ class Wiring:
     def load_agents(self, policy: Policy) -> dict[str, Agent]:
         return load_agents(policy, self.agents, self.declared)
 
+    def secret_env(self) -> frozenset[str]:
+        """The environment variables of every channel's secrets (its SecretStr settings)."""
+        models = [type(c.settings) for c in self.channels if c.settings is not None]
+        return frozenset(name for model in models for name in secret_env_names(model))
+
 
 def load_agents(policy: Policy, builders: Sequence[AgentBuilder],
                 declared: DeclaredAgents | None = None) -> dict[str, Agent]:
@@ -45,8 +56,9 @@ def load_agents(policy: Policy, builders: Sequence[AgentBuilder],
     return agents
 
 
-def default_wiring() -> Wiring:
-    """The shipped channels and agents."""
+def default_wiring(slack: SlackSettings | None = None, email: EmailSettings | None = None) -> Wiring:
+    """The shipped channels and agents. Each channel reads its settings from the environment and
+    `.env` unless given them (tests); an invalid one raises pydantic's ValidationError."""
     from agents import declared_agents, deploy, digest
     from channels.console import ConsoleChannel
     from channels.email.channel import EmailChannel
@@ -54,7 +66,7 @@ def default_wiring() -> Wiring:
     from channels.slack.channel import SlackChannel
 
     return Wiring(
-        channels=[SlackChannel(), EmailChannel(), ScheduleChannel(), ConsoleChannel()],
+        channels=[SlackChannel(slack), EmailChannel(email), ScheduleChannel(), ConsoleChannel()],
         agents=[deploy.build, digest.build],
         declared=declared_agents,
     )

@@ -39,7 +39,6 @@ from bot.intake import new_thread_id
 from bot.outage import REDIS_DOWN, stop_if_cancelled
 from bot.routing import route
 from bot.runtime import Runtime
-from bot.settings import Settings
 from bot.store import ThreadNotFound
 from bot.thread import Origin, Thread
 
@@ -370,7 +369,9 @@ class ConsoleChannel:
     def __init__(self, attach: bool | None = None) -> None:
         self.attach = attach
 
-    def configured(self, settings: Settings) -> bool:
+    settings = None  # no settings of its own
+
+    def configured(self) -> bool:
         return True
 
     def service(self, rt: Runtime, app: object) -> Awaitable[None] | None:

@@ -35,7 +35,6 @@ from bot.intake import thread_id_for
 from bot.outage import REDIS_ERRORS, stop_if_cancelled
 from bot.policy import ConfigError, Schedule
 from bot.runtime import Runtime
-from bot.settings import Settings
 from bot.store import Appended, Claim
 from bot.thread import Origin, State, Thread, ThreadMeta
 from channels import schedule_doctor
@@ -311,7 +310,9 @@ class ScheduleChannel:
     name = CHANNEL
     notifies_approvers = False  # the renderer forwards approvals to the destinations' channels
 
-    def configured(self, settings: Settings) -> bool:
+    settings = None  # no settings of its own (CHATOPS_SCHEDULE_GRACE is the core's)
+
+    def configured(self) -> bool:
         return True
 
     def service(self, rt: Runtime, app: object) -> Awaitable[None] | None:

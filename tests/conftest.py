@@ -24,6 +24,8 @@ from bot.runtime import Runtime
 from bot.settings import Settings
 from bot.wiring import Wiring, default_wiring
 from bot.worker import Worker
+from channels.email.settings import EmailSettings
+from channels.slack.settings import SlackSettings
 from tests.messages_api import MessagesAPI
 from tests.redis_process import RedisProcess
 
@@ -93,6 +95,24 @@ def make_settings(redis_url: str, prefix: str, tmp_path: Path) -> Callable[..., 
     return make
 
 
+def make_wiring(slack: SlackSettings | dict[str, Any] | None = None,
+                email: EmailSettings | dict[str, Any] | None = None) -> Wiring:
+    """The shipped channels and agents, each channel with the settings given here (a model, or
+    its fields by name: the rest from the environment, never from a `.env`, as `make_settings`
+    reads the core's)."""
+    if not isinstance(slack, SlackSettings):
+        slack = SlackSettings(_env_file=None, **(slack or {}))
+    if not isinstance(email, EmailSettings):
+        email = EmailSettings(_env_file=None, **(email or {}))
+    return default_wiring(slack=slack, email=email)
+
+
+def email_fields(overrides: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """`overrides` split into the core's settings and the email channel's (by field name)."""
+    email = {k: v for k, v in overrides.items() if k in EmailSettings.model_fields}
+    return {k: v for k, v in overrides.items() if k not in email}, email
+
+
 @pytest.fixture
 def model_settings(make_settings: Callable[..., Settings], messages_api: MessagesAPI) -> Callable[..., Settings]:
     def make(**overrides: Any) -> Settings:
@@ -116,7 +136,7 @@ async def runtime() -> AsyncIterator[Callable[[Settings], Awaitable[Runtime]]]:
     started: list[Runtime] = []
 
     async def start(settings: Settings, wiring: Wiring | None = None) -> Runtime:
-        rt = await Runtime.start(settings, wiring or default_wiring())
+        rt = await Runtime.start(settings, wiring or make_wiring())
         started.append(rt)
         return rt
 
@@ -128,11 +148,11 @@ async def runtime() -> AsyncIterator[Callable[[Settings], Awaitable[Runtime]]]:
 @pytest.fixture
 async def start_bot() -> AsyncIterator[Callable[[Settings], Awaitable[Runtime]]]:
     """Start a runtime and an in-process worker for given settings (and the channels and agents
-    of `default_wiring()`, unless a test passes its own `Wiring`)."""
+    of `make_wiring()`, unless a test passes its own `Wiring`)."""
     started: list[tuple[Runtime, asyncio.Task]] = []
 
     async def start(settings: Settings, wiring: Wiring | None = None) -> Runtime:
-        rt = await Runtime.start(settings, wiring or default_wiring())
+        rt = await Runtime.start(settings, wiring or make_wiring())
         worker = Worker(rt)
         await worker.inbox.ensure_group()
         started.append((rt, asyncio.create_task(worker.run())))

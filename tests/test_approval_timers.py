@@ -9,8 +9,7 @@ import time
 import pytest
 
 from bot.runtime import Runtime
-from bot.wiring import default_wiring
-from tests.conftest import settled, spawn_bot, wait_for
+from tests.conftest import make_wiring, settled, spawn_bot, wait_for
 from tests.helpers import runbook_lines, say
 
 
@@ -32,7 +31,7 @@ class ChannelRenderer:
 @pytest.mark.timeout(300)  # two worker processes start, on a possibly loaded machine
 async def test_deadline_passed_while_no_process_ran_expires_on_start(make_settings, policy_file):
     settings = make_settings(policy_file=policy_file('[tools.rollback]\napproval_ttl = 2\n'))
-    rt = await Runtime.start(settings, default_wiring())  # a client only: no worker, no sweep in this process
+    rt = await Runtime.start(settings, make_wiring())  # a client only: no worker, no sweep in this process
     # its only sweep runs at its start: a slow test must not let it expire the approval before
     # it is killed (the point is that nothing runs at the deadline)
     worker = spawn_bot(settings, "worker", CHATOPS_SWEEP_INTERVAL="3600")

@@ -32,8 +32,7 @@ from bot.outage import REDIS_DOWN
 from bot.runtime import Runtime
 from bot.thread import Origin
 from bot.inbox import GROUP
-from bot.wiring import default_wiring
-from tests.conftest import ROOT, bot_env
+from tests.conftest import ROOT, bot_env, make_wiring
 from tests.redis_ha import ReplicatedRedis
 from tests.redis_process import RedisProcess
 
@@ -128,7 +127,7 @@ async def chaos_run(make_settings, tmp_path: Path, redis: RedisProcess | None = 
         **({"redis_url": ha.sentinel_url, "redis_min_replicas": 1} if ha else {}),
     )
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    rt = await Runtime.start(settings, default_wiring())
+    rt = await Runtime.start(settings, make_wiring())
     workers = Workers(settings, tmp_path)
     workers.start(WORKERS)
     api = httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(rt)), base_url="http://bot",

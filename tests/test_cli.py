@@ -61,6 +61,11 @@ async def test_invalid_configuration_names_the_setting(make_settings, tmp_path):
     settings = make_settings()
     bad = await chatops(settings, "threads", "list", PORT="http")
     assert bad.returncode != 0 and "PORT" in bad.stderr
+    # a channel's setting too, by the name the README documents
+    bad = await chatops(settings, "threads", "list", SLACK_EMAIL_TTL="-1")
+    assert bad.returncode != 0 and "invalid setting SLACK_EMAIL_TTL" in bad.stderr
+    doctor = await chatops(settings, "doctor", SMTP_URL="http://relay.example.com")
+    assert doctor.returncode == 1 and "error: setting SMTP_URL: Value error, must start with smtp://" in doctor.stdout
     policy = tmp_path / "bad.toml"
     policy.write_text("[tools.deploy]\napprover = ['x']\n")
     bad = await chatops(settings, "threads", "list", CHATOPS_POLICY=str(policy))

@@ -12,9 +12,8 @@ import pytest
 from bot.keys import Keys
 from bot.redis_client import is_cluster, parse_cluster
 from bot.runtime import Runtime
-from bot.wiring import default_wiring
 from channels.schedule import Clock
-from tests.conftest import settled, spawn_bot, wait_for
+from tests.conftest import make_wiring, settled, spawn_bot, wait_for
 from tests.helpers import runbook_lines, say
 from tests.messages_api import text, tool_use
 from tests.redis_cluster import Cluster
@@ -128,7 +127,7 @@ async def test_two_workers_sixteen_shards_answer_each_message_once(cluster, make
 async def test_two_clocks_fire_each_time_once(cluster, make_settings, policy_file):
     settings = make_settings(redis_url=cluster.url, inbox_shards=16,
                              policy_file=policy_file(schedule_toml("race", "0 9 * * *", "/help")))
-    a, b = await Runtime.start(settings, default_wiring()), await Runtime.start(settings, default_wiring())
+    a, b = await Runtime.start(settings, make_wiring()), await Runtime.start(settings, make_wiring())
     try:
         [schedule] = a.policy.schedules
         clocks = [Clock(a), Clock(b)]

@@ -9,8 +9,7 @@ import pytest
 
 from bot.mcp_names import model_name
 from bot.policy import ConfigError, load_policy
-from bot.wiring import default_wiring
-from tests.conftest import settled
+from tests.conftest import make_wiring, settled
 from tests.helpers import say
 from tests.messages_api import text, tool_use
 from tests.test_mcp import repo  # noqa: F401 (fixture)
@@ -121,7 +120,7 @@ tools = ["mcp:time/get_current_time"]
 ])
 def test_policy_mistakes_are_refused(tmp_path, body, why):
     with pytest.raises(ConfigError, match=why.replace("[", r"\[").replace("(", r"\(")):
-        default_wiring().load_agents(load_policy(write_policy(tmp_path, body)))
+        make_wiring().load_agents(load_policy(write_policy(tmp_path, body)))
 
 
 def test_env_references_come_from_the_environment_only(tmp_path, monkeypatch):
@@ -201,7 +200,7 @@ def test_the_readme_example_is_a_valid_policy_and_its_rules_apply(tmp_path):
     path = tmp_path / "chatops.toml"
     path.write_text(example)
     policy = load_policy(path)
-    agents = default_wiring().load_agents(policy)
+    agents = make_wiring().load_agents(policy)
     assert [t.name for t in agents["platform"].tools] == ["restart"] and agents["platform"].tools[0].gated
     assert policy.approvers_for("k8s__pods_delete") == ["group:sre"]
     assert policy.tool("k8s__pods_delete").two_person is True

@@ -13,13 +13,12 @@ import pytest
 
 from bot.runtime import Runtime
 from bot.settings import Settings
-from bot.wiring import default_wiring
 from channels.email import app as email_channel
 from channels.email import keys as email_keys
 from channels.email import tokens as email_tokens
-from channels.email.inbound import Inbound
 from channels.email.server import start_smtp
-from tests.conftest import settled, wait_for
+from channels.email.settings import EmailSettings
+from tests.conftest import email_fields, make_wiring, settled, wait_for
 from tests.helpers import runbook_lines, say
 from tests.mail import (
     Sink,
@@ -68,12 +67,14 @@ async def email_bot(make_settings, start_bot, policy_file, sink):
     servers = []
 
     async def start(**overrides) -> Bot:
-        values = dict(email_domain="ops.test", smtp_url=f"smtp://127.0.0.1:{sink.port}", smtp_port=0,
-                      policy_file=policy_file(POLICY), smtp_send_backoff=0.05)
-        values.update(overrides)
-        settings = make_settings(**values)
-        rt = await start_bot(settings)
-        server = await start_smtp(rt, Inbound(rt, email_channel.identity(settings)), port=0)
+        """A bot with the settings `overrides` names, the core's or the email channel's."""
+        core, email = email_fields(overrides)
+        email = dict(email_domain="ops.test", smtp_url=f"smtp://127.0.0.1:{sink.port}", smtp_port=0,
+                     smtp_send_backoff=0.05) | email
+        settings = make_settings(**(dict(policy_file=policy_file(POLICY)) | core))
+        channel = EmailSettings(_env_file=None, **email)
+        rt = await start_bot(settings, make_wiring(email=channel))
+        server = await start_smtp(channel, email_channel.inbound(rt, channel), port=0)
         servers.append(server)
         return Bot(rt, server.sockets[0].getsockname()[1], settings)
 
@@ -611,10 +612,10 @@ async def test_redis_down_answers_451_then_the_retry_is_accepted(make_settings, 
 
     redis = RedisProcess(tmp_path / "redis")
     url = redis.start()
-    settings = make_settings(redis_url=url, email_domain="ops.test", smtp_port=0,
-                             policy_file=policy_file(POLICY))
-    rt = await Runtime.start(settings, default_wiring())
-    server = await start_smtp(rt, Inbound(rt, email_channel.identity(settings)), port=0)
+    settings = make_settings(redis_url=url, policy_file=policy_file(POLICY))
+    email = EmailSettings(_env_file=None, email_domain="ops.test", smtp_port=0)
+    rt = await Runtime.start(settings, make_wiring(email=email))
+    server = await start_smtp(email, email_channel.inbound(rt, email), port=0)
     port = server.sockets[0].getsockname()[1]
     try:
         msg = new_mail(BOB, "deploy@ops.test", "status", "/service_status api prod")

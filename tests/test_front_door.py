@@ -20,7 +20,7 @@ import pytest
 from bot.api import create_app
 from bot.settings import Settings
 from channels.slack import app as slack
-from tests.conftest import ROOT, bot_env
+from tests.conftest import ROOT, bot_env, make_wiring
 from tests.messages_api import text, tool_use
 from tests.slack_api import Sender, event_body, mention, message, new_ts
 from tests.test_slack import DEPLOY_PROD, slack_api, slack_bot  # noqa: F401  (fixtures)
@@ -159,9 +159,9 @@ async def test_a_client_that_never_finishes_its_request_head_is_disconnected(ser
 
 @pytest.fixture
 async def front(make_settings, runtime, serve, slack_api_url) -> AsyncIterator[tuple[Any, httpx.AsyncClient, Sender]]:
-    settings = make_settings(api_token=TOKEN, slack_bot_token="xoxb-test", slack_signing_secret=SECRET,
-                             slack_api_url=slack_api_url)
-    rt = await runtime(settings)
+    settings = make_settings(api_token=TOKEN)
+    rt = await runtime(settings, make_wiring(slack=dict(bot_token="xoxb-test", signing_secret=SECRET,
+                                                        api_url=slack_api_url)))
     app = create_app(rt)
     assert rt.channels["slack"].service(rt, app) is None
     url = await serve(app)

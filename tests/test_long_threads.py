@@ -32,6 +32,7 @@ from bot.thread import Origin, ThreadMeta
 from channels.slack import app as slack
 from channels.slack import inbound as slack_inbound
 from channels.slack.render import address_key
+from tests.conftest import make_wiring
 from tests.slack_api import TEAM, Sender, SlackAPI, message, new_ts
 
 TOKEN = "long-thread-token"
@@ -99,9 +100,9 @@ class Meter:
 
 async def test_requests_cost_the_same_in_a_long_thread(own_redis, make_settings: Callable[..., Settings],
                                                        runtime, serve, slack_web):
-    settings = make_settings(redis_url=own_redis.url, api_token=TOKEN, slack_bot_token="xoxb-test",
-                             slack_signing_secret=SECRET, slack_api_url=slack_web.url, signing_key=None)
-    rt = await runtime(settings)  # no worker: only the requests touch Redis
+    settings = make_settings(redis_url=own_redis.url, api_token=TOKEN, signing_key=None)
+    channel = dict(bot_token="xoxb-test", signing_secret=SECRET, api_url=slack_web.url)
+    rt = await runtime(settings, make_wiring(slack=channel))  # no worker: only the requests touch Redis
     app = create_app(rt)
     assert rt.channels["slack"].service(rt, app) is None
     url = await serve(app)

@@ -82,6 +82,27 @@ def test_env_example_has_every_variable_of_the_readmes_tables():
     assert sorted(documented - listed) == []
 
 
+def test_every_listed_variable_is_read_by_the_core_or_its_channel():
+    """Wherever a setting lives (the core's `Settings`, a channel's own model), the names the
+    README and .env.example document are the ones read, and every setting is listed."""
+    from pydantic import AliasChoices
+
+    from bot.settings import Settings
+    from channels.email.settings import EmailSettings
+    from channels.slack.settings import SlackSettings
+
+    read: dict[str, str] = {}
+    for model in (Settings, SlackSettings, EmailSettings):
+        for field in model.model_fields.values():
+            assert isinstance(field.validation_alias, AliasChoices)
+            read |= {str(name): model.__name__ for name in field.validation_alias.choices}
+    assert read["SLACK_BOT_TOKEN"] == "SlackSettings" and read["SMTP_URL"] == "EmailSettings"
+    example = (ROOT / ".env.example").read_text()
+    listed = set(re.findall(r"^# ?([A-Z][A-Z0-9_]{2,})=", example, re.MULTILINE))
+    assert sorted(listed - set(read)) == ["CHATOPS_PROMPTS_DIR"]  # bot/prompts.py: the environment only
+    assert sorted(set(read) - listed) == []
+
+
 async def test_the_example_policy_passes_the_doctor(make_settings):
     out = await chatops(make_settings(), "doctor", CHATOPS_POLICY=str(ROOT / "chatops.example.toml"),
                         PORT="0")

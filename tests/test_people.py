@@ -15,9 +15,9 @@ import pytest
 from channels.email import app as email_channel
 from channels.email import keys as email_keys
 from channels.console import Console
-from channels.email.inbound import Inbound
 from channels.email.server import start_smtp
-from tests.conftest import settled, spawn_bot, wait_for
+from channels.email.settings import EmailSettings
+from tests.conftest import make_wiring, settled, spawn_bot, wait_for
 from tests.helpers import runbook_lines, say
 from tests.mail import gmail, new_mail, reply_to, text_of
 from tests.messages_api import text, tool_use
@@ -47,9 +47,10 @@ oncall = ["alice", "bob", "carol"]
 
 async def slack_and_mail(slack_bot, sink, policy: str):  # noqa: F811
     """A bot with Slack (HTTP) and email (SMTP) both connected."""
-    bot = await slack_bot(policy, email_domain="ops.test", smtp_url=f"smtp://127.0.0.1:{sink.port}",
+    email = EmailSettings(_env_file=None, email_domain="ops.test", smtp_url=f"smtp://127.0.0.1:{sink.port}",
                           smtp_port=0, smtp_send_backoff=0.05)
-    server = await start_smtp(bot.rt, Inbound(bot.rt, email_channel.identity(bot.settings)), port=0)
+    bot = await slack_bot(policy, email=email)
+    server = await start_smtp(email, email_channel.inbound(bot.rt, email), port=0)
     return bot, server, MailBot(bot.rt, server.sockets[0].getsockname()[1], bot.settings)
 
 
@@ -345,10 +346,11 @@ async def test_extra_model_arguments_never_reach_an_approval_or_a_run(slack_bot,
 
 async def test_thirty_requests_from_one_outsider_do_not_stop_a_genuine_approval_mail(make_settings, start_bot,
                                                                                     policy_file, sink):  # noqa: F811
-    settings = make_settings(email_domain="ops.test", smtp_url=f"smtp://127.0.0.1:{sink.port}", smtp_port=0,
-                             policy_file=policy_file('approvers = ["alice@example.com"]\n'))
-    rt = await start_bot(settings)
-    server = await start_smtp(rt, Inbound(rt, email_channel.identity(settings)), port=0)
+    settings = make_settings(policy_file=policy_file('approvers = ["alice@example.com"]\n'))
+    email = EmailSettings(_env_file=None, email_domain="ops.test", smtp_url=f"smtp://127.0.0.1:{sink.port}",
+                          smtp_port=0)
+    rt = await start_bot(settings, make_wiring(email=email))
+    server = await start_smtp(email, email_channel.inbound(rt, email), port=0)
     mail = MailBot(rt, server.sockets[0].getsockname()[1], settings)
     try:
         outsider = "mallory@elsewhere.example"
@@ -378,7 +380,7 @@ async def test_a_slack_user_is_matched_to_a_person_by_their_profile_email(slack_
     policy = ('[people]\nalice = ["alice@example.com"]\nbob = ["bob@example.com"]\n'
               '[tools.deploy]\napprovers = ["alice", "bob"]\ntwo_person = true\n')
     slack_api.emails.update({"U0ALICE1": "Alice@Example.com", "U0BOB001": "bob@example.com"})
-    bot = await slack_bot(policy, slack_match_email=True)
+    bot = await slack_bot(policy, slack=dict(match_email=True))
     ts, thread, posted = await ask_for_prod_deploy(bot, messages_api, text("Deployed."))
     [request] = thread.pending_approvals()
     assert request.requester == "U0ALICE1" and request.requester_person == "alice"
@@ -398,10 +400,9 @@ async def test_approvers_hear_the_outcome_of_a_console_thread_even_over_the_mail
                                                                                     policy_file, sink):  # noqa: F811
     import time
 
-    settings = make_settings(email_domain="ops.test", smtp_url=f"smtp://127.0.0.1:{sink.port}", smtp_port=0,
-                             email_rate_limit=1, policy_file=policy_file(
-                                 'approvers = ["alice@example.com", "carol@example.com"]\n'))
-    rt = await start_bot(settings)
+    settings = make_settings(policy_file=policy_file('approvers = ["alice@example.com", "carol@example.com"]\n'))
+    rt = await start_bot(settings, make_wiring(email=dict(email_domain="ops.test", smtp_port=0, email_rate_limit=1,
+                                                          smtp_url=f"smtp://127.0.0.1:{sink.port}")))
     window = int(time.time() // 3600)
     for w in (window, window + 1):  # the test may straddle the hour
         await rt.redis.set(email_keys.rate(rt.store.keys, "alice@example.com", w), 5, ex=7200)

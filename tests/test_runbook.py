@@ -10,14 +10,16 @@ from pydantic import BaseModel
 from bot.policy import Policy, ToolPolicy
 from bot.runbook import OUTPUT_LIMIT, runbook_tool
 from bot.tools import ToolContext, ToolError
+from tests.conftest import make_wiring, settled
+from tests.helpers import say
 
 
 class Args(BaseModel):
     name: str
 
 
-def ctx(tmp_path) -> ToolContext:
-    return ToolContext(thread_id="t", call_id="c", data_dir=tmp_path)
+def ctx(tmp_path, secret_env: frozenset[str] = frozenset()) -> ToolContext:
+    return ToolContext(thread_id="t", call_id="c", data_dir=tmp_path, secret_env=secret_env)
 
 
 async def test_arguments_never_reach_a_shell(tmp_path):
@@ -47,15 +49,31 @@ async def test_policy_replaces_the_command_and_a_missing_program_is_an_error(tmp
         await tool.handler(Args(name="x"), ctx(tmp_path))
 
 
+SECRETS = dict(SLACK_BOT_TOKEN="xoxb-hidden-1", ANTHROPIC_API_KEY="sk-hidden-2",
+               REDIS_URL="redis://:hidden-3@10.0.0.5:6379/0", SMTP_URL="smtp://bot:hidden-4@relay:587",
+               CHATOPS_SMTP_AUTH_PASSWORD="hidden-5", SLACK_SIGNING_SECRET="hidden-6")
+
+
 async def test_the_bots_secrets_never_reach_a_command(tmp_path, monkeypatch):
-    monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-hidden-1")
-    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-hidden-2")
-    monkeypatch.setenv("REDIS_URL", "redis://:hidden-3@10.0.0.5:6379/0")
+    for name, value in SECRETS.items():
+        monkeypatch.setenv(name, value)
     monkeypatch.setenv("DEPLOY_REGION", "eu-west-1")  # the operator's own settings still pass
     tool = runbook_tool("env", "", Args, ["/usr/bin/env"], policy=Policy())
-    out = await tool.handler(Args(name="x"), ctx(tmp_path))
+    # the channels' secrets are those of their settings models, as the runtime collects them
+    out = await tool.handler(Args(name="x"), ctx(tmp_path, make_wiring().secret_env()))
     assert "DEPLOY_REGION=eu-west-1" in out and "CHATOPS_THREAD=t" in out
-    assert "hidden-1" not in out and "hidden-2" not in out and "hidden-3" not in out
+    assert not [value for value in SECRETS.values() if value in out], out
+
+
+async def test_a_runbook_a_worker_runs_sees_no_channel_secret(make_settings, start_bot, policy_file, monkeypatch):
+    settings = make_settings(policy_file=policy_file('[tools.service_status]\ncommand = ["/usr/bin/env"]\n'))
+    rt = await start_bot(settings)
+    for name, value in SECRETS.items():  # after the start: the settings read none of them
+        monkeypatch.setenv(name, value)
+    thread = await settled(rt, await say(rt, "/service_status api prod"))
+    [result] = [e for e in thread.events if e.type == "tool_result"]
+    assert "CHATOPS_THREAD=" in result.output
+    assert not [value for value in SECRETS.values() if value in result.output], result.output
 
 
 async def test_timeout_kills_what_the_command_started(tmp_path):

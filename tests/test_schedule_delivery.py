@@ -19,10 +19,10 @@ from bot.runtime import Runtime
 from bot.settings import Settings
 from channels.email import app as email_channel
 from channels.slack import app as slack
-from channels.email.inbound import Inbound
+from channels.email.settings import EmailSettings
 from channels.email.server import start_smtp
 from channels.schedule import Clock
-from tests.conftest import settled, wait_for
+from tests.conftest import make_wiring, settled, wait_for
 from tests.mail import Sink, address_of, deliver, gmail, header, reply_to, text_of
 from tests.slack_api import TEAM, Call, Sender, SlackAPI, block_action, message
 
@@ -108,17 +108,16 @@ def policy() -> str:
 async def bot(make_settings, start_bot, policy_file, serve, policy) -> AsyncIterator[Bot]:
     api, sink = await SlackAPI().start(), Sink()
     sink_port = await sink.start()
-    settings = make_settings(
-        policy_file=policy_file(policy),
-        slack_bot_token="xoxb-test", slack_signing_secret=SECRET, slack_api_url=api.url,
-        email_domain="ops.test", smtp_url=f"smtp://127.0.0.1:{sink_port}", smtp_port=0, smtp_send_backoff=0.05,
-    )
-    rt = await start_bot(settings)
+    settings = make_settings(policy_file=policy_file(policy))
+    email = EmailSettings(_env_file=None, email_domain="ops.test", smtp_url=f"smtp://127.0.0.1:{sink_port}",
+                          smtp_port=0, smtp_send_backoff=0.05)
+    rt = await start_bot(settings, make_wiring(slack=dict(bot_token="xoxb-test", signing_secret=SECRET,
+                                                          api_url=api.url), email=email))
     assert {"slack", "email", "schedule"} <= set(rt.renderers)
     app = create_app(rt)
     assert rt.channels["slack"].service(rt, app) is None  # HTTP only: the route is mounted
     url = await serve(app)
-    smtp = await start_smtp(rt, Inbound(rt, email_channel.identity(settings)), port=0)
+    smtp = await start_smtp(email, email_channel.inbound(rt, email), port=0)
     send = Sender(url + slack.PATH, SECRET)
     yield Bot(rt, settings, api, sink, send, smtp.sockets[0].getsockname()[1], Clock(rt))
     await send.close()

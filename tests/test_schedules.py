@@ -20,9 +20,8 @@ import pytest
 from bot import cron
 from bot.policy import ConfigError, load_policy
 from bot.runtime import Runtime
-from bot.wiring import default_wiring
 from channels.schedule import Clock, fire_thread_id
-from tests.conftest import ROOT, Bot, bot_env, settled, spawn_bot, wait_for
+from tests.conftest import Bot, ROOT, bot_env, make_wiring, settled, spawn_bot, wait_for
 
 FIRED = re.compile(r"schedule (\S+) fired for (\S+ \S+) UTC")
 TAKEN = re.compile(r"schedule (\S+) at (\S+ \S+) UTC: taken by another process(?: \(with (\d+) earlier)?")
@@ -121,7 +120,7 @@ def test_bad_cron_or_time_zone_stops_the_bot_naming_the_setting(policy_file, lin
 
 async def test_unknown_agent_is_a_config_error(make_settings, policy_file):
     settings = make_settings(policy_file=policy_file(schedule_toml("x", "0 9 * * *", "hi", agent="nope")))
-    rt = await Runtime.start(settings, default_wiring())
+    rt = await Runtime.start(settings, make_wiring())
     try:
         with pytest.raises(ConfigError, match=r"schedules.0.agent.*nope"):
             await Clock(rt).run()
@@ -133,7 +132,7 @@ async def test_unknown_agent_is_a_config_error(make_settings, policy_file):
 
 async def test_two_clocks_racing_for_the_same_fire_times_fire_each_once(make_settings, policy_file):
     settings = make_settings(policy_file=policy_file(schedule_toml("race", "0 9 * * *", "/help")))
-    a, b = await Runtime.start(settings, default_wiring()), await Runtime.start(settings, default_wiring())
+    a, b = await Runtime.start(settings, make_wiring()), await Runtime.start(settings, make_wiring())
     try:
         [schedule] = a.policy.schedules
         clocks = [Clock(a), Clock(b)]
@@ -152,7 +151,7 @@ async def test_two_clocks_racing_for_the_same_fire_times_fire_each_once(make_set
 async def test_two_clock_processes_race_for_each_fire_and_fire_it_once(make_settings, policy_file, own_redis):
     settings = make_settings(redis_url=own_redis.url,
                              policy_file=policy_file(schedule_toml("every-second", "* * * * * *", "/help")))
-    rt = await Runtime.start(settings, default_wiring())
+    rt = await Runtime.start(settings, make_wiring())
     procs = await start_together(rt, lambda: [spawn_bot(settings, "clock") for _ in range(2)])
     try:
         async def enough():
@@ -217,7 +216,7 @@ async def test_fire_missed_while_down_happens_once_on_start_within_the_grace(
         make_settings, policy_file, start_bot, own_redis):
     settings = make_settings(redis_url=own_redis.url, policy_file=policy_file(
         schedule_toml("nightly", far_from_now(), "/service_status api prod")))
-    rt = await Runtime.start(settings, default_wiring())  # no worker yet: nothing but the clocks may write at the barrier
+    rt = await Runtime.start(settings, make_wiring())  # no worker yet: nothing but the clocks may write at the barrier
     fire_at = await _baseline_then_fire_time(rt, policy_file, "nightly", "/service_status api prod")
     await _sleep_past(fire_at + 0.5)
     assert await fires(rt, "nightly") == []  # nothing ran the schedule at its time
@@ -314,7 +313,7 @@ async def test_a_fire_given_up_on_while_redis_is_down_is_recorded_once_it_is_bac
     fire_at = math.ceil(time.time()) + 5  # time to start a clock and stop Redis, even when loaded
     settings = make_settings(redis_url=own_redis.url, policy_file=policy_file(
         schedule_toml("nightly", cron_at(fire_at), "/service_status api prod", extra="grace = 1")))
-    rt = await Runtime.start(settings, default_wiring())
+    rt = await Runtime.start(settings, make_wiring())
     clock = Clock(rt)
     task = asyncio.create_task(clock.run())
     caplog.set_level(logging.INFO, logger="chatops.schedule")
@@ -359,7 +358,7 @@ async def test_schedules_cli_lists_and_runs(make_settings, policy_file):
                          env=env, cwd=ROOT, capture_output=True, text=True, timeout=30)
     assert ran.returncode == 0, ran.stderr
     thread_id = ran.stdout.split("thread ")[1].strip()
-    rt = await Runtime.start(settings, default_wiring())
+    rt = await Runtime.start(settings, make_wiring())
     try:
         thread = await rt.store.load(thread_id)
         [event] = thread.events

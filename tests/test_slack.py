@@ -21,10 +21,10 @@ from bot.intake import thread_id_for
 from bot.runtime import Runtime
 from bot.settings import Settings
 from bot.thread import Thread
-from bot.wiring import default_wiring
 from channels.slack import app as slack
 from channels.slack import inbound as slack_inbound
-from tests.conftest import settled, wait_for
+from channels.slack.doctor import PATH as EVENTS_PATH
+from tests.conftest import make_wiring, settled, wait_for
 from tests.helpers import runbook_lines
 from tests.messages_api import MessagesAPI, text, tool_use
 from tests.slack_api import (
@@ -102,17 +102,18 @@ async def slack_bot(
 ) -> AsyncIterator[Callable[..., Awaitable[Bot]]]:
     running: list[tuple[Bot, uvicorn.Server, asyncio.Task]] = []
 
-    async def start(policy: str = POLICY, **overrides: Any) -> Bot:
-        settings = model_settings(
-            slack_bot_token="xoxb-test", slack_signing_secret=SECRET, slack_api_url=slack_api.url,
-            api_token=API_TOKEN, policy_file=policy_file(policy), **overrides,
-        )
-        rt = await start_bot(settings)
+    async def start(policy: str = POLICY, slack: dict[str, Any] | None = None,
+                    email: dict[str, Any] | None = None, **overrides: Any) -> Bot:
+        """A bot on Slack over HTTP: `overrides` are the core's settings, `slack` and `email`
+        the channels' (by field name)."""
+        settings = model_settings(api_token=API_TOKEN, policy_file=policy_file(policy), **overrides)
+        own = dict(bot_token="xoxb-test", signing_secret=SECRET, api_url=slack_api.url) | (slack or {})
+        rt = await start_bot(settings, make_wiring(slack=own, email=email))
         app = create_app(rt)
         assert rt.channels["slack"].service(rt, app) is None  # HTTP only: the route is mounted, nothing to run
         url, server, task = await serve_http(app)
         http = httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {API_TOKEN}"})
-        bot = Bot(rt, slack_api, Sender(url + slack.PATH, SECRET), http, settings)
+        bot = Bot(rt, slack_api, Sender(url + EVENTS_PATH, SECRET), http, settings)
         running.append((bot, server, task))
         return bot
 
@@ -265,11 +266,9 @@ async def test_forged_or_stale_requests_get_401_and_store_nothing(slack_bot, mes
 
 
 async def test_redis_down_answers_non_2xx_so_slack_retries(make_settings, slack_api):
-    settings = make_settings(
-        redis_url="redis://127.0.0.1:1/0", slack_bot_token="xoxb-test", slack_signing_secret=SECRET,
-        slack_api_url=slack_api.url,
-    )
-    rt = await Runtime.start(settings, default_wiring())
+    settings = make_settings(redis_url="redis://127.0.0.1:1/0")
+    rt = await Runtime.start(settings, make_wiring(slack=dict(bot_token="xoxb-test", signing_secret=SECRET,
+                                                              api_url=slack_api.url)))
     app = create_app(rt)
     rt.channels["slack"].service(rt, app)
     url, server, task = await serve_http(app)
@@ -641,9 +640,9 @@ async def test_the_working_reaction_comes_off_every_message_of_the_turn_even_if_
 async def test_socket_mode_delivers_and_acks_through_the_same_handlers(
     model_settings, start_bot, slack_api, policy_file, messages_api
 ):
-    settings = model_settings(slack_bot_token="xoxb-test", slack_app_token="xapp-test",
-                              slack_api_url=slack_api.url, policy_file=policy_file(POLICY))
-    rt = await start_bot(settings)
+    settings = model_settings(policy_file=policy_file(POLICY))
+    rt = await start_bot(settings, make_wiring(slack=dict(bot_token="xoxb-test", app_token="xapp-test",
+                                                          api_url=slack_api.url)))
     job = rt.channels["slack"].service(rt, create_app(rt))
     assert job is not None
     task = asyncio.ensure_future(job)
@@ -676,9 +675,9 @@ async def test_socket_mode_refused_at_start_stops_the_bot_naming_the_token(
     from bot.policy import ConfigError
 
     slack_api.fail("apps.connections.open", status=200, retry_after=None, error="invalid_auth", times=10)
-    settings = model_settings(slack_bot_token="xoxb-test", slack_app_token="xapp-revoked",
-                              slack_api_url=slack_api.url, policy_file=policy_file(POLICY))
-    rt = await start_bot(settings)
+    settings = model_settings(policy_file=policy_file(POLICY))
+    rt = await start_bot(settings, make_wiring(slack=dict(bot_token="xoxb-test", app_token="xapp-revoked",
+                                                          api_url=slack_api.url)))
     job = rt.channels["slack"].service(rt, create_app(rt))
     assert job is not None
     with pytest.raises(ConfigError, match="SLACK_APP_TOKEN: Socket Mode could not connect: invalid_auth"):

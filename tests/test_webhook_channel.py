@@ -16,8 +16,8 @@ from aiohttp import web
 
 from bot.runtime import Runtime
 from bot.serve import run_all
-from bot.wiring import Wiring, default_wiring
-from tests.conftest import wait_for
+from bot.wiring import Wiring
+from tests.conftest import make_wiring, wait_for
 from tests.helpers import runbook_lines
 from tests.messages_api import text, tool_use
 from tests.webhook_channel import WebhookChannel
@@ -68,10 +68,9 @@ async def receiver():
 async def bot_with_webhook(model_settings, policy_file, caplog):
     """The real bot with one more channel: the composition root's list, extended in the test."""
     caplog.set_level(logging.INFO, logger="chatops")
-    settings = model_settings(port=0, smtp_enabled=False,
-                              policy_file=policy_file('approvers = ["alice"]\n'))
-    wiring: Wiring = dataclasses.replace(default_wiring(), channels=[*default_wiring().channels,
-                                                                     WebhookChannel(secret=SECRET)])
+    settings = model_settings(port=0, policy_file=policy_file('approvers = ["alice"]\n'))
+    shipped = make_wiring(email=dict(smtp_enabled=False))
+    wiring: Wiring = dataclasses.replace(shipped, channels=[*shipped.channels, WebhookChannel(secret=SECRET)])
     rt = await Runtime.start(settings, wiring)
     task = asyncio.create_task(run_all(rt))
 

@@ -9,11 +9,10 @@ import sys
 from bot.channel import addresses_of
 from bot.doctor import Context
 from bot.policy import Policy
-from bot.wiring import default_wiring
 from channels.email.channel import EmailChannel, Mailbox
 from channels.schedule_doctor import check as schedules_check
 from channels.slack.channel import SlackChannel, SlackPlace, SlackUser
-from tests.conftest import ROOT
+from tests.conftest import ROOT, make_wiring
 
 
 def test_the_core_imports_no_channel_and_no_agent():
@@ -55,7 +54,7 @@ async def test_a_schedule_to_no_channel_or_an_unparsable_target_is_an_error(make
         {"name": "n", "cron": "0 9 * * *", "agent": "deploy", "message": "m",
          "to": {"teams": ["ops"], "email": ["not-an-address"]}},
     ]})
-    wiring = default_wiring()
+    wiring = make_wiring()
     found = await schedules_check(Context(make_settings(), policy, wiring.load_agents(policy), wiring.channels))
     errors = [f.message for f in found if f.level == "error"]
     assert "schedule n: results go to teams ops, but this bot has no channel named 'teams'" in errors

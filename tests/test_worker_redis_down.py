@@ -11,9 +11,8 @@ import pytest
 
 from bot.embedded_redis import EmbeddedRedis
 from bot.runtime import Runtime
-from bot.wiring import default_wiring
 from bot.worker import Worker
-from tests.conftest import settled, spawn_bot, wait_for
+from tests.conftest import make_wiring, settled, spawn_bot, wait_for
 from tests.helpers import say
 from tests.redis_process import RedisProcess
 
@@ -21,7 +20,7 @@ from tests.redis_process import RedisProcess
 async def test_worker_loops_survive_redis_going_away(make_settings, tmp_path, caplog):
     embedded = EmbeddedRedis(tmp_path / "redis")
     url = await embedded.start()
-    rt = await Runtime.start(make_settings(redis_url=url), default_wiring())
+    rt = await Runtime.start(make_settings(redis_url=url), make_wiring())
     task = asyncio.create_task(Worker(rt).run())
     try:
         await wait_for(lambda: rt.redis.exists(rt.store.keys.inbox), what="the worker's group")

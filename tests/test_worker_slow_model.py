@@ -11,8 +11,7 @@ import time
 import pytest
 
 from bot.runtime import Runtime
-from bot.wiring import default_wiring
-from tests.conftest import settled, spawn_bot, wait_for
+from tests.conftest import make_wiring, settled, spawn_bot, wait_for
 from tests.helpers import say
 from tests.messages_api import text
 
@@ -44,7 +43,7 @@ async def test_a_worker_stopped_during_a_model_wait_exits_without_the_grace(
         model_settings, messages_api):
     messages_api.latency = 600
     settings = model_settings(shutdown_grace=120.0)
-    rt = await Runtime.start(settings, default_wiring())  # a client: the worker is the subprocess
+    rt = await Runtime.start(settings, make_wiring())  # a client: the worker is the subprocess
     worker = spawn_bot(settings, "worker", CHATOPS_SHUTDOWN_GRACE="120")
     try:
         await say(rt, "how is api?")

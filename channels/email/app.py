@@ -21,44 +21,50 @@ from channels.email.inbound import Inbound
 from channels.email.render import EmailRenderer
 from channels.email.send import Sender
 from channels.email.server import serve_smtp
+from channels.email.settings import EmailSettings
 
 log = logging.getLogger("chatops.email")
 
 
-def identity(settings: Settings) -> Identity:
+def identity(core: Settings, settings: EmailSettings) -> Identity:
     domain = settings.email_domain.lower()
     return Identity(
         domain=domain,
         from_address=settings.email_from or f"chatops <{REPLY_LOCAL}@{domain}>",
-        key=_signing_key(settings),
+        key=_signing_key(core, settings),
         reply_ttl=settings.email_reply_ttl,
     )
 
 
-def _signing_key(settings: Settings) -> bytes:
-    if settings.signing_key is not None and settings.signing_key.get_secret_value():
-        return settings.signing_key.get_secret_value().encode()
+def _signing_key(core: Settings, settings: EmailSettings) -> bytes:
+    if core.signing_key is not None and core.signing_key.get_secret_value():
+        return core.signing_key.get_secret_value().encode()
     if settings.smtp_url is None and settings.email_local:
         # receive only: nothing is sent, so no token exists; a key nobody knows verifies none
         return secrets.token_bytes(32)
     raise ConfigError("CHATOPS_SIGNING_KEY: the email channel signs its reply addresses and needs a key")
 
 
-def renderer(rt: Runtime) -> EmailRenderer | None:
+def renderer(rt: Runtime, settings: EmailSettings) -> EmailRenderer | None:
     """The email renderer, so threads started by mail are answered by mail."""
-    if rt.settings.smtp_url is None:
-        if not rt.settings.email_local:
+    if settings.smtp_url is None:
+        if not settings.email_local:
             log.warning("SMTP_URL is not set: threads started by email get no answer by mail")
         return None
     try:
-        sender = Sender(rt.settings, rt.redis, rt.store.keys)
+        sender = Sender(settings, rt.redis, rt.store.keys)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
-    return EmailRenderer(identity(rt.settings), sender)
+    return EmailRenderer(identity(rt.settings, settings), sender)
 
 
-def service(rt: Runtime, _app: object) -> Awaitable[None] | None:
-    if not rt.settings.smtp_enabled:
+def inbound(rt: Runtime, settings: EmailSettings) -> Inbound:
+    """What the SMTP server hands each mail to."""
+    return Inbound(rt, identity(rt.settings, settings), settings)
+
+
+def service(rt: Runtime, settings: EmailSettings, _app: object) -> Awaitable[None] | None:
+    if not settings.smtp_enabled:
         return None
-    return serve_smtp(rt, Inbound(rt, identity(rt.settings)))
+    return serve_smtp(settings, inbound(rt, settings))
 

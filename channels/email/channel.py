@@ -16,9 +16,9 @@ from bot.channel import Address, Renderer
 from bot.doctor import DoctorCheck
 from bot.events import Event
 from bot.runtime import Runtime
-from bot.settings import Settings
 from bot.thread import Thread
 from channels.email import doctor
+from channels.email.settings import EmailSettings
 from channels.email.tokens import normalize
 
 
@@ -63,18 +63,22 @@ class EmailChannel:
     name = "email"
     notifies_approvers = True
 
-    def configured(self, settings: Settings) -> bool:
-        return settings.smtp_url is not None
+    def __init__(self, settings: EmailSettings | None = None) -> None:
+        # CHATOPS_EMAIL_…, CHATOPS_SMTP_…, SMTP_URL and .env
+        self.settings = settings if settings is not None else EmailSettings()
+
+    def configured(self) -> bool:
+        return self.settings.smtp_url is not None
 
     def service(self, rt: Runtime, app: object) -> Awaitable[None] | None:
         from channels.email.app import service
 
-        return service(rt, app)
+        return service(rt, self.settings, app)
 
     def renderer(self, rt: Runtime) -> Renderer | None:
         from channels.email.app import renderer
 
-        return renderer(rt)
+        return renderer(rt, self.settings)
 
     def target(self, name: str) -> Mailbox:
         found = mailbox(name)
@@ -86,4 +90,5 @@ class EmailChannel:
         return mailbox(person)
 
     def checks(self) -> Sequence[DoctorCheck]:
-        return [DoctorCheck("email", doctor.check, doctor.needs)]
+        settings = self.settings
+        return [DoctorCheck("email", lambda ctx: doctor.check(ctx, settings), lambda ctx: doctor.needs(settings))]

@@ -8,24 +8,24 @@ from __future__ import annotations
 
 from email.utils import parseaddr
 
-from bot.doctor import Context, Finding, error, ok, warning
-from bot.settings import Settings
+from bot.doctor import Context, Finding, error, ok, port_finding, warning
+from channels.email.settings import EmailSettings
 
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
 
-def needs(ctx: Context) -> list[str]:
-    return ["aiosmtplib", "channels.email.send"] if ctx.settings.smtp_url is not None else []
+def needs(settings: EmailSettings) -> list[str]:
+    return ["aiosmtplib", "channels.email.send"] if settings.smtp_url is not None else []
 
 
-async def check(ctx: Context) -> list[Finding]:
-    out = settings_findings(ctx)
-    if ctx.settings.smtp_url is not None and not any(f.level == "error" for f in out):
-        out += await relay_findings(ctx.settings)
-    return out
+async def check(ctx: Context, settings: EmailSettings) -> list[Finding]:
+    out = settings_findings(ctx, settings)
+    if settings.smtp_url is not None and not any(f.level == "error" for f in out):
+        out += await relay_findings(settings)
+    return out + port_findings(settings)
 
 
-async def relay_findings(settings: Settings) -> list[Finding]:
+async def relay_findings(settings: EmailSettings) -> list[Finding]:
     import aiosmtplib
 
     from channels.email.send import Relay
@@ -65,21 +65,29 @@ async def relay_findings(settings: Settings) -> list[Finding]:
     return [ok(f"email: {where} answers: {', '.join(steps)}")]
 
 
-def settings_findings(ctx: Context) -> list[Finding]:
-    return [*_receiving(ctx), *unsent_schedules(ctx)]
+def settings_findings(ctx: Context, settings: EmailSettings) -> list[Finding]:
+    return [*_receiving(ctx, settings), *unsent_schedules(ctx, settings)]
 
 
-def unsent_schedules(ctx: Context) -> list[Finding]:
+def port_findings(settings: EmailSettings) -> list[Finding]:
+    """The SMTP server's port is free (`chatops run` listens on it), as the core checks its own."""
+    if not settings.smtp_enabled:
+        return []
+    found = port_finding("CHATOPS_SMTP_PORT", settings.smtp_host, settings.smtp_port)
+    return [found] if found is not None else []
+
+
+def unsent_schedules(ctx: Context, settings: EmailSettings) -> list[Finding]:
     """The schedules whose results go to addresses, with no relay to send them."""
-    if ctx.settings.smtp_url is not None:
+    if settings.smtp_url is not None:
         return []
     return [error(f"schedule {s.name}: results go to {', '.join(s.to['email'])}, but SMTP_URL is not set, "
                   "so no mail is sent", "set SMTP_URL (see Connecting email)")
             for s in ctx.policy.schedules if s.to.get("email")]
 
 
-def _receiving(ctx: Context) -> list[Finding]:
-    settings, policy = ctx.settings, ctx.policy
+def _receiving(ctx: Context, settings: EmailSettings) -> list[Finding]:
+    policy = ctx.policy
     if not settings.smtp_enabled:
         return [ok("email: off (CHATOPS_SMTP_ENABLED=false)")]
     if settings.email_local and settings.smtp_url is None:
@@ -88,7 +96,7 @@ def _receiving(ctx: Context) -> list[Finding]:
                    "to connect it")]
     out = [ok(f"email: SMTP server on {settings.smtp_host}:{settings.smtp_port} "
               f"for @{settings.email_domain}, up to {settings.smtp_max_size // 1024} KB per mail")]
-    if settings.signing_key is None or not settings.signing_key.get_secret_value():
+    if ctx.settings.signing_key is None or not ctx.settings.signing_key.get_secret_value():
         out.append(error("CHATOPS_SIGNING_KEY: the email channel signs its reply addresses and needs a key",
                          "set CHATOPS_SIGNING_KEY to a long random string (e.g. openssl rand -hex 32)"))
     if settings.smtp_url is None:

@@ -33,6 +33,7 @@ from channels.email.channel import MailThread
 from channels.email.compose import REPLY_LOCAL, Identity
 from channels.email.parse import UNMISTAKABLE_WORDS, Decision, Mail, decision
 from channels.email.reader import Unreadable, read
+from channels.email.settings import EmailSettings
 from channels.email.tokens import Token
 from channels.email import keys as email_keys
 
@@ -54,9 +55,10 @@ def _ok(outcome: str, text: str) -> Received:
 
 
 class Inbound:
-    def __init__(self, rt: Runtime, identity: Identity) -> None:
+    def __init__(self, rt: Runtime, identity: Identity, settings: EmailSettings) -> None:
         self.rt = rt
         self.me = identity
+        self.settings = settings
 
     # ---- RCPT ------------------------------------------------------------------------------
 
@@ -140,7 +142,7 @@ class Inbound:
         """The DMARC result our trusted MTA recorded in its (topmost) Authentication-Results:
         "pass", "fail", "none", ..., "absent" without one; None when no trusted authserv-id is
         configured."""
-        authserv = self.rt.settings.email_authserv_id
+        authserv = self.settings.email_authserv_id
         if not authserv:
             return None
         return mail.dmarc.get(authserv.lower(), "absent")
@@ -165,7 +167,7 @@ class Inbound:
         dmarc = self._dmarc(mail)
         if dmarc not in (None, "pass"):
             return await self._refuse(mail, approval_id, f"sender authentication (DMARC) did not pass "
-                                      f"(dmarc={dmarc} from {self.rt.settings.email_authserv_id})", UNAUTHENTICATED)
+                                      f"(dmarc={dmarc} from {self.settings.email_authserv_id})", UNAUTHENTICATED)
         matching = sorted((t for t in tokens if t.approval_id == approval_id),
                           key=lambda t: not email_tokens.is_for(self.me.key, t, mail.sender))
         if not matching:

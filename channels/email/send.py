@@ -20,8 +20,8 @@ import aiosmtplib
 from redis.asyncio import Redis
 
 from bot.keys import Keys
-from bot.settings import Settings
 from channels.email import keys as email_keys
+from channels.email.settings import EmailSettings
 
 log = logging.getLogger("chatops.email")
 
@@ -84,7 +84,7 @@ def _temporary(exc: Exception) -> bool:
 
 
 class Sender:
-    def __init__(self, settings: Settings, redis: Redis, keys: Keys) -> None:
+    def __init__(self, settings: EmailSettings, redis: Redis, keys: Keys) -> None:
         assert settings.smtp_url is not None
         self.relay = Relay.from_url(settings.smtp_url.get_secret_value())
         self.retries = settings.smtp_send_retries

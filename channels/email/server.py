@@ -28,10 +28,9 @@ from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session, sy
 
 from bot.outage import REDIS_ERRORS
 from bot.policy import ConfigError
-from bot.runtime import Runtime
-from bot.settings import Settings
 from channels.email.inbound import Inbound
 from channels.email.reader import warm_up
+from channels.email.settings import EmailSettings
 
 log = logging.getLogger("chatops.email")
 MAX_RECIPIENTS = 20
@@ -260,7 +259,7 @@ class Authenticator:
         return AuthResult(success=bool(ok), handled=False)
 
 
-def tls_context(settings: Settings) -> ssl.SSLContext | None:
+def tls_context(settings: EmailSettings) -> ssl.SSLContext | None:
     if not settings.smtp_tls_cert:
         return None
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -269,7 +268,7 @@ def tls_context(settings: Settings) -> ssl.SSLContext | None:
 
 
 def server_factory(
-    settings: Settings, inbound: Inbound, loop: asyncio.AbstractEventLoop,
+    settings: EmailSettings, inbound: Inbound, loop: asyncio.AbstractEventLoop,
 ) -> Callable[[], SMTP]:
     tls = tls_context(settings)
     auth = None
@@ -328,9 +327,8 @@ def quiet_fd_exhaustion(loop: asyncio.AbstractEventLoop) -> None:
     loop._chatops_fd_quiet = True  # type: ignore[attr-defined]
 
 
-async def start_smtp(rt: Runtime, inbound: Inbound, host: str | None = None,
+async def start_smtp(settings: EmailSettings, inbound: Inbound, host: str | None = None,
                      port: int | None = None) -> asyncio.Server:
-    settings = rt.settings
     # aiosmtpd logs every command and, at DEBUG, every line of every mail: reply addresses carry
     # tokens, which are credentials. We log each mail's outcome ourselves (addresses redacted).
     logging.getLogger("mail.log").setLevel(logging.WARNING)
@@ -352,7 +350,7 @@ async def start_smtp(rt: Runtime, inbound: Inbound, host: str | None = None,
     return server
 
 
-async def serve_smtp(rt: Runtime, inbound: Inbound) -> None:
-    server = await start_smtp(rt, inbound)
+async def serve_smtp(settings: EmailSettings, inbound: Inbound) -> None:
+    server = await start_smtp(settings, inbound)
     async with server:
         await server.serve_forever()

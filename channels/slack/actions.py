@@ -23,6 +23,7 @@ from bot.runtime import Runtime
 from channels.slack import blocks
 from channels.slack.inbound import later
 from channels.slack.people import UNVERIFIED, ProfileUnavailable, profile_emails
+from channels.slack.settings import SlackSettings
 from channels.slack.signing import verify
 
 log = logging.getLogger("chatops.slack")
@@ -31,9 +32,10 @@ INVALID = "This button is not one the bot offered (or its signature is wrong); n
 
 
 class Actions:
-    def __init__(self, rt: Runtime, client: AsyncWebClient) -> None:
+    def __init__(self, rt: Runtime, client: AsyncWebClient, settings: SlackSettings) -> None:
         self.rt = rt
         self.client = client
+        self.settings = settings
 
     def register(self, app: AsyncApp) -> None:
         app.action(blocks.APPROVE)(self.on_approve)
@@ -49,7 +51,7 @@ class Actions:
             self._tell(channel, user, thread_ts, INVALID)
             return
         try:
-            also = await profile_emails(self.rt, self.client, user)
+            also = await profile_emails(self.rt, self.client, self.settings, user)
         except ProfileUnavailable:
             await ack()
             self._tell(channel, user, thread_ts, UNVERIFIED)
@@ -82,7 +84,7 @@ class Actions:
         """The approval `user` may be asked a reason to reject, or why not: it is gone, decided,
         expired, or not theirs to decide (the last two recorded as a click on Approve would be)."""
         try:
-            also = await profile_emails(self.rt, self.client, user)
+            also = await profile_emails(self.rt, self.client, self.settings, user)
         except ProfileUnavailable:
             return UNVERIFIED
         screened = await self.rt.approvals.screen(approval_id, user, "slack", also=also)
@@ -102,7 +104,7 @@ class Actions:
         values = view["state"]["values"]
         reason = (values.get(blocks.REASON_BLOCK, {}).get(blocks.REASON_BLOCK, {}).get("value") or "").strip()
         try:
-            also = await profile_emails(self.rt, self.client, user)
+            also = await profile_emails(self.rt, self.client, self.settings, user)
         except ProfileUnavailable:
             await ack(response_action="errors", errors={blocks.REASON_BLOCK: UNVERIFIED})
             return

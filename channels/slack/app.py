@@ -30,25 +30,25 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.policy import ConfigError
 from bot.runtime import Runtime
-from bot.settings import Settings
 from channels.slack import guard
 from channels.slack.actions import Actions
-from channels.slack.doctor import PATH, configured
+from channels.slack.doctor import PATH
 from channels.slack.inbound import Inbound
 from channels.slack.render import SlackRenderer
+from channels.slack.settings import SlackSettings
 
 log = logging.getLogger("chatops.slack")
 
 RATE_LIMIT_RETRIES = 3
 
 
-def web_client(settings: Settings) -> AsyncWebClient:
+def web_client(settings: SlackSettings) -> AsyncWebClient:
     """The Web API client of this process; called in its event loop, it keeps one HTTP session
     (the renderer closes it)."""
-    assert settings.slack_bot_token is not None
-    base_url = settings.slack_api_url or AsyncWebClient.BASE_URL
+    assert settings.bot_token is not None
+    base_url = settings.api_url or AsyncWebClient.BASE_URL
     return AsyncWebClient(
-        token=settings.slack_bot_token.get_secret_value(),
+        token=settings.bot_token.get_secret_value(),
         session=aiohttp.ClientSession(),
         base_url=base_url if base_url.endswith("/") else base_url + "/",
         retry_handlers=[
@@ -58,10 +58,10 @@ def web_client(settings: Settings) -> AsyncWebClient:
     )
 
 
-def build_app(rt: Runtime) -> AsyncApp:
+def build_app(rt: Runtime, settings: SlackSettings) -> AsyncApp:
     renderer = rt.renderers.get("slack")
-    client = renderer.client if isinstance(renderer, SlackRenderer) else web_client(rt.settings)
-    secret = rt.settings.slack_signing_secret
+    client = renderer.client if isinstance(renderer, SlackRenderer) else web_client(settings)
+    secret = settings.signing_secret
     app = AsyncApp(
         client=client,
         signing_secret=secret.get_secret_value() if secret else "",
@@ -69,15 +69,15 @@ def build_app(rt: Runtime) -> AsyncApp:
         process_before_response=True,
         name="chatops",
     )
-    Inbound(rt, client).register(app)
-    Actions(rt, client).register(app)
+    Inbound(rt, client, settings).register(app)
+    Actions(rt, client, settings).register(app)
     return app
 
 
-def mount(rt: Runtime, api: FastAPI, app: AsyncApp) -> None:
+def mount(settings: SlackSettings, api: FastAPI, app: AsyncApp) -> None:
     """Serve the Events API and interactivity on the bot's HTTP server."""
     handler = AsyncSlackRequestHandler(app)
-    secret = rt.settings.slack_signing_secret
+    secret = settings.signing_secret
     verifier = SignatureVerifier(secret.get_secret_value() if secret else "")
 
     async def slack_events(request: Request) -> Response:
@@ -91,19 +91,18 @@ def mount(rt: Runtime, api: FastAPI, app: AsyncApp) -> None:
     api.add_api_route(PATH, slack_events, methods=["POST"], include_in_schema=False)
 
 
-def serve(rt: Runtime, api: object) -> Awaitable[None] | None:
-    if not configured(rt.settings):
+def serve(rt: Runtime, settings: SlackSettings, api: object) -> Awaitable[None] | None:
+    if not settings.configured:
         return None
-    app = build_app(rt)
-    settings = rt.settings
-    if settings.slack_signing_secret is not None:
+    app = build_app(rt, settings)
+    if settings.signing_secret is not None:
         assert isinstance(api, FastAPI)
-        mount(rt, api, app)
+        mount(settings, api, app)
         log.info("Slack events and interactivity at %s", PATH)
-    if settings.slack_app_token is not None:
+    if settings.app_token is not None:
         log.info("Slack Socket Mode")
-        return _socket_mode(app, settings.slack_app_token.get_secret_value())
-    if settings.slack_signing_secret is None:
+        return _socket_mode(app, settings.app_token.get_secret_value())
+    if settings.signing_secret is None:
         log.error("SLACK_BOT_TOKEN is set but neither SLACK_SIGNING_SECRET nor SLACK_APP_TOKEN: "
                   "Slack cannot reach the bot")
     return None
@@ -122,6 +121,6 @@ async def _socket_mode(app: AsyncApp, app_token: str) -> None:
         await handler.close_async()
 
 
-def renderer(rt: Runtime) -> SlackRenderer | None:
-    return SlackRenderer(rt, web_client(rt.settings)) if configured(rt.settings) else None
+def renderer(rt: Runtime, settings: SlackSettings) -> SlackRenderer | None:
+    return SlackRenderer(rt, web_client(settings), settings) if settings.configured else None
 

@@ -10,9 +10,9 @@ from collections.abc import Awaitable, Sequence
 from bot.channel import Address, Renderer
 from bot.doctor import DoctorCheck
 from bot.runtime import Runtime
-from bot.settings import Settings
 from channels.slack import doctor
 from channels.slack.blocks import is_user_id
+from channels.slack.settings import SlackSettings
 
 
 class SlackPlace(Address):
@@ -31,18 +31,21 @@ class SlackChannel:
     name = "slack"
     notifies_approvers = False  # its approvers decide with the buttons in the thread itself
 
-    def configured(self, settings: Settings) -> bool:
-        return doctor.configured(settings)
+    def __init__(self, settings: SlackSettings | None = None) -> None:
+        self.settings = settings if settings is not None else SlackSettings()  # SLACK_… and .env
+
+    def configured(self) -> bool:
+        return self.settings.configured
 
     def service(self, rt: Runtime, app: object) -> Awaitable[None] | None:
         from channels.slack.app import serve
 
-        return serve(rt, app)
+        return serve(rt, self.settings, app)
 
     def renderer(self, rt: Runtime) -> Renderer | None:
         from channels.slack.app import renderer
 
-        return renderer(rt)
+        return renderer(rt, self.settings)
 
     def target(self, name: str) -> SlackPlace:
         if not name or name != name.strip() or " " in name:
@@ -53,4 +56,6 @@ class SlackChannel:
         return SlackUser(user=person.upper()) if is_user_id(person) else None
 
     def checks(self) -> Sequence[DoctorCheck]:
-        return [DoctorCheck("Slack", doctor.check, doctor.needs)]
+        settings = self.settings
+        return [DoctorCheck("Slack", lambda ctx: doctor.check(ctx, settings),
+                            lambda ctx: doctor.needs(settings))]

@@ -7,7 +7,7 @@ Kept apart from channels/slack/app.py so that `chatops doctor` does not import B
 from __future__ import annotations
 
 from bot.doctor import Context, Finding, error, ok, warning
-from bot.settings import Settings
+from channels.slack.settings import SlackSettings
 
 PATH = "/slack/events"  # where channels/slack/app.py mounts the HTTP events
 # The bot scopes of manifest.yml (a test keeps them equal): what the bot calls needs all of them.
@@ -17,25 +17,20 @@ EMAIL_MATCH_SCOPES = ("users:read", "users:read.email")  # needed only with SLAC
 REINSTALL = "add the scopes of manifest.yml to the app (OAuth & Permissions) and reinstall it"
 
 
-def configured(settings: Settings) -> bool:
-    return settings.slack_bot_token is not None and bool(settings.slack_bot_token.get_secret_value())
+def needs(settings: SlackSettings) -> list[str]:
+    return ["slack_sdk.web.async_client"] if settings.configured else []
 
 
-def needs(ctx: Context) -> list[str]:
-    return ["slack_sdk.web.async_client"] if configured(ctx.settings) else []
-
-
-async def check(ctx: Context) -> list[Finding]:
-    settings = ctx.settings
-    out = settings_findings(ctx)
-    if not configured(settings) or any(f.level == "error" for f in out):
+async def check(ctx: Context, settings: SlackSettings) -> list[Finding]:
+    out = settings_findings(ctx, settings)
+    if not settings.configured or any(f.level == "error" for f in out):
         return out
     from slack_sdk.errors import SlackApiError
     from slack_sdk.web.async_client import AsyncWebClient
 
-    base_url = settings.slack_api_url or AsyncWebClient.BASE_URL
-    assert settings.slack_bot_token is not None
-    bot = AsyncWebClient(token=settings.slack_bot_token.get_secret_value(), base_url=base_url, timeout=30)
+    base_url = settings.api_url or AsyncWebClient.BASE_URL
+    assert settings.bot_token is not None
+    bot = AsyncWebClient(token=settings.bot_token.get_secret_value(), base_url=base_url, timeout=30)
     try:
         auth = await bot.auth_test()
     except SlackApiError as exc:
@@ -46,14 +41,14 @@ async def check(ctx: Context) -> list[Finding]:
     if granted is None:
         out.append(warning("Slack: auth.test did not say the token's scopes, so they were not checked"))
     elif missing := [s for s in MANIFEST_SCOPES if s not in granted
-                     and (settings.slack_match_email or s not in EMAIL_MATCH_SCOPES)]:
+                     and (settings.match_email or s not in EMAIL_MATCH_SCOPES)]:
         out.append(error(f"Slack: the bot token lacks the scopes {', '.join(missing)}", REINSTALL))
     else:
         out.append(ok("Slack: the bot token has every scope of the manifest"))
-    if settings.slack_app_token is not None:
+    if settings.app_token is not None:
         app = AsyncWebClient(base_url=base_url, timeout=30)
         try:
-            await app.apps_connections_open(app_token=settings.slack_app_token.get_secret_value())
+            await app.apps_connections_open(app_token=settings.app_token.get_secret_value())
             out.append(ok("Slack: the app token opens a Socket Mode connection"))
         except SlackApiError as exc:
             out.append(error(f"Slack: apps.connections.open refused SLACK_APP_TOKEN "
@@ -78,16 +73,16 @@ def _scopes(headers: dict) -> set[str] | None:
     return None
 
 
-def settings_findings(ctx: Context) -> list[Finding]:
-    settings, policy = ctx.settings, ctx.policy
-    if not configured(settings):
-        if settings.slack_signing_secret or settings.slack_app_token:
+def settings_findings(ctx: Context, settings: SlackSettings) -> list[Finding]:
+    policy = ctx.policy
+    if not settings.configured:
+        if settings.signing_secret or settings.app_token:
             return [error("Slack: SLACK_BOT_TOKEN is required with SLACK_SIGNING_SECRET or SLACK_APP_TOKEN",
                           "set SLACK_BOT_TOKEN (xoxb-…, OAuth & Permissions)")]
         return [ok("Slack: off (no SLACK_BOT_TOKEN)"), *unsent_schedules(ctx)]
     out: list[Finding] = []
-    ways = [name for name, on in (("HTTP events at " + PATH, settings.slack_signing_secret),
-                                  ("Socket Mode", settings.slack_app_token)) if on]
+    ways = [name for name, on in (("HTTP events at " + PATH, settings.signing_secret),
+                                  ("Socket Mode", settings.app_token)) if on]
     if ways:
         out.append(ok("Slack: " + " and ".join(ways)))
     else:
@@ -95,15 +90,15 @@ def settings_findings(ctx: Context) -> list[Finding]:
                          "cannot reach the bot",
                          "Socket Mode (no public URL): set SLACK_APP_TOKEN (xapp-…); HTTP: set "
                          "SLACK_SIGNING_SECRET"))
-    token = settings.slack_bot_token.get_secret_value() if settings.slack_bot_token else ""
+    token = settings.bot_token.get_secret_value() if settings.bot_token else ""
     if not token.startswith("xoxb-"):
         out.append(warning("Slack: SLACK_BOT_TOKEN does not look like a bot token (xoxb-…)",
                            "use the Bot User OAuth Token, not a user token"))
-    app_token = settings.slack_app_token.get_secret_value() if settings.slack_app_token else None
+    app_token = settings.app_token.get_secret_value() if settings.app_token else None
     if app_token is not None and not app_token.startswith("xapp-"):
         out.append(error("Slack: SLACK_APP_TOKEN must be an app-level token (xapp-…)",
                          "Basic Information → App-Level Tokens"))
-    if settings.signing_key is None:
+    if ctx.settings.signing_key is None:
         out.append(warning("Slack: CHATOPS_SIGNING_KEY is not set, so approvals get no buttons "
                            "(approvers type `approve` / `reject <reason>` in the thread)",
                            "set CHATOPS_SIGNING_KEY to a long random string"))

@@ -34,6 +34,7 @@ from channels.slack.blocks import escape
 from channels.slack.channel import SlackPlace
 from channels.slack.people import UNVERIFIED, ProfileUnavailable, profile_emails
 from channels.slack.render import address_key, posted_key, show_working
+from channels.slack.settings import SlackSettings
 
 log = logging.getLogger("chatops.slack")
 
@@ -106,9 +107,10 @@ def refusal(policy: Policy, agent: str, user: str | None, channel: str) -> str |
 
 
 class Inbound:
-    def __init__(self, rt: Runtime, client: AsyncWebClient) -> None:
+    def __init__(self, rt: Runtime, client: AsyncWebClient, settings: SlackSettings) -> None:
         self.rt = rt
         self.client = client
+        self.settings = settings
 
     def register(self, app: AsyncApp) -> None:
         app.event("app_mention")(self.on_mention)
@@ -154,7 +156,7 @@ class Inbound:
                 later(self.client.chat_postEphemeral(channel=channel, user=user, thread_ts=thread_ts, text=text))
             return
         try:
-            also = await profile_emails(self.rt, self.client, user)
+            also = await profile_emails(self.rt, self.client, self.settings, user)
         except ProfileUnavailable:
             later(self.client.chat_postEphemeral(channel=channel, user=user, thread_ts=thread_ts, text=UNVERIFIED))
             return
@@ -166,7 +168,8 @@ class Inbound:
             source=Source(channel="slack", user=user, external_id=message_id, also=also),
         )
         if appended.ok:
-            later(show_working(self.rt, self.client, thread_id, channel, ts, appended.version))
+            later(show_working(self.rt, self.client, self.settings.working_reaction, thread_id, channel, ts,
+                               appended.version))
 
     async def _known(self, thread_id: str, channel: str, thread_ts: str | None) -> ThreadMeta | None:
         """The thread this Slack conversation already belongs to: its own (`thread_id`), or, for
@@ -188,7 +191,7 @@ class Inbound:
         if subtype not in _SAYING:
             return False
         if event.get("bot_id") or subtype == "bot_message":
-            return self.rt.settings.slack_allow_bots  # our own are dropped by Bolt already
+            return self.settings.allow_bots  # our own are dropped by Bolt already
         return bool(event.get("user"))
 
     def _route(self, channel: str, text: str) -> tuple[str, str]:
@@ -223,7 +226,7 @@ class Inbound:
             else:
                 approve, reason = decision
                 try:
-                    also = await profile_emails(self.rt, self.client, user)
+                    also = await profile_emails(self.rt, self.client, self.settings, user)
                 except ProfileUnavailable:
                     also = None
                 outcome = await self.rt.approvals.decide(pending[0].approval_id, approve, user, "slack", reason,

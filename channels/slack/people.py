@@ -15,6 +15,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.runtime import Runtime
+from channels.slack.settings import SlackSettings
 
 log = logging.getLogger("chatops.slack")
 
@@ -26,10 +27,11 @@ class ProfileUnavailable(Exception):
     """users.info failed: deciding as the bare user id could let one person pass for two."""
 
 
-async def profile_emails(rt: Runtime, client: AsyncWebClient, user: str | None) -> tuple[str, ...]:
+async def profile_emails(rt: Runtime, client: AsyncWebClient, settings: SlackSettings,
+                         user: str | None) -> tuple[str, ...]:
     """The identities Slack vouches for besides the user id: its profile email, if matching is on
     and the id is no person's already. Raises ProfileUnavailable when Slack does not answer."""
-    if not user or not rt.settings.slack_match_email or rt.policy.who.is_known(user):
+    if not user or not settings.match_email or rt.policy.who.is_known(user):
         return ()
     key = f"{rt.store.keys.prefix}slack:email:{user}"
     cached = await rt.redis.get(key)
@@ -40,7 +42,7 @@ async def profile_emails(rt: Runtime, client: AsyncWebClient, user: str | None) 
         except (SlackApiError, OSError, TimeoutError) as exc:  # e.g. missing_scope: refuse, never guess
             log.warning("users.info for %s failed: %s", user, exc)
             raise ProfileUnavailable(user) from None
-        await rt.redis.set(key, email.lower(), ex=int(rt.settings.slack_email_ttl))
+        await rt.redis.set(key, email.lower(), ex=int(settings.email_ttl))
     else:
         email = cached.decode() if isinstance(cached, bytes) else cached
     return (email,) if email else ()

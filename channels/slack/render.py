@@ -42,6 +42,7 @@ from bot.thread import Thread, ThreadMeta
 from channels.slack import blocks
 from channels.slack import keys as slack_keys
 from channels.slack.channel import SlackPlace
+from channels.slack.settings import SlackSettings
 from channels.slack.signing import sign
 
 log = logging.getLogger("chatops.slack")
@@ -72,9 +73,10 @@ class Place:
 class SlackRenderer:
     name = "slack"
 
-    def __init__(self, rt: Runtime, client: AsyncWebClient) -> None:
+    def __init__(self, rt: Runtime, client: AsyncWebClient, settings: SlackSettings) -> None:
         self.rt = rt
         self.client = client
+        self.settings = settings
 
     async def render(self, thread: Thread, event: Event) -> None:
         origin = SlackPlace.model_validate(thread.meta.origin.address)
@@ -95,7 +97,7 @@ class SlackRenderer:
             await self._show(thread, event, place)
         finally:  # even if showing the turn's last event failed: nothing else would clear it
             if thread.state != "working" and event is _last_visible(thread):
-                await clear_working(self.rt, self.client, thread)
+                await clear_working(self.rt, self.client, self.settings.working_reaction, thread)
 
     async def _show(self, thread: Thread, event: Event, place: Place) -> None:
         if isinstance(event, (AgentReply, Notice)):
@@ -209,12 +211,11 @@ def slack_inputs(events: list[Event]) -> list[tuple[str, str]]:
     return out
 
 
-async def show_working(rt: Runtime, client: AsyncWebClient, thread_id: str, channel: str, ts: str,
-                       position: int) -> None:
+async def show_working(rt: Runtime, client: AsyncWebClient, reaction: str, thread_id: str, channel: str,
+                       ts: str, position: int) -> None:
     """React to the message that became the `position`th event of the thread. This runs after
     the ack, so the turn may be over already: if `clear_working` passed that position meanwhile,
     its remove may have come first; undo the add."""
-    reaction = rt.settings.slack_working_reaction
     try:
         await client.reactions_add(channel=channel, timestamp=ts, name=reaction)
     except SlackApiError as exc:
@@ -223,13 +224,13 @@ async def show_working(rt: Runtime, client: AsyncWebClient, thread_id: str, chan
         await _unreact(client, reaction, channel, ts)
 
 
-async def clear_working(rt: Runtime, client: AsyncWebClient, thread: Thread) -> None:
+async def clear_working(rt: Runtime, client: AsyncWebClient, reaction: str, thread: Thread) -> None:
     """Take the working reaction off the Slack messages the thread took since the last time. The
     marker moves first, so that a reaction added after this takes itself off (`show_working`)."""
     done = await rt.store.marker(thread.id, UNREACTED)
     await rt.store.set_marker(thread.id, UNREACTED, thread.version)
     for channel, ts in slack_inputs(thread.events[done:thread.version]):
-        await _unreact(client, rt.settings.slack_working_reaction, channel, ts)
+        await _unreact(client, reaction, channel, ts)
 
 
 async def _unreact(client: AsyncWebClient, reaction: str, channel: str, ts: str) -> None:
