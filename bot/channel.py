@@ -60,8 +60,9 @@ class Forwarder(Protocol):
 
 @runtime_checkable
 class Relay(Protocol):
-    """A renderer that shows its threads through other channels (a schedule's destinations):
-    delivery leaves to those the approvers they would tell themselves."""
+    """A renderer that shows its threads through other channels (a schedule's destinations).
+    Those channels' renderers tell the approvers themselves, as for their own threads, so
+    delivery does not tell them a second time."""
 
     def relays_to(self, thread: Thread) -> Collection[str]:
         """The names of the channels `thread`'s events are forwarded to."""

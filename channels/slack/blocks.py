@@ -16,6 +16,7 @@ from slackify_markdown import slackify_markdown
 
 from bot.approvals import shown, votes_text
 from bot.events import ApprovalDecided, ApprovalRequested
+from channels.slack.channel import is_user_id
 
 SECTION_LIMIT = 3000
 BLOCK_LIMIT = 50
@@ -32,7 +33,6 @@ REASON_BLOCK = "reason"
 Block = dict[str, Any]
 _FENCE = "```"
 # approver lists are lower-cased by the policy; a Slack id is told apart from a name by its digits
-_SLACK_USER = re.compile(r"^[UW](?=[A-Z0-9]*[0-9])[A-Z0-9]{6,}$", re.IGNORECASE)
 
 
 def escape(text: str) -> str:
@@ -61,16 +61,11 @@ def _defuse(match: re.Match[str]) -> str:
     return f"&lt;{inner}&gt;"
 
 
-def is_user_id(identity: str) -> bool:
-    """A Slack user id (U…, or W… on Enterprise Grid), in any case (the policy lower-cases)."""
-    return bool(_SLACK_USER.match(identity))
-
-
 def who(user: str | None) -> str:
     """A Slack user id as a mention, anyone else (email, console name) as plain text."""
     if not user:
         return "someone"
-    return f"<@{user.upper()}>" if _SLACK_USER.match(user) else escape(user)
+    return f"<@{user.upper()}>" if is_user_id(user) else escape(user)
 
 
 def when(ts: float) -> str:

@@ -5,14 +5,21 @@ configured, its service and renderer (channels/slack/app.py, imported only when 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Sequence
 
 from bot.channel import Address, Renderer
 from bot.doctor import DoctorCheck
 from bot.runtime import Runtime
 from channels.slack import doctor
-from channels.slack.blocks import is_user_id
 from channels.slack.settings import SlackSettings
+
+_USER_ID = re.compile(r"^[UW](?=[A-Z0-9]*[0-9])[A-Z0-9]{6,}$", re.IGNORECASE)
+
+
+def is_user_id(identity: str) -> bool:
+    """A Slack user id (U…, or W… on Enterprise Grid), in any case (the policy lower-cases)."""
+    return bool(_USER_ID.match(identity))
 
 
 class SlackPlace(Address):
