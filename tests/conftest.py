@@ -90,6 +90,10 @@ def make_settings(redis_url: str, prefix: str, tmp_path: Path) -> Callable[..., 
             shutdown_grace=1.0,
         )
         values.update(overrides)
+        # the core's settings ignore unknown names (a .env holds the channels' too): a channel's
+        # setting given here would be lost silently, it belongs in `make_wiring`
+        unknown = sorted(set(values) - set(Settings.model_fields))
+        assert not unknown, f"not core settings: {unknown} (a channel's go to make_wiring)"
         return Settings(_env_file=None, **values)
 
     return make
