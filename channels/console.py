@@ -7,6 +7,7 @@ against a running bot, reading lines from stdin, so it can be scripted.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import getpass
 import logging
@@ -28,6 +29,7 @@ from bot.routing import route
 from bot.runtime import Runtime
 from bot.store import ThreadNotFound
 from bot.thread import Origin, Thread
+from bot.verbs import Verb, as_user
 
 # `reject <word> ...`: the word is an approval id if it looks like one (hex, with the dot), else
 # the reason of a bare reject
@@ -330,6 +332,17 @@ class ConsoleChannel:
 
     def checks(self) -> Sequence[DoctorCheck]:
         return []
+
+    def verbs(self) -> Sequence[Verb]:
+        return [Verb("console", "talk to a running bot from stdin (scriptable)", run_console,
+                     lambda p: as_user(p, "who you are: the requester of what you ask, the approver "
+                                          "of what you approve"))]
+
+
+async def run_console(rt: Runtime, args: argparse.Namespace) -> int:
+    """`chatops console`: the console on stdin, as `--as` USER."""
+    await Console(rt, user=args.user).run(stdin_lines())
+    return 0
 
 
 async def run_on_terminal(rt: Runtime) -> None:

@@ -39,7 +39,8 @@ from bot.policy import ConfigError, Schedule
 from bot.runtime import Runtime
 from bot.store import Appended, Claim
 from bot.thread import Origin, State, Thread, ThreadMeta
-from channels import schedule_doctor
+from bot.verbs import Verb
+from channels import schedule_doctor, schedule_verbs
 
 log = logging.getLogger("chatops.schedule")
 
@@ -348,6 +349,10 @@ class ScheduleChannel:
 
     def checks(self) -> Sequence[DoctorCheck]:
         return [DoctorCheck("schedules", schedule_doctor.check)]
+
+    def verbs(self) -> Sequence[Verb]:
+        """`chatops clock`, `chatops schedules list|run`."""
+        return schedule_verbs.verbs()
 
 
 def _log_taken(name: str, scheduled_for: float, count: int = 1) -> None:

@@ -6,6 +6,7 @@ channels/email/app.py, imported only then.
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Awaitable, Sequence
 from email.utils import parseaddr
 
@@ -17,6 +18,7 @@ from bot.doctor import DoctorCheck
 from bot.events import Event
 from bot.runtime import Runtime
 from bot.thread import Thread
+from bot.verbs import Verb
 from channels.email import doctor
 from channels.email.settings import EmailSettings
 from channels.email.tokens import normalize
@@ -92,3 +94,14 @@ class EmailChannel:
     def checks(self) -> Sequence[DoctorCheck]:
         settings = self.settings
         return [DoctorCheck("email", lambda ctx: doctor.check(ctx, settings), lambda ctx: doctor.needs(settings))]
+
+    def verbs(self) -> Sequence[Verb]:
+        return [Verb("smtp", "run the email channel's SMTP server alone", self.serve_smtp, serving=True)]
+
+    async def serve_smtp(self, rt: Runtime, _args: argparse.Namespace) -> int:
+        """`chatops smtp`: its SMTP server, with no worker or HTTP API in the process."""
+        from channels.email.app import inbound
+        from channels.email.server import serve_smtp
+
+        await serve_smtp(self.settings, inbound(rt, self.settings))
+        return 0
