@@ -18,6 +18,7 @@ from bot.runtime import Runtime
 from bot.settings import Settings
 from channels.email.compose import REPLY_LOCAL, Identity
 from channels.email.inbound import Inbound
+from channels.email.reader import Reader
 from channels.email.render import EmailRenderer
 from channels.email.send import Sender
 from channels.email.server import serve_smtp
@@ -59,8 +60,11 @@ def renderer(rt: Runtime, settings: EmailSettings) -> EmailRenderer | None:
 
 
 def inbound(rt: Runtime, settings: EmailSettings) -> Inbound:
-    """What the SMTP server hands each mail to."""
-    return Inbound(rt, identity(rt.settings, settings), settings)
+    """What the SMTP server hands each mail to, with its mail-reading processes (stopped when the
+    runtime closes)."""
+    reader = Reader()
+    rt.on_close(reader.close)
+    return Inbound(rt, identity(rt.settings, settings), settings, reader)
 
 
 def service(rt: Runtime, settings: EmailSettings, _app: object) -> Awaitable[None] | None:
