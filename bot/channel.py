@@ -12,8 +12,8 @@ variable names, e.g. SLACK_…), held by the channel object and passed down to i
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Collection, Sequence
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from collections.abc import Awaitable, Collection, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict
 
@@ -32,6 +32,11 @@ class Address(BaseModel):
     stored as JSON (`Origin.address`), read back with the channel's own model."""
 
     model_config = ConfigDict(frozen=True, extra="ignore")
+
+    def title(self, thread: Thread) -> str:
+        """How another channel names `thread`'s conversation when it shows it (a mail's subject);
+        a channel whose origins say more (a schedule's name and time) overrides it."""
+        return f"{thread.agent} agent: thread {thread.id} ({thread.meta.origin.channel})"
 
 
 class Renderer(Protocol):
@@ -104,6 +109,24 @@ class Channel(Protocol):
     def checks(self) -> Sequence[DoctorCheck]:
         """Its `chatops doctor` checks."""
         ...
+
+
+@runtime_checkable
+class Addressed(Protocol):
+    """A channel whose origin addresses other channels read (its `Address.title`)."""
+
+    def address(self, data: Mapping[str, Any]) -> Address:
+        """Its own origin address, read from the JSON stored in `Origin.address`."""
+        ...
+
+
+def origin_address(channels: Mapping[str, Channel], thread: Thread) -> Address:
+    """`thread`'s origin address as its channel reads it; a channel that does not say reads as
+    the plain `Address` (its defaults)."""
+    channel = channels.get(thread.meta.origin.channel)
+    if isinstance(channel, Addressed):
+        return channel.address(thread.meta.origin.address)
+    return Address()
 
 
 def addresses_of(channel: Channel, people: Sequence[str]) -> list[Address]:

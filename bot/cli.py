@@ -198,8 +198,8 @@ async def cmd_schedules_list(rt: Runtime, args: argparse.Namespace) -> int:
     import time
 
     from bot import cron
+    from bot.formatting import clock
     from bot.store import scored
-    from channels.console import clock
 
     last = scored(await rt.redis.zrange(rt.store.keys.schedule_last, 0, -1, withscores=True))
     rows = []
@@ -239,7 +239,7 @@ async def cmd_threads_list(rt: Runtime, args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    from channels.console import clock
+    from bot.formatting import clock
 
     if not rows:
         print("no threads")
@@ -252,8 +252,8 @@ async def cmd_threads_list(rt: Runtime, args: argparse.Namespace) -> int:
 
 
 async def cmd_threads_show(rt: Runtime, args: argparse.Namespace) -> int:
+    from bot.formatting import clock
     from bot.store import ThreadNotFound
-    from channels.console import clock
 
     try:
         thread = await rt.store.load(args.id)

@@ -15,26 +15,13 @@ import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Sequence
-from datetime import datetime, timezone
 from typing import TextIO
 
-from bot.approvals import shown, thread_of, votes_text
+from bot.approvals import thread_of
 from bot.channel import Address, Renderer
 from bot.doctor import DoctorCheck
-from bot.events import (
-    AgentReply,
-    ApprovalDecided,
-    ApprovalEscalated,
-    ApprovalRefused,
-    ApprovalReminder,
-    ApprovalRequested,
-    ApprovalVote,
-    Event,
-    HumanQuestion,
-    Notice,
-    ScheduleMissed,
-    Source,
-)
+from bot.events import ApprovalDecided, ApprovalRefused, Event, Source
+from bot.formatting import call_text, format_event
 from bot.intake import new_thread_id
 from bot.outage import REDIS_DOWN, stop_if_cancelled
 from bot.routing import route
@@ -49,52 +36,6 @@ SETTLE_TIMEOUT = 600.0
 log = logging.getLogger("chatops.console")
 POLL_BUSY = 0.05  # seconds between looks at the watched threads while one is working
 POLL_IDLE = 0.5  # and while they all wait: decisions taken elsewhere show within this
-
-
-def clock(ts: float) -> str:
-    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-
-
-def call_text(tool: str, args: dict) -> str:
-    return f"{tool}(" + ", ".join(f"{shown(k, 60)}={shown(v)}" for k, v in args.items()) + ")"
-
-
-def format_event(event: Event) -> str | None:
-    """How the console shows an event; None for events it does not show."""
-    if isinstance(event, (AgentReply, Notice)):
-        return "bot> " + event.text.replace("\n", "\n     ")
-    if isinstance(event, ApprovalRequested):
-        who = ", ".join(event.approvers_named) or "anyone"
-        who += f" ({event.quorum} different people must approve)" if event.quorum > 1 else ""
-        return (
-            f"bot> approval needed [{event.approval_id}]: {call_text(event.tool, event.args)}\n"
-            + "".join(f"     {line}\n" for line in event.about.splitlines())  # an MCP tool's server, claims
-            + f"     asked by {event.requester or 'unknown'}; approvers: {who}; "
-            f"expires {clock(event.expires_at)}\n"
-            f"     answer: approve {event.approval_id}   or   reject {event.approval_id} <reason>"
-        )
-    if isinstance(event, ApprovalDecided):
-        if event.decision == "expired":
-            return f"bot> approval {event.approval_id} expired; nothing was run"
-        reason = f": {event.reason}" if event.reason else ""
-        return f"bot> approval {event.approval_id} {event.decision} by {event.by} via {event.via}{reason}"
-    if isinstance(event, ApprovalVote):
-        return f"bot> approval {event.approval_id}: {votes_text(event.people, event.quorum)}"
-    if isinstance(event, ApprovalRefused):
-        return f"bot> approval {event.approval_id}: refused for {event.by}: {event.reason}"
-    if isinstance(event, HumanQuestion):
-        return f"bot> question: {event.question}"
-    if isinstance(event, ApprovalReminder):
-        who = ", ".join(event.approvers) if event.approvers else "anyone"
-        return (f"bot> reminder: approval {event.approval_id} for {call_text(event.tool, event.args)} "
-                f"is still undecided and expires {clock(event.expires_at)}; approvers: {who}")
-    if isinstance(event, ApprovalEscalated):
-        return (f"bot> escalated: approval {event.approval_id} for {call_text(event.tool, event.args)} "
-                f"may now also be decided by {', '.join(event.approvers)}; expires {clock(event.expires_at)}")
-    if isinstance(event, ScheduleMissed):
-        return (f"bot> schedule {event.schedule} missed {event.missed} run(s) up to "
-                f"{clock(event.scheduled_for)} while the bot was down; not run (grace {event.grace:g}s)")
-    return None
 
 
 class Screen:

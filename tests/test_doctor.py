@@ -186,8 +186,7 @@ name = "nightly"
 cron = "0 3 * * *"
 agent = "deploy"
 message = "/service_status api prod"
-slack_channel = "C0123456789"
-emails = ["oncall@example.com"]
+to = { slack = ["C0123456789"], email = ["oncall@example.com"] }
 """)
     settings = make_settings(policy_file=policy)
     with socket.socket() as taken:

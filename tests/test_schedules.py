@@ -29,7 +29,7 @@ TAKEN = re.compile(r"schedule (\S+) at (\S+ \S+) UTC: taken by another process(?
 
 def schedule_toml(name: str, cron_expr: str, message: str, agent: str = "deploy", extra: str = "") -> str:
     return (f'[[schedules]]\nname = "{name}"\ncron = "{cron_expr}"\nagent = "{agent}"\n'
-            f'message = "{message}"\nslack_channel = "C-OPS"\nemails = ["ops@example.com"]\n{extra}\n')
+            f'message = "{message}"\nto = {{ slack = ["C-OPS"], email = ["ops@example.com"] }}\n{extra}\n')
 
 
 def cron_at(ts: float) -> str:
@@ -363,7 +363,8 @@ async def test_schedules_cli_lists_and_runs(make_settings, policy_file):
         thread = await rt.store.load(thread_id)
         [event] = thread.events
         assert event.type == "schedule_fired" and event.source.user == "carol" and event.text == "/help"
-        assert thread.meta.origin.address["slack_channel"] == "C-OPS"
+        assert thread.meta.origin.address == {"schedule": "status", "scheduled_for": event.scheduled_for,
+                                              "to": {"slack": ["C-OPS"], "email": ["ops@example.com"]}}
     finally:
         await rt.close()
     unknown = subprocess.run([sys.executable, "-m", "bot", "schedules", "run", "nope"], env=env, cwd=ROOT,
@@ -371,10 +372,57 @@ async def test_schedules_cli_lists_and_runs(make_settings, policy_file):
     assert unknown.returncode == 1 and "no schedule named 'nope'" in unknown.stderr
 
 
-def test_a_schedules_destinations_are_channel_neutral_with_shorthands():
+def test_a_schedules_destinations_are_channel_neutral():
     from bot.policy import Schedule
 
-    s = Schedule(name="n", cron="0 9 * * *", agent="deploy", message="m", slack_channel="C-OPS",
-                 emails=["ops@example.com"], to={"webhook": ["hook-1"], "slack": ["C-OPS"]})
-    assert s.to == {"webhook": ["hook-1"], "slack": ["C-OPS"], "email": ["ops@example.com"]}
-    assert s.where() == "webhook hook-1, slack C-OPS, email ops@example.com"
+    s = Schedule(name="n", cron="0 9 * * *", agent="deploy", message="m",
+                 to={"webhook": ["hook-1", "hook-1"], "slack": ["C-OPS"], "email": []})
+    assert s.to == {"webhook": ["hook-1"], "slack": ["C-OPS"]}
+    assert s.where() == "webhook hook-1, slack C-OPS"
+
+
+@pytest.mark.parametrize("keys, said", [
+    ('slack_channel = "C-OPS"', """'slack_channel' is gone: write to = { slack = ["C-OPS"] }"""),
+    ('emails = ["ops@example.com"]\nto = { webhook = ["h"] }',
+     """'emails' is gone: write to = { webhook = ["h"], email = ["ops@example.com"] }"""),
+    ('slack_channel = "C-OPS"\nemails = ["ops@example.com"]',
+     """'slack_channel' and 'emails' are gone: write to = { slack = ["C-OPS"], email = ["ops@example.com"] }"""),
+])
+def test_the_older_schedule_keys_are_refused_with_the_to_to_write(policy_file, keys, said):
+    path = policy_file(f'[[schedules]]\nname = "nightly"\ncron = "0 3 * * *"\nagent = "deploy"\n'
+                       f'message = "hi"\n{keys}\n')
+    with pytest.raises(ConfigError) as refused:
+        load_policy(path)
+    assert str(refused.value) == f"policy: schedules.nightly: {said}"
+
+
+async def test_a_reload_into_the_older_schedule_keys_is_refused(make_settings, policy_file, caplog):
+    path = policy_file(schedule_toml("nightly", "0 3 * * *", "hi"))
+    rt = await Runtime.start(make_settings(policy_file=path), make_wiring())
+    try:
+        path.write_text(path.read_text().replace('to = { slack = ["C-OPS"], email = ["ops@example.com"] }',
+                                                  'slack_channel = "C-OPS"'))
+        assert rt.reload() is False
+        assert rt.policy.schedules[0].to == {"slack": ["C-OPS"], "email": ["ops@example.com"]}
+        assert """policy: schedules.nightly: 'slack_channel' is gone: write to = { slack = ["C-OPS"] }""" \
+            in caplog.text
+    finally:
+        await rt.close()
+
+
+def test_an_origin_stored_with_the_older_keys_reads_as_its_to():
+    from channels.schedule import ScheduleChannel, ScheduledThread
+
+    older = {"schedule": "nightly", "scheduled_for": 1700000000.0, "slack_channel": "C-OPS",
+             "emails": ["ops@example.com"], "to": {}}
+    read = ScheduleChannel().address(older)
+    assert isinstance(read, ScheduledThread)
+    assert read.to == {"slack": ["C-OPS"], "email": ["ops@example.com"]}
+    assert ScheduledThread.model_validate({**older, "emails": []}).to == {"slack": ["C-OPS"]}
+    assert "slack_channel" not in read.model_dump() and "emails" not in read.model_dump()
+    # what is written now holds the schedule, its time and `to` only
+    from bot.policy import Schedule
+    from channels.schedule import origin_for
+
+    s = Schedule(name="n", cron="0 9 * * *", agent="deploy", message="m", to={"slack": ["C-OPS"]})
+    assert origin_for(s, 1.0).address == {"schedule": "n", "scheduled_for": 1.0, "to": {"slack": ["C-OPS"]}}

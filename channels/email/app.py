@@ -13,6 +13,7 @@ import logging
 import secrets
 from collections.abc import Awaitable
 
+from bot.channel import origin_address
 from bot.policy import ConfigError
 from bot.runtime import Runtime
 from bot.settings import Settings
@@ -56,7 +57,8 @@ def renderer(rt: Runtime, settings: EmailSettings) -> EmailRenderer | None:
         sender = Sender(settings, rt.redis, rt.store.keys)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
-    return EmailRenderer(identity(rt.settings, settings), sender)
+    return EmailRenderer(identity(rt.settings, settings), sender,
+                         lambda thread: origin_address(rt.channels, thread).title(thread))
 
 
 def inbound(rt: Runtime, settings: EmailSettings) -> Inbound:
