@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Sequence
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from bot.approvals import thread_of
 from bot.channel import Address, Renderer
@@ -28,6 +28,9 @@ from bot.routing import route
 from bot.runtime import Runtime
 from bot.store import ThreadNotFound
 from bot.thread import Origin, Thread
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
 
 # `reject <word> ...`: the word is an approval id if it looks like one (hex, with the dot), else
 # the reason of a bare reject
@@ -315,7 +318,7 @@ class ConsoleChannel:
     def configured(self) -> bool:
         return True
 
-    def service(self, rt: Runtime, app: object) -> Awaitable[None] | None:
+    def service(self, rt: Runtime, app: FastAPI) -> Awaitable[None] | None:
         attach = sys.stdin.isatty() if self.attach is None else self.attach
         return run_on_terminal(rt) if attach else None
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import secrets
 from collections.abc import Awaitable
+from typing import TYPE_CHECKING
 
 from bot.channel import origin_address
 from bot.policy import ConfigError
@@ -24,6 +25,9 @@ from channels.email.render import EmailRenderer
 from channels.email.send import Sender
 from channels.email.server import serve_smtp
 from channels.email.settings import EmailSettings
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
 
 log = logging.getLogger("chatops.email")
 
@@ -69,7 +73,7 @@ def inbound(rt: Runtime, settings: EmailSettings) -> Inbound:
     return Inbound(rt, identity(rt.settings, settings), settings, reader)
 
 
-def service(rt: Runtime, settings: EmailSettings, _app: object) -> Awaitable[None] | None:
+def service(rt: Runtime, settings: EmailSettings, _app: FastAPI) -> Awaitable[None] | None:
     if not settings.smtp_enabled:
         return None
     return serve_smtp(settings, inbound(rt, settings))

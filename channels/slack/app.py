@@ -91,13 +91,12 @@ def mount(settings: SlackSettings, api: FastAPI, app: AsyncApp) -> None:
     api.add_api_route(PATH, slack_events, methods=["POST"], include_in_schema=False)
 
 
-def serve(rt: Runtime, settings: SlackSettings, api: object, later: Later) -> Awaitable[None] | None:
+def serve(rt: Runtime, settings: SlackSettings, api: FastAPI, later: Later) -> Awaitable[None] | None:
     if not settings.configured:
         return None
     rt.on_close(later.close)
     app = build_app(rt, settings, later)
     if settings.signing_secret is not None:
-        assert isinstance(api, FastAPI)
         mount(settings, api, app)
         log.info("Slack events and interactivity at %s", PATH)
     if settings.app_token is not None:

@@ -16,6 +16,7 @@ from channels.slack import doctor
 from channels.slack.settings import SlackSettings
 
 if TYPE_CHECKING:
+    from fastapi import FastAPI
     from channels.slack.inbound import Later
 
 _USER_ID = re.compile(r"^[UW](?=[A-Z0-9]*[0-9])[A-Z0-9]{6,}$", re.IGNORECASE)
@@ -49,7 +50,7 @@ class SlackChannel:
     def configured(self) -> bool:
         return self.settings.configured
 
-    def service(self, rt: Runtime, app: object) -> Awaitable[None] | None:
+    def service(self, rt: Runtime, app: FastAPI) -> Awaitable[None] | None:
         from channels.slack.app import serve
         from channels.slack.inbound import Later
 
