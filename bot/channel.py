@@ -21,6 +21,7 @@ from bot.events import Event
 from bot.thread import Thread
 
 if TYPE_CHECKING:
+    from fastapi import FastAPI
     from pydantic_settings import BaseSettings
 
     from bot.doctor import DoctorCheck
@@ -90,7 +91,7 @@ class Channel(Protocol):
         """Whether it is set up to send: a schedule's target on it is an error otherwise."""
         ...
 
-    def service(self, rt: Runtime, app: object) -> Awaitable[None] | None:
+    def service(self, rt: Runtime, app: FastAPI) -> Awaitable[None] | None:
         """What it runs in `chatops run` (given the HTTP app to add routes to), or None."""
         ...
 

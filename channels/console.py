@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Sequence
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from bot.approvals import thread_of
 from bot.channel import Address, Renderer
@@ -30,6 +30,9 @@ from bot.runtime import Runtime
 from bot.store import ThreadNotFound
 from bot.thread import Origin, Thread
 from bot.verbs import Verb, as_user
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
 
 # `reject <word> ...`: the word is an approval id if it looks like one (hex, with the dot), else
 # the reason of a bare reject
@@ -317,7 +320,7 @@ class ConsoleChannel:
     def configured(self) -> bool:
         return True
 
-    def service(self, rt: Runtime, app: object) -> Awaitable[None] | None:
+    def service(self, rt: Runtime, app: FastAPI) -> Awaitable[None] | None:
         attach = sys.stdin.isatty() if self.attach is None else self.attach
         return run_on_terminal(rt) if attach else None
 

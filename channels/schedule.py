@@ -23,7 +23,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Mapping, Sequence
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from pydantic import model_validator
@@ -41,6 +41,9 @@ from bot.store import Appended, Claim
 from bot.thread import Origin, State, Thread, ThreadMeta
 from bot.verbs import Verb
 from channels import schedule_doctor, schedule_verbs
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
 
 log = logging.getLogger("chatops.schedule")
 
@@ -330,7 +333,7 @@ class ScheduleChannel:
     def configured(self) -> bool:
         return True
 
-    def service(self, rt: Runtime, app: object) -> Awaitable[None] | None:
+    def service(self, rt: Runtime, app: FastAPI) -> Awaitable[None] | None:
         """The clock, when the policy declares schedules."""
         return Clock(rt).run() if rt.policy.schedules else None
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Awaitable, Sequence
 from email.utils import parseaddr
+from typing import TYPE_CHECKING
 
 from pydantic import field_validator
 
@@ -22,6 +23,9 @@ from bot.verbs import Verb
 from channels.email import doctor
 from channels.email.settings import EmailSettings
 from channels.email.tokens import normalize
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
 
 
 class Mailbox(Address):
@@ -72,7 +76,7 @@ class EmailChannel:
     def configured(self) -> bool:
         return self.settings.smtp_url is not None
 
-    def service(self, rt: Runtime, app: object) -> Awaitable[None] | None:
+    def service(self, rt: Runtime, app: FastAPI) -> Awaitable[None] | None:
         from channels.email.app import service
 
         return service(rt, self.settings, app)
