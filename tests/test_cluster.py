@@ -214,14 +214,15 @@ async def test_smtp_answers_451_while_the_cluster_is_down(own_cluster, make_sett
     """Not the 451 of a bug ("temporary error"): the cluster client's own exceptions, which are not
     RedisErrors, are an outage like Redis's."""
     from channels.email import app as email_channel
-    from channels.email.inbound import Inbound
     from channels.email.server import start_smtp
+    from channels.email.settings import EmailSettings
     from tests.mail import deliver, new_mail
 
-    settings = make_settings(redis_url=own_cluster.url, email_domain="ops.test", smtp_port=0,
+    settings = make_settings(redis_url=own_cluster.url,
                              policy_file=policy_file('approvers = ["alice@example.com"]\n'))
-    rt = await runtime(settings)
-    server = await start_smtp(rt, Inbound(rt, email_channel.identity(settings)), port=0)
+    email = EmailSettings(_env_file=None, email_domain="ops.test", smtp_port=0)
+    rt = await runtime(settings, make_wiring(email=email))
+    server = await start_smtp(email, email_channel.inbound(rt, email), port=0)
     port = server.sockets[0].getsockname()[1]
     try:
         for node in own_cluster.masters:
