@@ -40,7 +40,7 @@ from bot.runtime import Runtime
 from bot.store import Appended, Claim
 from bot.thread import Origin, State, Thread, ThreadMeta
 from bot.verbs import Verb
-from channels import schedule_doctor, schedule_verbs
+from channels import schedule_doctor, schedule_keys, schedule_verbs
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -186,7 +186,7 @@ class Clock:
             return await self._catch_up(schedule)
 
     async def _catch_up(self, schedule: Schedule) -> Appended | None:
-        redis, key = self.rt.redis, self.rt.store.keys.schedule_last
+        redis, key = self.rt.redis, schedule_keys.last(self.rt.store.keys)
         now = self.clock()
         last = await redis.zscore(key, schedule.name)
         if last is None:  # first start with this schedule: nothing before now was missed
@@ -224,10 +224,7 @@ class Clock:
         that has a thread (a fire or a missed record accounts for the times before it, as its
         `missed`). One pipelined round trip; at most cron.MAX_FIRES times are looked at."""
         times = cron.between(schedule.trigger(), after, before)
-        pipe = self.rt.redis.pipeline(transaction=False)
-        for t in times:
-            pipe.hexists(self.rt.store.keys.meta(fire_thread_id(schedule.name, t)), "info")
-        found = await pipe.execute() if times else []
+        found = await self.rt.store.exist([fire_thread_id(schedule.name, t) for t in times])
         handled = [i for i, exists in enumerate(found) if exists]
         return len(times) - (handled[-1] + 1 if handled else 0)
 

@@ -13,6 +13,7 @@ from bot.formatting import clock
 from bot.runtime import Runtime
 from bot.store import scored
 from bot.verbs import Verb, as_user
+from channels import schedule_keys
 
 GROUP = ("schedules", "list schedules, fire one now")
 
@@ -48,7 +49,7 @@ async def run_clock(rt: Runtime, _args: argparse.Namespace) -> int:
 
 
 async def list_schedules(rt: Runtime, args: argparse.Namespace) -> int:
-    last = scored(await rt.redis.zrange(rt.store.keys.schedule_last, 0, -1, withscores=True))
+    last = scored(await rt.redis.zrange(schedule_keys.last(rt.store.keys), 0, -1, withscores=True))
     rows = []
     for s in rt.policy.schedules:
         handled = last.get(s.name)
