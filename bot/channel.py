@@ -65,7 +65,7 @@ class Forwarder(Protocol):
 
 
 @runtime_checkable
-class Relay(Protocol):
+class DelegatingRenderer(Protocol):
     """A renderer that shows its threads through other channels (a schedule's destinations).
     Those channels' renderers tell the approvers themselves, as for their own threads, so
     delivery does not tell them a second time."""

@@ -200,8 +200,9 @@ async def cmd_schedules_list(rt: Runtime, args: argparse.Namespace) -> int:
     from bot import cron
     from bot.formatting import clock
     from bot.store import scored
+    from channels import schedule_keys
 
-    last = scored(await rt.redis.zrange(rt.store.keys.schedule_last, 0, -1, withscores=True))
+    last = scored(await rt.redis.zrange(schedule_keys.last(rt.store.keys), 0, -1, withscores=True))
     rows = []
     for s in rt.policy.schedules:
         handled = last.get(s.name)

@@ -39,7 +39,7 @@ from bot.policy import ConfigError, Schedule
 from bot.runtime import Runtime
 from bot.store import Appended, Claim
 from bot.thread import Origin, State, Thread, ThreadMeta
-from channels import schedule_doctor
+from channels import schedule_doctor, schedule_keys
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -185,7 +185,7 @@ class Clock:
             return await self._catch_up(schedule)
 
     async def _catch_up(self, schedule: Schedule) -> Appended | None:
-        redis, key = self.rt.redis, self.rt.store.keys.schedule_last
+        redis, key = self.rt.redis, schedule_keys.last(self.rt.store.keys)
         now = self.clock()
         last = await redis.zscore(key, schedule.name)
         if last is None:  # first start with this schedule: nothing before now was missed
@@ -223,10 +223,7 @@ class Clock:
         that has a thread (a fire or a missed record accounts for the times before it, as its
         `missed`). One pipelined round trip; at most cron.MAX_FIRES times are looked at."""
         times = cron.between(schedule.trigger(), after, before)
-        pipe = self.rt.redis.pipeline(transaction=False)
-        for t in times:
-            pipe.hexists(self.rt.store.keys.meta(fire_thread_id(schedule.name, t)), "info")
-        found = await pipe.execute() if times else []
+        found = await self.rt.store.exist([fire_thread_id(schedule.name, t) for t in times])
         handled = [i for i, exists in enumerate(found) if exists]
         return len(times) - (handled[-1] + 1 if handled else 0)
 

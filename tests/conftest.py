@@ -228,6 +228,8 @@ def bot_env(settings: Settings, **extra: str) -> dict[str, str]:
         "CHATOPS_SHUTDOWN_GRACE": str(settings.shutdown_grace),
         "CHATOPS_SIGNING_KEY": "test-signing-key",
         "CHATOPS_SMTP_PORT": "0",  # `chatops run` listens for mail: never on a fixed port in tests
+        # a doctor check that starts an MCP server takes seconds on a loaded machine
+        "CHATOPS_DOCTOR_TIMEOUT": "60",
         "PYTHONPATH": str(ROOT),
     })
     if settings.policy_file:

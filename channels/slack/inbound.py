@@ -30,10 +30,11 @@ from bot.routing import route
 from bot.runtime import Runtime
 from bot.store import ThreadNotFound
 from bot.thread import Origin, ThreadMeta
+from channels.slack import keys as slack_keys
 from channels.slack.blocks import escape
 from channels.slack.channel import SlackPlace
 from channels.slack.people import UNVERIFIED, ProfileUnavailable, profile_emails
-from channels.slack.render import address_key, posted_key, show_working
+from channels.slack.render import address_key, show_working
 from channels.slack.settings import SlackSettings
 
 log = logging.getLogger("chatops.slack")
@@ -191,15 +192,13 @@ class Inbound:
         """The thread this Slack conversation already belongs to: its own (`thread_id`), or, for
         a reply in a Slack thread the bot started for a scheduled thread, that one. One round
         trip either way: the reverse lookup rides in the same pipeline."""
-        keys, redis = self.rt.store.keys, self.rt.redis
-        if thread_ts is None:  # a top-level message: only its own thread can exist
-            info = await redis.hget(keys.meta(thread_id), "info")
-        else:
-            pipe = redis.pipeline(transaction=False)
-            pipe.hget(keys.meta(thread_id), "info")
-            pipe.get(keys.address("slack", posted_key(channel, thread_ts)))
-            own, started = await pipe.execute()
-            info = own if own is not None else started
+        store = self.rt.store
+        pipe = self.rt.redis.pipeline(transaction=False)
+        store.queue_meta(pipe, thread_id)
+        if thread_ts is not None:  # else a top-level message: only its own thread can exist
+            pipe.get(slack_keys.posted(store.keys, channel, thread_ts))
+        own, *started = await pipe.execute()
+        info = own if own is not None or not started else started[0]
         return ThreadMeta.model_validate_json(info) if info is not None else None
 
     def _is_saying(self, event: dict) -> bool:
