@@ -1,9 +1,10 @@
 """The composition root: which channels and agents a process runs, built in one place (the CLI
 calls `default_wiring()`) and passed to the runtime.
 
-Adding a channel is one module implementing `bot.channel.Channel` plus one line in
-`default_wiring` (its settings are its own: it reads them from the environment itself); adding an agent is one module with `build(policy) -> Agent` plus one line (or a
-policy section, for a declared agent). The imports are inside the function: `bot` never imports
+Adding a channel is one package (or module) implementing `bot.channel.Channel` plus one line in
+`shipped_channels` (its settings are its own: it reads them from the environment itself); adding
+an agent is one module with `build(policy) -> Agent` plus one line in `default_wiring` (or a
+policy section, for a declared agent). The imports are inside the functions: `bot` never imports
 `channels` or `agents` at module level, and nothing registers itself on import.
 """
 
