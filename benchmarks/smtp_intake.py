@@ -29,9 +29,10 @@ from bot.embedded_redis import EmbeddedRedis
 from bot.runtime import Runtime
 from bot.settings import Settings
 from bot.wiring import default_wiring
-from channels.email.app import identity
-from channels.email.inbound import Inbound
+from channels.email.app import inbound
+from channels.email.channel import EmailChannel
 from channels.email.server import start_smtp
+from channels.email.settings import EmailSettings
 
 CONNECTIONS = 8
 PER_CONNECTION = 250
@@ -116,10 +117,12 @@ async def _longest_block(port: int, tmp: str) -> float:
 
 async def _run(url: str, tmp: str) -> tuple[float, list[float], int, float]:
     prefix = f"bench-{uuid.uuid4().hex[:8]}:"
-    settings = Settings(_env_file=None, redis_url=url, key_prefix=prefix, email_domain="bench.test",
-                        signing_key="bench-key", smtp_port=0, policy_file=None)
-    rt = await Runtime.start(settings, default_wiring())
-    server = await start_smtp(rt, Inbound(rt, identity(settings)), port=0)
+    # a few senders start every thread: the per-requester throttle (CHATOPS_REQUESTS_PER_HOUR) is off
+    settings = Settings(_env_file=None, redis_url=url, key_prefix=prefix, signing_key="bench-key",
+                        policy_file=None, requests_per_hour=10**9)
+    email = EmailSettings(_env_file=None, email_domain="bench.test", smtp_port=0)
+    rt = await Runtime.start(settings, default_wiring([EmailChannel(email)]))
+    server = await start_smtp(email, inbound(rt, email), port=0)
     port = server.sockets[0].getsockname()[1]
     results: multiprocessing.Queue = multiprocessing.get_context("spawn").Queue()
     proc = multiprocessing.get_context("spawn").Process(target=_clients, args=(port, uuid.uuid4().hex, results))

@@ -12,8 +12,8 @@ variable names, e.g. SLACK_…), held by the channel object and passed down to i
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Collection, Sequence
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from collections.abc import Awaitable, Collection, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict
 
@@ -21,6 +21,7 @@ from bot.events import Event
 from bot.thread import Thread
 
 if TYPE_CHECKING:
+    from fastapi import FastAPI
     from pydantic_settings import BaseSettings
 
     from bot.doctor import DoctorCheck
@@ -32,6 +33,11 @@ class Address(BaseModel):
     stored as JSON (`Origin.address`), read back with the channel's own model."""
 
     model_config = ConfigDict(frozen=True, extra="ignore")
+
+    def title(self, thread: Thread) -> str:
+        """How another channel names `thread`'s conversation when it shows it (a mail's subject);
+        a channel whose origins say more (a schedule's name and time) overrides it."""
+        return f"{thread.agent} agent: thread {thread.id} ({thread.meta.origin.channel})"
 
 
 class Renderer(Protocol):
@@ -59,7 +65,7 @@ class Forwarder(Protocol):
 
 
 @runtime_checkable
-class Relay(Protocol):
+class DelegatingRenderer(Protocol):
     """A renderer that shows its threads through other channels (a schedule's destinations).
     Those channels' renderers tell the approvers themselves, as for their own threads, so
     delivery does not tell them a second time."""
@@ -85,7 +91,7 @@ class Channel(Protocol):
         """Whether it is set up to send: a schedule's target on it is an error otherwise."""
         ...
 
-    def service(self, rt: Runtime, app: object) -> Awaitable[None] | None:
+    def service(self, rt: Runtime, app: FastAPI) -> Awaitable[None] | None:
         """What it runs in `chatops run` (given the HTTP app to add routes to), or None."""
         ...
 
@@ -104,6 +110,24 @@ class Channel(Protocol):
     def checks(self) -> Sequence[DoctorCheck]:
         """Its `chatops doctor` checks."""
         ...
+
+
+@runtime_checkable
+class Addressed(Protocol):
+    """A channel whose origin addresses other channels read (its `Address.title`)."""
+
+    def address(self, data: Mapping[str, Any]) -> Address:
+        """Its own origin address, read from the JSON stored in `Origin.address`."""
+        ...
+
+
+def origin_address(channels: Mapping[str, Channel], thread: Thread) -> Address:
+    """`thread`'s origin address as its channel reads it; a channel that does not say reads as
+    the plain `Address` (its defaults)."""
+    channel = channels.get(thread.meta.origin.channel)
+    if isinstance(channel, Addressed):
+        return channel.address(thread.meta.origin.address)
+    return Address()
 
 
 def addresses_of(channel: Channel, people: Sequence[str]) -> list[Address]:

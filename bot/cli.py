@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import getpass
 import json
 import logging
 import signal
@@ -19,14 +18,13 @@ from bot.loop import run as run_async
 from bot.policy import ConfigError
 from bot.runtime import Runtime
 from bot.settings import Settings, invalid_setting
+from bot.verbs import HasVerbs, as_user
 from bot.wiring import Wiring, default_wiring
 
 Command = Callable[[Runtime, argparse.Namespace], Awaitable[int]]
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = build_parser()
-    args = parser.parse_args(argv)
     invalid: ValidationError | None = None
     try:
         settings: Settings | None = Settings()
@@ -37,6 +35,11 @@ def main(argv: list[str] | None = None) -> None:
         wiring: Wiring | None = default_wiring()
     except ValidationError as exc:
         wiring, invalid = None, invalid or exc
+    parser = build_parser(wiring)  # the wired channels' verbs too
+    if wiring is None and (verb := _verb(argv)) is not None and verb not in _choices(parser):
+        assert invalid is not None  # a channel's verb, but its channel could not be built
+        sys.exit(f"chatops: invalid {invalid_setting(invalid)}")
+    args = parser.parse_args(argv)
     if args.command == "doctor":  # it reports an invalid setting among the rest
         from bot.doctor import doctor, report_invalid
 
@@ -91,47 +94,32 @@ def _stop_on_signals() -> None:
         loop.add_signal_handler(sig, task.cancel)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(wiring: Wiring | None = None) -> argparse.ArgumentParser:
+    """The core's verbs, and the verbs of the channels in `wiring` (`bot.verbs.HasVerbs`)."""
     parser = argparse.ArgumentParser(
         prog="chatops", description="Slack and email chat-ops bot",
         epilog="Settings come from the environment and .env (see .env.example); the policy from "
                "CHATOPS_POLICY or ./chatops.toml (see chatops.example.toml).")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def add(parent: Any, name: str, func: Command | None, help: str, *, serving: bool = False,
-            command: str | None = None) -> argparse.ArgumentParser:
-        p = parent.add_parser(name, help=help, description=help)
-        # serving: the verb runs a worker or a channel (model client, renderers); the others only
-        # read and append to Redis, and skip those imports
-        p.set_defaults(func=func, serving=serving, **({"command": command} if command else {}))
-        return p
-
-    def as_user(p: argparse.ArgumentParser, what: str) -> None:
-        p.add_argument("--as", dest="user", metavar="USER", default=getpass.getuser(),
-                       help=f"{what} (default: your login name, {getpass.getuser()})")
-
     add(sub, "run", cmd_run, "run everything: worker, HTTP API, channels, console on a terminal",
         serving=True)
     add(sub, "worker", cmd_worker, "run one more worker", serving=True)
-    add(sub, "smtp", cmd_smtp, "run the email channel's SMTP server alone", serving=True)
-    console = add(sub, "console", cmd_console, "talk to a running bot from stdin (scriptable)")
-    as_user(console, "who you are: the requester of what you ask, the approver of what you approve")
     add(sub, "doctor", None, "check configuration and connectivity: ok / warning / error, with the fix")
     tools = add(sub, "tools", None, "list an agent's tools (safe or gated) and its MCP servers' state")
     tools.add_argument("agent", help="the agent's name (see the policy file's [agents.*])")
-    add(sub, "clock", cmd_clock,
-        "run the schedules of the policy file (any number of clocks fire each once)", serving=True)
-
-    schedules = sub.add_parser("schedules", help="list schedules, fire one now",
-                               description="list schedules, fire one now").add_subparsers(
-        dest="schedules_command", required=True, metavar="SUBCOMMAND")
-    s_list = add(schedules, "list", cmd_schedules_list, "each schedule: cron, next fire, last handled, "
-                 "where results go", command="schedules")
-    s_list.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    s_run = add(schedules, "run", cmd_schedules_run, "fire a schedule now, through the same path as "
-                "the clock", command="schedules")
-    s_run.add_argument("name", help="the schedule's name in the policy file")
-    as_user(s_run, "who fires it (the requester of what it asks)")
+    groups: dict[str, Any] = {}
+    for channel in wiring.channels if wiring is not None else []:
+        for verb in channel.verbs() if isinstance(channel, HasVerbs) else []:
+            parent = sub
+            if verb.group is not None:
+                name, help = verb.group
+                if name not in groups:
+                    groups[name] = sub.add_parser(name, help=help, description=help).add_subparsers(
+                        dest=f"{name}_command", required=True, metavar="SUBCOMMAND")
+                parent = groups[name]
+            verb.arguments(add(parent, verb.name, verb.run, verb.help, serving=verb.serving,
+                               command=verb.group[0] if verb.group else None))
 
     threads = sub.add_parser("threads", help="list and show threads",
                              description="list and show threads").add_subparsers(
@@ -158,6 +146,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def add(parent: Any, name: str, func: Command | None, help: str, *, serving: bool = False,
+        command: str | None = None) -> argparse.ArgumentParser:
+    p: argparse.ArgumentParser = parent.add_parser(name, help=help, description=help)
+    # serving: the verb runs a worker or a channel (model client, renderers); the others only
+    # read and append to Redis, and skip those imports
+    p.set_defaults(func=func, serving=serving, **({"command": command} if command else {}))
+    return p
+
+
+def _choices(parser: argparse.ArgumentParser) -> set[str]:
+    return {name for action in parser._actions if isinstance(action, argparse._SubParsersAction)
+            for name in action.choices}
+
+
+def _verb(argv: list[str] | None) -> str | None:
+    return next((a for a in (sys.argv[1:] if argv is None else argv) if not a.startswith("-")), None)
+
+
 async def cmd_run(rt: Runtime, _args: argparse.Namespace) -> int:
     from bot.serve import run_all
 
@@ -172,74 +178,12 @@ async def cmd_worker(rt: Runtime, _args: argparse.Namespace) -> int:
     return 0
 
 
-async def cmd_smtp(rt: Runtime, _args: argparse.Namespace) -> int:
-    from channels.email.app import inbound
-    from channels.email.channel import EmailChannel
-    from channels.email.server import serve_smtp
-
-    channel = rt.channels.get("email")
-    if not isinstance(channel, EmailChannel):
-        raise ConfigError("this bot has no email channel")
-    await serve_smtp(channel.settings, inbound(rt, channel.settings))
-    return 0
-
-
-async def cmd_clock(rt: Runtime, _args: argparse.Namespace) -> int:
-    from channels.schedule import Clock
-
-    if not rt.policy.schedules:
-        logging.getLogger("chatops").warning("the policy file declares no schedules; the clock idles")
-        await asyncio.Event().wait()
-    await Clock(rt).run()
-    return 0
-
-
-async def cmd_schedules_list(rt: Runtime, args: argparse.Namespace) -> int:
-    import time
-
-    from bot import cron
-    from bot.store import scored
-    from channels.console import clock
-
-    last = scored(await rt.redis.zrange(rt.store.keys.schedule_last, 0, -1, withscores=True))
-    rows = []
-    for s in rt.policy.schedules:
-        handled = last.get(s.name)
-        rows.append({**s.model_dump(), "next": cron.next_fire(s.trigger(), time.time()), "last": handled})
-    if args.json:
-        print(json.dumps(rows, indent=2))
-        return 0
-    for row in rows:
-        where = ", ".join(t for targets in row["to"].values() for t in targets) or "-"
-        print(f"{row['name']:<20} {row['cron']:<16} {row['timezone']:<16} {row['agent']:<10} "
-              f"next {clock(row['next']) if row['next'] else 'never'}  "
-              f"last {clock(row['last']) if row['last'] else '-'}  -> {where}")
-    if not rows:
-        print("no schedules (declare them in the policy file: [[schedules]])")
-    return 0
-
-
-async def cmd_schedules_run(rt: Runtime, args: argparse.Namespace) -> int:
-    from channels.schedule import Clock
-
-    thread_id, appended = await Clock(rt).run_now(args.name, args.user)
-    print(f"fired {args.name}: thread {thread_id}" if appended.ok else f"{args.name}: already fired")
-    return 0 if appended.ok else 1
-
-
-async def cmd_console(rt: Runtime, args: argparse.Namespace) -> int:
-    from channels.console import Console, stdin_lines
-
-    await Console(rt, user=args.user).run(stdin_lines())
-    return 0
-
-
 async def cmd_threads_list(rt: Runtime, args: argparse.Namespace) -> int:
     rows = await rt.store.list_threads(args.state)
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    from channels.console import clock
+    from bot.formatting import clock
 
     if not rows:
         print("no threads")
@@ -252,8 +196,8 @@ async def cmd_threads_list(rt: Runtime, args: argparse.Namespace) -> int:
 
 
 async def cmd_threads_show(rt: Runtime, args: argparse.Namespace) -> int:
+    from bot.formatting import clock
     from bot.store import ThreadNotFound
-    from channels.console import clock
 
     try:
         thread = await rt.store.load(args.id)

@@ -16,7 +16,7 @@ from typing import Awaitable
 
 from bot import metrics
 from bot.approvals import approval_audience
-from bot.channel import Channel, Forwarder, Relay, addresses_of
+from bot.channel import Channel, DelegatingRenderer, Forwarder, addresses_of
 from bot.events import VISIBLE_TYPES, Error, Event
 from bot.runtime import Runtime
 from bot.thread import Thread
@@ -42,7 +42,7 @@ class Delivery:
         own (the thread does not show on them), with their renderers."""
         origin = thread.meta.origin.channel
         renderer = self.rt.renderers.get(origin)
-        covered = {origin, *(renderer.relays_to(thread) if isinstance(renderer, Relay) else ())}
+        covered = {origin, *(renderer.relays_to(thread) if isinstance(renderer, DelegatingRenderer) else ())}
         out: list[tuple[Channel, Forwarder]] = []
         for channel in self.rt.channels.values():
             forwarder = self.rt.renderers.get(channel.name)

@@ -32,7 +32,6 @@ if TYPE_CHECKING:
     from bot.wiring import Wiring
 
 Level = Literal["ok", "warning", "error"]
-CHECK_TIMEOUT = 2.5  # seconds per check; they run at once, so the doctor answers within about this
 
 
 @dataclass(frozen=True)
@@ -96,8 +95,7 @@ def checks(wiring: Wiring) -> list[DoctorCheck]:
     ]
 
 
-async def doctor(wiring: Wiring, selected: Sequence[DoctorCheck] | None = None,
-                 timeout: float = CHECK_TIMEOUT) -> int:
+async def doctor(wiring: Wiring, selected: Sequence[DoctorCheck] | None = None) -> int:
     """Print one line per finding (and its fix); 1 if any is an error."""
     try:
         settings = Settings()
@@ -111,7 +109,8 @@ async def doctor(wiring: Wiring, selected: Sequence[DoctorCheck] | None = None,
     except ConfigError as exc:
         _print(error(str(exc), "correct the policy file (see chatops.example.toml)"))
         return 1
-    findings = await run_checks(ctx, selected if selected is not None else checks(wiring), timeout)
+    findings = await run_checks(ctx, selected if selected is not None else checks(wiring),
+                                settings.doctor_timeout)
     for finding in findings:
         _print(finding)
     return 1 if any(f.level == "error" for f in findings) else 0

@@ -309,9 +309,11 @@ class Executor:
         self._track_own_append(thread, event, appended)
         return appended
 
-    async def _append_all(self, thread: Thread, events: list[Event], fence: int, usage: dict | None = None) -> Appended:
+    async def _append_all(self, thread: Thread, events: list[Event], fence: int, usage: dict | None = None,
+                          claim: Claim | None = None) -> Appended:
         first, *rest = events
-        appended = await self.rt.store.append(thread.id, first, fence=fence, followed_by=rest, usage=usage)
+        appended = await self.rt.store.append(thread.id, first, fence=fence, claim=claim, followed_by=rest,
+                                              usage=usage)
         if appended.outcome == "fenced":
             raise LeaseLost(thread.id)
         self._track_own_append(thread, events, appended)
@@ -481,9 +483,12 @@ class Executor:
             "Its outcome is unknown and it was not run again."
         )
         result = ToolResult(call_id=call.call_id, output=note, status="unknown")
-        await self._append(thread, result, fence, Claim(f"result:{call.call_id}"))
         question = f"{note} Please check whether it took effect and tell me how to continue."
-        await self._append(thread, HumanQuestion(question=question), fence)
+        # One append: a worker killed (or a lease lost) between a separate result and question
+        # left a resolved call with no question, which the next step answered with a reply and
+        # left idle, the unknown outcome handed to nobody.
+        await self._append_all(thread, [result, HumanQuestion(question=question)], fence,
+                               claim=Claim(f"result:{call.call_id}"))
 
     async def _run_command(self, thread: Thread, text: str, fence: int) -> None:
         agent = self.rt.agents[thread.agent]

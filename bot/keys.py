@@ -58,9 +58,6 @@ class Keys:
     def pending_approvals(self) -> str:
         return f"{self.prefix}approvals:pending"
 
-    def address(self, channel: str, address: str) -> str:
-        return f"{self.prefix}address:{channel}:{address}"
-
     # streams
     @property
     def inbox(self) -> str:
@@ -94,12 +91,7 @@ class Keys:
         """Set once the requester was told they are over the limit in that hour."""
         return f"{self.prefix}requests:told:{requester}:{window}"
 
-    # ---- schedules and approval timers
-    @property
-    def schedule_last(self) -> str:
-        """Sorted set: schedule name -> the latest fire time handled (fired or recorded missed)."""
-        return f"{self.prefix}schedules:last"
-
+    # ---- approval timers
     @property
     def approval_timers(self) -> str:
         """Sorted set: `remind:<approval id>` / `escalate:<approval id>` -> when it is due."""

@@ -5,6 +5,7 @@ Kept apart from settings because it is reviewed like code: it decides what runs 
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import tomllib
@@ -181,8 +182,7 @@ class RunbookSpec(_Strict):
 
 class Schedule(_Strict):
     """A scheduled trigger: at each fire time, `agent` receives `message` in a new thread whose
-    results go to `to`: channel -> its targets (`{slack = ["C0123"], email = ["ops@x.com"]}`).
-    `slack_channel` and `emails` are shorthands for `to.slack` and `to.email`."""
+    results go to `to`: channel -> its targets (`{slack = ["C0123"], email = ["ops@x.com"]}`)."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
     cron: str
@@ -190,19 +190,12 @@ class Schedule(_Strict):
     agent: str
     message: str = Field(min_length=1)
     to: dict[str, list[str]] = {}
-    slack_channel: str | None = None
-    emails: list[str] = []
     grace: float | None = Field(None, ge=0)  # seconds; None: CHATOPS_SCHEDULE_GRACE
 
-    @model_validator(mode="after")
-    def _shorthands(self) -> Schedule:
-        to = {name: list(targets) for name, targets in self.to.items()}
-        if self.slack_channel:
-            to.setdefault("slack", []).append(self.slack_channel)
-        if self.emails:
-            to.setdefault("email", []).extend(self.emails)
-        self.to = {name: list(dict.fromkeys(t)) for name, t in to.items() if t}
-        return self
+    @field_validator("to")
+    @classmethod
+    def _targets(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        return {name: list(dict.fromkeys(targets)) for name, targets in value.items() if targets}
 
     def where(self) -> str:
         """Where its results go, for people: `slack C0123, email ops@x.com`."""
@@ -409,6 +402,7 @@ def load_policy(path: Path | None) -> Policy:
         raise ConfigError(f"CHATOPS_POLICY: no such file: {path}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    _refuse_gone_keys(data)
     try:
         policy = Policy.model_validate(data)
         policy._base_dir = path.resolve().parent
@@ -418,3 +412,25 @@ def load_policy(path: Path | None) -> Policy:
         where = ".".join(str(p) for p in first["loc"])
         setting = f"setting '{where}': " if where else ""
         raise ConfigError(f"{path}: {setting}{first['msg']}") from None
+
+
+# the schedule keys that named one channel each, before `to` named any channel
+_GONE_SCHEDULE_KEYS = {"slack_channel": "slack", "emails": "email"}
+
+
+def _refuse_gone_keys(data: dict[str, Any]) -> None:
+    """A policy written for the older schedule keys gets the `to` to write instead, not pydantic's
+    'extra inputs are not permitted'."""
+    schedules = data.get("schedules")
+    for i, entry in enumerate(schedules if isinstance(schedules, list) else []):
+        if not isinstance(entry, dict) or not (gone := [k for k in _GONE_SCHEDULE_KEYS if k in entry]):
+            continue
+        to = {k: list(v) for k, v in entry.get("to", {}).items()} if isinstance(entry.get("to"), dict) else {}
+        for key in gone:
+            value = entry[key]
+            to.setdefault(_GONE_SCHEDULE_KEYS[key], []).extend(value if isinstance(value, list) else [value])
+        written = ", ".join(f"{name} = [{', '.join(json.dumps(str(t)) for t in targets)}]"
+                            for name, targets in to.items())
+        keys = " and ".join(f"'{k}'" for k in gone)
+        raise ConfigError(f"policy: schedules.{entry.get('name', i)}: {keys} "
+                          f"{'is' if len(gone) == 1 else 'are'} gone: write to = {{ {written} }}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -45,6 +46,8 @@ class Runtime:
     secret_env: frozenset[str] = frozenset()  # the channels' secret variables, kept from runbooks
     embedded: EmbeddedRedis | None = None
     watcher: asyncio.Task | None = None
+    # what the channels' services started and close with the runtime (a pool, background calls)
+    closing: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
     @classmethod
     async def start(cls, settings: Settings, wiring: Wiring, *, serving: bool = True) -> Runtime:
@@ -121,7 +124,17 @@ class Runtime:
                 seen = now
                 self.reload()
 
+    def on_close(self, close: Callable[[], Awaitable[None]]) -> None:
+        """Call `close` when the runtime closes (first, before the renderers and Redis it may use)."""
+        self.closing.append(close)
+
     async def close(self) -> None:
+        for close in reversed(self.closing):
+            try:
+                await close()
+            except Exception:
+                log.exception("closing a channel's service failed")
+        self.closing.clear()
         if self.watcher is not None:
             self.watcher.cancel()
             await asyncio.gather(self.watcher, return_exceptions=True)

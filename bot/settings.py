@@ -122,6 +122,9 @@ class Settings(EnvSettings):
     # the inbox as N streams (a thread always on the same one; every worker reads all of them)
     inbox_shards: int = Field(1, ge=1, le=256, validation_alias=env("CHATOPS_INBOX_SHARDS"))
 
+    # `chatops doctor`: how long each check (run side by side) may take before it is named as silent
+    doctor_timeout: float = Field(2.5, gt=0, validation_alias=env("CHATOPS_DOCTOR_TIMEOUT"))
+
     # ---- schedules
     # a fire missed while no process ran still happens on start if it is at most this old (seconds)
     schedule_grace: float = Field(600.0, ge=0, validation_alias=env("CHATOPS_SCHEDULE_GRACE"))

@@ -425,6 +425,20 @@ class Store:
     async def exists(self, thread_id: str) -> bool:
         return bool(await self.redis.hexists(self.keys.meta(thread_id), "info"))
 
+    async def exist(self, thread_ids: Sequence[str]) -> list[bool]:
+        """Whether each thread exists, in one round trip."""
+        if not thread_ids:
+            return []
+        pipe = self.redis.pipeline(transaction=False)
+        for thread_id in thread_ids:
+            pipe.hexists(self.keys.meta(thread_id), "info")
+        return [bool(found) for found in await pipe.execute()]
+
+    def queue_meta(self, pipe: Pipeline, thread_id: str) -> None:
+        """Queue the read of the thread's meta on `pipe`, for a caller that reads more in the same
+        round trip: its result is the meta as JSON (`ThreadMeta.model_validate_json`), or None."""
+        pipe.hget(self.keys.meta(thread_id), "info")
+
     async def marker(self, thread_id: str, name: str) -> int:
         value = await self.redis.hget(self.keys.meta(thread_id), name)
         return int(value or 0)

@@ -1,9 +1,10 @@
 """The composition root: which channels and agents a process runs, built in one place (the CLI
 calls `default_wiring()`) and passed to the runtime.
 
-Adding a channel is one module implementing `bot.channel.Channel` plus one line in
-`default_wiring`; adding an agent is one module with `build(policy) -> Agent` plus one line (or a
-policy section, for a declared agent). The imports are inside the function: `bot` never imports
+Adding a channel is one package (or module) implementing `bot.channel.Channel` plus one line in
+`shipped_channels` (its settings are its own: it reads them from the environment itself); adding
+an agent is one module with `build(policy) -> Agent` plus one line in `default_wiring` (or a
+policy section, for a declared agent). The imports are inside the functions: `bot` never imports
 `channels` or `agents` at module level, and nothing registers itself on import.
 """
 
@@ -11,19 +12,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from bot.agent import Agent
 from bot.channel import Channel
 from bot.policy import ConfigError, Policy
 from bot.settings import secret_env_names
 
-if TYPE_CHECKING:
-    from channels.email.settings import EmailSettings
-    from channels.slack.settings import SlackSettings
-
 AgentBuilder = Callable[[Policy], Agent]  # an agent in code: its module's `build`
 DeclaredAgents = Callable[[Policy], list[Agent]]  # the agents a policy file declares
+# the `Origin.channel` / `via` names the core itself uses (bot/api.py, bot/cli.py): a channel
+# taking one would be confused with them in threads and in the approvals' audit
+RESERVED_CHANNEL_NAMES = frozenset({"api", "cli"})
 
 
 @dataclass(frozen=True)
@@ -31,6 +30,16 @@ class Wiring:
     channels: Sequence[Channel]
     agents: Sequence[AgentBuilder]
     declared: DeclaredAgents | None = None
+
+    def __post_init__(self) -> None:
+        seen: set[str] = set()
+        for channel in self.channels:
+            if channel.name in RESERVED_CHANNEL_NAMES:
+                raise ConfigError(f"channel {channel.name!r}: the core uses that name itself "
+                                  f"({', '.join(sorted(RESERVED_CHANNEL_NAMES))}); give the channel another")
+            if channel.name in seen:
+                raise ConfigError(f"channel {channel.name!r} is wired twice: a thread's origin names one channel")
+            seen.add(channel.name)
 
     def channel(self, name: str) -> Channel | None:
         return next((c for c in self.channels if c.name == name), None)
@@ -56,17 +65,23 @@ def load_agents(policy: Policy, builders: Sequence[AgentBuilder],
     return agents
 
 
-def default_wiring(slack: SlackSettings | None = None, email: EmailSettings | None = None) -> Wiring:
-    """The shipped channels and agents. Each channel reads its settings from the environment and
-    `.env` unless given them (tests); an invalid one raises pydantic's ValidationError."""
+def default_wiring(channels: Sequence[Channel] | None = None) -> Wiring:
+    """The shipped channels and agents. Each channel reads its own settings from the environment
+    and `.env` (an invalid one raises pydantic's ValidationError); `channels` replaces them
+    (tests give channels their settings this way)."""
     from agents import declared_agents, deploy, digest
+
+    return Wiring(
+        channels=list(channels) if channels is not None else shipped_channels(),
+        agents=[deploy.build, digest.build],
+        declared=declared_agents,
+    )
+
+
+def shipped_channels() -> list[Channel]:
     from channels.console import ConsoleChannel
     from channels.email.channel import EmailChannel
     from channels.schedule import ScheduleChannel
     from channels.slack.channel import SlackChannel
 
-    return Wiring(
-        channels=[SlackChannel(slack), EmailChannel(email), ScheduleChannel(), ConsoleChannel()],
-        agents=[deploy.build, digest.build],
-        declared=declared_agents,
-    )
+    return [SlackChannel(), EmailChannel(), ScheduleChannel(), ConsoleChannel()]

@@ -7,6 +7,7 @@ against a running bot, reading lines from stdin, so it can be scripted.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import getpass
 import logging
@@ -15,32 +16,23 @@ import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Sequence
-from datetime import datetime, timezone
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
-from bot.approvals import shown, thread_of, votes_text
+from bot.approvals import thread_of
 from bot.channel import Address, Renderer
 from bot.doctor import DoctorCheck
-from bot.events import (
-    AgentReply,
-    ApprovalDecided,
-    ApprovalEscalated,
-    ApprovalRefused,
-    ApprovalReminder,
-    ApprovalRequested,
-    ApprovalVote,
-    Event,
-    HumanQuestion,
-    Notice,
-    ScheduleMissed,
-    Source,
-)
+from bot.events import ApprovalDecided, ApprovalRefused, Event, Source
+from bot.formatting import call_text, format_event
 from bot.intake import new_thread_id
 from bot.outage import REDIS_DOWN, stop_if_cancelled
 from bot.routing import route
 from bot.runtime import Runtime
 from bot.store import ThreadNotFound
 from bot.thread import Origin, Thread
+from bot.verbs import Verb, as_user
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
 
 # `reject <word> ...`: the word is an approval id if it looks like one (hex, with the dot), else
 # the reason of a bare reject
@@ -49,52 +41,6 @@ SETTLE_TIMEOUT = 600.0
 log = logging.getLogger("chatops.console")
 POLL_BUSY = 0.05  # seconds between looks at the watched threads while one is working
 POLL_IDLE = 0.5  # and while they all wait: decisions taken elsewhere show within this
-
-
-def clock(ts: float) -> str:
-    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-
-
-def call_text(tool: str, args: dict) -> str:
-    return f"{tool}(" + ", ".join(f"{shown(k, 60)}={shown(v)}" for k, v in args.items()) + ")"
-
-
-def format_event(event: Event) -> str | None:
-    """How the console shows an event; None for events it does not show."""
-    if isinstance(event, (AgentReply, Notice)):
-        return "bot> " + event.text.replace("\n", "\n     ")
-    if isinstance(event, ApprovalRequested):
-        who = ", ".join(event.approvers_named) or "anyone"
-        who += f" ({event.quorum} different people must approve)" if event.quorum > 1 else ""
-        return (
-            f"bot> approval needed [{event.approval_id}]: {call_text(event.tool, event.args)}\n"
-            + "".join(f"     {line}\n" for line in event.about.splitlines())  # an MCP tool's server, claims
-            + f"     asked by {event.requester or 'unknown'}; approvers: {who}; "
-            f"expires {clock(event.expires_at)}\n"
-            f"     answer: approve {event.approval_id}   or   reject {event.approval_id} <reason>"
-        )
-    if isinstance(event, ApprovalDecided):
-        if event.decision == "expired":
-            return f"bot> approval {event.approval_id} expired; nothing was run"
-        reason = f": {event.reason}" if event.reason else ""
-        return f"bot> approval {event.approval_id} {event.decision} by {event.by} via {event.via}{reason}"
-    if isinstance(event, ApprovalVote):
-        return f"bot> approval {event.approval_id}: {votes_text(event.people, event.quorum)}"
-    if isinstance(event, ApprovalRefused):
-        return f"bot> approval {event.approval_id}: refused for {event.by}: {event.reason}"
-    if isinstance(event, HumanQuestion):
-        return f"bot> question: {event.question}"
-    if isinstance(event, ApprovalReminder):
-        who = ", ".join(event.approvers) if event.approvers else "anyone"
-        return (f"bot> reminder: approval {event.approval_id} for {call_text(event.tool, event.args)} "
-                f"is still undecided and expires {clock(event.expires_at)}; approvers: {who}")
-    if isinstance(event, ApprovalEscalated):
-        return (f"bot> escalated: approval {event.approval_id} for {call_text(event.tool, event.args)} "
-                f"may now also be decided by {', '.join(event.approvers)}; expires {clock(event.expires_at)}")
-    if isinstance(event, ScheduleMissed):
-        return (f"bot> schedule {event.schedule} missed {event.missed} run(s) up to "
-                f"{clock(event.scheduled_for)} while the bot was down; not run (grace {event.grace:g}s)")
-    return None
 
 
 class Screen:
@@ -374,7 +320,7 @@ class ConsoleChannel:
     def configured(self) -> bool:
         return True
 
-    def service(self, rt: Runtime, app: object) -> Awaitable[None] | None:
+    def service(self, rt: Runtime, app: FastAPI) -> Awaitable[None] | None:
         attach = sys.stdin.isatty() if self.attach is None else self.attach
         return run_on_terminal(rt) if attach else None
 
@@ -389,6 +335,17 @@ class ConsoleChannel:
 
     def checks(self) -> Sequence[DoctorCheck]:
         return []
+
+    def verbs(self) -> Sequence[Verb]:
+        return [Verb("console", "talk to a running bot from stdin (scriptable)", run_console,
+                     lambda p: as_user(p, "who you are: the requester of what you ask, the approver "
+                                          "of what you approve"))]
+
+
+async def run_console(rt: Runtime, args: argparse.Namespace) -> int:
+    """`chatops console`: the console on stdin, as `--as` USER."""
+    await Console(rt, user=args.user).run(stdin_lines())
+    return 0
 
 
 async def run_on_terminal(rt: Runtime) -> None:

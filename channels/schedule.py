@@ -21,23 +21,29 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from pydantic import model_validator
 
 from bot import cron
 from bot.channel import Address, Forwarder
 from bot.doctor import DoctorCheck
 from bot.events import Event, ScheduleFired, ScheduleMissed, Source
+from bot.formatting import clock, format_event
 from bot.intake import thread_id_for
 from bot.outage import REDIS_ERRORS, stop_if_cancelled
 from bot.policy import ConfigError, Schedule
 from bot.runtime import Runtime
 from bot.store import Appended, Claim
 from bot.thread import Origin, State, Thread, ThreadMeta
-from channels import schedule_doctor
+from bot.verbs import Verb
+from channels import schedule_doctor, schedule_keys, schedule_verbs
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
 
 log = logging.getLogger("chatops.schedule")
 
@@ -51,25 +57,39 @@ def fire_thread_id(name: str, scheduled_for: float) -> str:
     return thread_id_for(CHANNEL, f"{name}@{int(scheduled_for * 1000)}")
 
 
+# keys of origins stored before `to` existed, each naming one channel's targets
+_OLDER_KEYS = {"slack_channel": "slack", "emails": "email"}
+
+
 class ScheduledThread(Address):
-    """The origin address of a fire's thread: the schedule, and where its results go."""
+    """The origin address of a fire's thread: the schedule, and where its results go (`to`:
+    channel -> its targets)."""
 
     schedule: str
     scheduled_for: float
     to: dict[str, list[str]] = {}
-    slack_channel: str | None = None  # written before `to` existed, still read
-    emails: list[str] = []
 
-    def destinations(self) -> dict[str, list[str]]:
-        if self.to:
-            return self.to
-        older = {"slack": [self.slack_channel] if self.slack_channel else [], "email": list(self.emails)}
-        return {kind: targets for kind, targets in older.items() if targets}
+    @model_validator(mode="before")
+    @classmethod
+    def _older_keys(cls, data: Any) -> Any:
+        """An origin stored with `slack_channel` / `emails` (threads fired by older releases)
+        reads as the `to` it meant."""
+        if not isinstance(data, dict) or not any(k in data for k in _OLDER_KEYS) or data.get("to"):
+            return data
+        to: dict[str, list[str]] = {}
+        for key, channel in _OLDER_KEYS.items():
+            value = data.get(key)
+            targets = [value] if isinstance(value, str) else list(value or [])
+            if targets:
+                to[channel] = targets
+        return {**{k: v for k, v in data.items() if k not in _OLDER_KEYS}, "to": to}
+
+    def title(self, thread: Thread) -> str:
+        return f"{self.schedule} ({clock(self.scheduled_for)}): {thread.agent} agent"
 
 
 def origin_for(schedule: Schedule, scheduled_for: float) -> Origin:
-    address = ScheduledThread(schedule=schedule.name, scheduled_for=scheduled_for, to=schedule.to,
-                              slack_channel=schedule.slack_channel, emails=list(schedule.emails))
+    address = ScheduledThread(schedule=schedule.name, scheduled_for=scheduled_for, to=schedule.to)
     return Origin(channel=CHANNEL, address=address.model_dump())
 
 
@@ -166,7 +186,7 @@ class Clock:
             return await self._catch_up(schedule)
 
     async def _catch_up(self, schedule: Schedule) -> Appended | None:
-        redis, key = self.rt.redis, self.rt.store.keys.schedule_last
+        redis, key = self.rt.redis, schedule_keys.last(self.rt.store.keys)
         now = self.clock()
         last = await redis.zscore(key, schedule.name)
         if last is None:  # first start with this schedule: nothing before now was missed
@@ -204,10 +224,7 @@ class Clock:
         that has a thread (a fire or a missed record accounts for the times before it, as its
         `missed`). One pipelined round trip; at most cron.MAX_FIRES times are looked at."""
         times = cron.between(schedule.trigger(), after, before)
-        pipe = self.rt.redis.pipeline(transaction=False)
-        for t in times:
-            pipe.hexists(self.rt.store.keys.meta(fire_thread_id(schedule.name, t)), "info")
-        found = await pipe.execute() if times else []
+        found = await self.rt.store.exist([fire_thread_id(schedule.name, t) for t in times])
         handled = [i for i, exists in enumerate(found) if exists]
         return len(times) - (handled[-1] + 1 if handled else 0)
 
@@ -277,14 +294,12 @@ class ScheduleRenderer:
         self.rt = rt
 
     def relays_to(self, thread: Thread) -> list[str]:
-        return list(ScheduledThread.model_validate(thread.meta.origin.address).destinations())
+        return list(ScheduledThread.model_validate(thread.meta.origin.address).to)
 
     async def render(self, thread: Thread, event: Event) -> None:
-        from channels.console import format_event
-
         failures: list[str] = []
         delivered = False
-        for kind, targets in ScheduledThread.model_validate(thread.meta.origin.address).destinations().items():
+        for kind, targets in ScheduledThread.model_validate(thread.meta.origin.address).to.items():
             channel, forwarder = self.rt.channels.get(kind), self.rt.renderers.get(kind)
             if channel is None or not isinstance(forwarder, Forwarder):
                 log.warning("schedule thread %s: no %s channel to deliver to %s", thread.id, kind,
@@ -315,7 +330,7 @@ class ScheduleChannel:
     def configured(self) -> bool:
         return True
 
-    def service(self, rt: Runtime, app: object) -> Awaitable[None] | None:
+    def service(self, rt: Runtime, app: FastAPI) -> Awaitable[None] | None:
         """The clock, when the policy declares schedules."""
         return Clock(rt).run() if rt.policy.schedules else None
 
@@ -326,11 +341,18 @@ class ScheduleChannel:
     def target(self, name: str) -> Address:
         raise ValueError("a schedule is not a destination")
 
+    def address(self, data: Mapping[str, Any]) -> ScheduledThread:
+        return ScheduledThread.model_validate(data)
+
     def contact(self, person: str) -> Address | None:
         return None
 
     def checks(self) -> Sequence[DoctorCheck]:
         return [DoctorCheck("schedules", schedule_doctor.check)]
+
+    def verbs(self) -> Sequence[Verb]:
+        """`chatops clock`, `chatops schedules list|run`."""
+        return schedule_verbs.verbs()
 
 
 def _log_taken(name: str, scheduled_for: float, count: int = 1) -> None:

@@ -26,8 +26,8 @@ async def check(ctx: Context) -> list[Finding]:
         out.append(ok(f"schedule {s.name}: {s.cron} ({s.timezone}) -> {s.agent}; next {when}; "
                       f"results to {where or 'the thread log only'}"))
         if not where:
-            out.append(warning(f"schedule {s.name}: no slack_channel or emails, so nobody sees its results",
-                               f"set slack_channel or emails in the [[schedules]] entry {s.name!r}"))
+            out.append(warning(f"schedule {s.name}: its `to` names no channel, so nobody sees its results",
+                               f"set to = {{ <channel> = [<targets>] }} in the [[schedules]] entry {s.name!r}"))
         for kind, targets in s.to.items():
             out += _targets(s.name, kind, targets, channels.get(kind))
     return out

@@ -24,7 +24,11 @@ from bot.runtime import Runtime
 from bot.settings import Settings
 from bot.wiring import Wiring, default_wiring
 from bot.worker import Worker
+from channels.console import ConsoleChannel
+from channels.email.channel import EmailChannel
 from channels.email.settings import EmailSettings
+from channels.schedule import ScheduleChannel
+from channels.slack.channel import SlackChannel
 from channels.slack.settings import SlackSettings
 from tests.messages_api import MessagesAPI
 from tests.redis_process import RedisProcess
@@ -108,7 +112,7 @@ def make_wiring(slack: SlackSettings | dict[str, Any] | None = None,
         slack = SlackSettings(_env_file=None, **(slack or {}))
     if not isinstance(email, EmailSettings):
         email = EmailSettings(_env_file=None, **(email or {}))
-    return default_wiring(slack=slack, email=email)
+    return default_wiring([SlackChannel(slack), EmailChannel(email), ScheduleChannel(), ConsoleChannel()])
 
 
 def email_fields(overrides: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -228,6 +232,8 @@ def bot_env(settings: Settings, **extra: str) -> dict[str, str]:
         "CHATOPS_SHUTDOWN_GRACE": str(settings.shutdown_grace),
         "CHATOPS_SIGNING_KEY": "test-signing-key",
         "CHATOPS_SMTP_PORT": "0",  # `chatops run` listens for mail: never on a fixed port in tests
+        # a doctor check that starts an MCP server takes seconds on a loaded machine
+        "CHATOPS_DOCTOR_TIMEOUT": "60",
         "PYTHONPATH": str(ROOT),
     })
     if settings.policy_file:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import os
@@ -14,6 +15,7 @@ import sys
 from email.message import EmailMessage
 
 import httpx
+import pytest
 
 from tests.conftest import ROOT, bot_env, settled, spawn_bot, wait_for
 from tests.helpers import runbook_lines
@@ -64,6 +66,9 @@ async def test_invalid_configuration_names_the_setting(make_settings, tmp_path):
     # a channel's setting too, by the name the README documents
     bad = await chatops(settings, "threads", "list", SLACK_EMAIL_TTL="-1")
     assert bad.returncode != 0 and "invalid setting SLACK_EMAIL_TTL" in bad.stderr
+    # a channel's verb, when a channel cannot be built: the setting, not "invalid choice"
+    bad = await chatops(settings, "smtp", CHATOPS_EMAIL_RATE_LIMIT="-1")
+    assert bad.returncode != 0 and "invalid setting CHATOPS_EMAIL_RATE_LIMIT" in bad.stderr, bad.stderr
     doctor = await chatops(settings, "doctor", SMTP_URL="http://relay.example.com")
     assert doctor.returncode == 1 and "error: setting SMTP_URL: Value error, must start with smtp://" in doctor.stdout
     policy = tmp_path / "bad.toml"
@@ -238,3 +243,23 @@ def _send(port: int, mail: EmailMessage, rcpts: list[str]) -> dict:
             return smtp.send_message(mail, to_addrs=rcpts)
         except smtplib.SMTPRecipientsRefused as exc:
             return exc.recipients
+
+
+def test_a_channels_verbs_come_with_its_channel_in_the_wiring():
+    from bot.cli import build_parser
+    from bot.wiring import default_wiring
+    from channels.console import ConsoleChannel
+    from channels.email.channel import EmailChannel
+    from channels.email.settings import EmailSettings
+    from channels.schedule import ScheduleChannel
+
+    def verbs(wiring):
+        [sub] = [a for a in build_parser(wiring)._actions if isinstance(a, argparse._SubParsersAction)]
+        return set(sub.choices)
+
+    core = {"run", "worker", "doctor", "tools", "threads", "approve", "reject"}
+    assert verbs(default_wiring([ConsoleChannel()])) == core | {"console"}
+    assert verbs(default_wiring([ScheduleChannel(), EmailChannel(EmailSettings(_env_file=None))])) == \
+        core | {"clock", "schedules", "smtp"}
+    with pytest.raises(SystemExit):  # not wired: argparse says it is no verb
+        build_parser(default_wiring([ConsoleChannel()])).parse_args(["smtp"])

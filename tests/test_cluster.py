@@ -218,7 +218,8 @@ async def test_smtp_answers_451_while_the_cluster_is_down(own_cluster, make_sett
     from channels.email.settings import EmailSettings
     from tests.mail import deliver, new_mail
 
-    settings = make_settings(redis_url=own_cluster.url, policy_file=policy_file('approvers = ["alice@example.com"]\n'))
+    settings = make_settings(redis_url=own_cluster.url,
+                             policy_file=policy_file('approvers = ["alice@example.com"]\n'))
     email = EmailSettings(_env_file=None, email_domain="ops.test", smtp_port=0)
     rt = await runtime(settings, make_wiring(email=email))
     server = await start_smtp(email, email_channel.inbound(rt, email), port=0)

@@ -6,9 +6,11 @@ from __future__ import annotations
 import signal
 import subprocess
 
+from bot.events import ToolStarted
 from tests.conftest import settled, spawn_bot, wait_for
 from tests.helpers import runbook_lines, say
 from tests.messages_api import text, tool_use
+from tests.test_round_trips import calls, reset
 
 SLOW_ROLLBACK = """\
 #!/bin/sh
@@ -164,3 +166,32 @@ async def test_killed_after_a_start_folded_into_the_model_turn_is_an_unknown_out
 
 async def _deployed(settings) -> bool:
     return runbook_lines(settings) == ["deploy api 1.2.3 staging"]
+
+
+async def test_an_unknown_outcome_and_its_question_to_a_human_are_one_append(make_settings, runtime, own_redis):
+    """The recovery of a run whose worker died appends the unknown result and the question to a
+    human at once: written apart, a worker killed (or a lease lost) between the two left the call
+    resolved and no question, and the next worker answered it with a reply and left the thread
+    idle, the unknown outcome told to nobody (the chaos test, on a loaded machine). Counted as
+    RPUSHes to the log on a redis-server of the test's own: one append, one push."""
+    settings = make_settings(redis_url=own_redis.url, lease_ttl=1.0, claim_idle=1.0)
+    rt = await runtime(settings)
+    worker = spawn_bot(settings, "worker")
+    try:
+        thread_id = await say(rt, "/rollback api prod")
+        [request] = (await settled(rt, thread_id, timeout=60)).pending_approvals()
+        kill(worker)
+        # what a worker killed while the handler ran leaves: the decision and the start, no result
+        await rt.approvals.decide(request.approval_id, True, "alice", "api")
+        assert (await rt.store.append(thread_id, ToolStarted(call_id=request.call_id))).ok
+        reset(own_redis.url)
+
+        worker = spawn_bot(settings, "worker")
+        thread = await settled(rt, thread_id, timeout=30)
+        assert thread.state == "awaiting_human"
+        assert [e.type for e in thread.events[-3:]] == ["tool_started", "tool_result", "human_question"]
+        assert thread.results[request.call_id].status == "unknown"
+        assert calls(own_redis.url).get("rpush") == 1  # the result and the question together
+        assert runbook_lines(settings) == []  # never run again
+    finally:
+        kill(worker)

@@ -28,7 +28,7 @@ cron = "0 8 * * *"
 timezone = "Europe/Berlin"
 agent = "digest"
 message = "Write the daily digest."
-slack_channel = "C-OPS"
+to = { slack = ["C-OPS"] }
 """
 
 

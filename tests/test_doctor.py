@@ -186,8 +186,7 @@ name = "nightly"
 cron = "0 3 * * *"
 agent = "deploy"
 message = "/service_status api prod"
-slack_channel = "C0123456789"
-emails = ["oncall@example.com"]
+to = { slack = ["C0123456789"], email = ["oncall@example.com"] }
 """)
     settings = make_settings(policy_file=policy)
     with socket.socket() as taken:
@@ -216,7 +215,8 @@ async def test_a_service_that_never_answers_is_named_and_does_not_hold_up_the_re
         started = time.monotonic()
         out = await chatops(settings, "doctor", SLACK_BOT_TOKEN="xoxb-test", SLACK_APP_TOKEN="xapp-test",
                             SLACK_API_URL=url, ANTHROPIC_API_KEY="k",
-                            ANTHROPIC_BASE_URL=f"http://127.0.0.1:{silent.getsockname()[1]}")
+                            ANTHROPIC_BASE_URL=f"http://127.0.0.1:{silent.getsockname()[1]}",
+                            CHATOPS_DOCTOR_TIMEOUT="2.5")
         took = time.monotonic() - started
     finally:
         silent.close()

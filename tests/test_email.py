@@ -777,3 +777,23 @@ async def test_an_approver_with_an_address_decides_a_console_thread_by_mail(emai
     thread = await settled(bot.rt, thread_id)
     assert thread.decisions[request.approval_id].via == "email" and thread.state == "idle"
     assert runbook_lines(bot.settings) == ["rollback api prod"]
+
+
+async def test_the_mail_reading_processes_stop_with_the_runtime(make_settings):
+    """The reader's process pool belongs to the inbound the service made, not to the module: it
+    is gone once the runtime closes, and another runtime gets its own."""
+    rt = await Runtime.start(make_settings(), make_wiring())
+    inbound = email_channel.inbound(rt, EmailSettings(_env_file=None))
+    try:
+        await inbound.reader.warm_up()
+        assert inbound.reader.pool is not None
+        processes = list(inbound.reader.pool._processes.values())
+        assert processes and all(p.is_alive() for p in processes)
+    finally:
+        await rt.close()
+    assert inbound.reader.pool is None
+
+    async def stopped() -> bool:
+        return not any(p.is_alive() for p in processes)
+
+    await wait_for(stopped, 30, "the mail reading processes to stop")

@@ -11,7 +11,7 @@ import subprocess
 import pytest
 
 from bot.cli import build_parser
-from tests.conftest import ROOT
+from tests.conftest import ROOT, make_wiring
 from tests.test_cli import chatops
 from tests.test_console import ConsoleProcess
 
@@ -119,7 +119,7 @@ def _verbs(parser: argparse.ArgumentParser, path: str = "chatops"):
     yield path, parser
 
 
-@pytest.mark.parametrize("path,parser", list(_verbs(build_parser())), ids=lambda v: str(v)[:40])
+@pytest.mark.parametrize("path,parser", list(_verbs(build_parser(make_wiring()))), ids=lambda v: str(v)[:40])
 def test_every_verb_describes_itself_and_its_arguments(path, parser):
     assert parser.description, f"{path} has no description"
     for action in parser._actions:

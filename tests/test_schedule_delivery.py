@@ -38,16 +38,14 @@ name = "status"
 cron = "0 9 * * *"
 agent = "deploy"
 message = "/service_status api prod"
-slack_channel = "{OPS_CHANNEL}"
-emails = ["{OPS}"]
+to = {{ slack = ["{OPS_CHANNEL}"], email = ["{OPS}"] }}
 
 [[schedules]]
 name = "undo"
 cron = "0 9 * * *"
 agent = "deploy"
 message = "/rollback api prod"
-slack_channel = "{OPS_CHANNEL}"
-emails = ["{OPS}"]
+to = {{ slack = ["{OPS_CHANNEL}"], email = ["{OPS}"] }}
 """
 
 
@@ -63,7 +61,7 @@ name = "undo"
 cron = "0 9 * * *"
 agent = "deploy"
 message = "/rollback api prod"
-slack_channel = "{OPS_CHANNEL}"
+to = {{ slack = ["{OPS_CHANNEL}"] }}
 """
 
 h = header  # short, for the many header checks

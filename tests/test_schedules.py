@@ -20,6 +20,7 @@ import pytest
 from bot import cron
 from bot.policy import ConfigError, load_policy
 from bot.runtime import Runtime
+from channels import schedule_keys
 from channels.schedule import Clock, fire_thread_id
 from tests.conftest import Bot, ROOT, bot_env, make_wiring, settled, spawn_bot, wait_for
 
@@ -29,7 +30,7 @@ TAKEN = re.compile(r"schedule (\S+) at (\S+ \S+) UTC: taken by another process(?
 
 def schedule_toml(name: str, cron_expr: str, message: str, agent: str = "deploy", extra: str = "") -> str:
     return (f'[[schedules]]\nname = "{name}"\ncron = "{cron_expr}"\nagent = "{agent}"\n'
-            f'message = "{message}"\nslack_channel = "C-OPS"\nemails = ["ops@example.com"]\n{extra}\n')
+            f'message = "{message}"\nto = {{ slack = ["C-OPS"], email = ["ops@example.com"] }}\n{extra}\n')
 
 
 def cron_at(ts: float) -> str:
@@ -187,7 +188,7 @@ async def _run_clock_until_baseline(rt: Runtime, name: str) -> None:
     """Run a clock in this process until it has recorded its baseline, then stop it: 'the process
     that ran before the outage'."""
     task = asyncio.create_task(Clock(rt).run())
-    await wait_for(lambda: rt.redis.zscore(rt.store.keys.schedule_last, name), what="the clock's baseline")
+    await wait_for(lambda: rt.redis.zscore(schedule_keys.last(rt.store.keys), name), what="the clock's baseline")
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
 
@@ -197,7 +198,7 @@ async def _baseline_then_fire_time(rt: Runtime, policy_file, name: str, message:
     time far from now); then the policy is rewritten to fire one second ahead, with no clock up.
     The fire time is chosen after the baseline, so a slow start cannot make it land too early."""
     await _run_clock_until_baseline(rt, name)
-    baseline = float(await rt.redis.zscore(rt.store.keys.schedule_last, name))
+    baseline = float(await rt.redis.zscore(schedule_keys.last(rt.store.keys), name))
     fire_at = math.ceil(max(time.time(), baseline)) + 1
     policy_file(schedule_toml(name, cron_at(fire_at), message))
     return fire_at
@@ -228,7 +229,7 @@ async def test_fire_missed_while_down_happens_once_on_start_within_the_grace(
         thread_id = fire_thread_id("nightly", fire_at)
         await wait_for(lambda: worker.store.exists(thread_id), timeout=60, what="the late fire")
         thread = await settled(worker, thread_id)
-        await wait_for(lambda: rt.redis.zscore(rt.store.keys.schedule_last, "nightly"), what="bookkeeping")
+        await wait_for(lambda: rt.redis.zscore(schedule_keys.last(rt.store.keys), "nightly"), what="bookkeeping")
     finally:
         for proc in clocks:
             proc.terminate()
@@ -236,7 +237,7 @@ async def test_fire_missed_while_down_happens_once_on_start_within_the_grace(
     [fired] = await fires(rt, "nightly")
     assert fired.type == "schedule_fired" and fired.scheduled_for == fire_at and fired.missed == 0
     assert thread.events[-1].type == "agent_reply" and "api in prod: healthy" in thread.events[-1].text
-    assert await rt.redis.zscore(rt.store.keys.schedule_last, "nightly") == fire_at
+    assert await rt.redis.zscore(schedule_keys.last(rt.store.keys), "nightly") == fire_at
     # one won, the other lost the claim on the same fire
     assert sorted(attempts(log, "nightly") for log in logs) == [([], [(fire_at, 1)]), ([fire_at], [])], logs
     await rt.close()
@@ -270,7 +271,7 @@ async def test_older_misses_coalesce_into_one_run(make_settings, policy_file, st
     rt = await start_bot(settings)
     schedule = rt.policy.schedule("often")
     now = time.time()
-    await rt.redis.zadd(rt.store.keys.schedule_last, {"often": math.floor(now) - 30})  # down for 30 s
+    await rt.redis.zadd(schedule_keys.last(rt.store.keys), {"often": math.floor(now) - 30})  # down for 30 s
     appended = await Clock(rt, clock=lambda: now).catch_up(schedule)
     assert appended.ok
     [fired] = await fires(rt, "often")
@@ -287,7 +288,7 @@ async def test_missed_leaves_out_fire_times_another_process_already_handled(
     schedule = rt.policy.schedule("often")
     now = time.time()
     down = math.floor(now) - 30
-    await rt.redis.zadd(rt.store.keys.schedule_last, {"often": down})  # as this clock read it
+    await rt.redis.zadd(schedule_keys.last(rt.store.keys), {"often": down})  # as this clock read it
     # meanwhile another process fired a later time, coalescing the ones before it (its missed = 19),
     # and has not yet moved the bookkeeping
     assert (await Clock(rt).fire(schedule, down + 20, missed=19)).ok
@@ -301,7 +302,7 @@ async def test_missed_leaves_out_fire_times_another_process_already_handled(
     # outside the grace (10 s), the missed record counts the same way
     sparse = rt.policy.schedule("sparse")
     base = 30 * math.floor(now / 30) - 300
-    await rt.redis.zadd(rt.store.keys.schedule_last, {"sparse": base})
+    await rt.redis.zadd(schedule_keys.last(rt.store.keys), {"sparse": base})
     assert (await Clock(rt).record_missed(sparse, base + 60, 2, 10)).ok  # another process, meanwhile
     assert (await Clock(rt, clock=lambda: base + 165).catch_up(sparse)).ok
     records = {e.scheduled_for: e.missed for e in await fires(rt, "sparse")}
@@ -318,7 +319,7 @@ async def test_a_fire_given_up_on_while_redis_is_down_is_recorded_once_it_is_bac
     task = asyncio.create_task(clock.run())
     caplog.set_level(logging.INFO, logger="chatops.schedule")
     try:
-        await wait_for(lambda: rt.redis.zscore(rt.store.keys.schedule_last, "nightly"), what="the baseline")
+        await wait_for(lambda: rt.redis.zscore(schedule_keys.last(rt.store.keys), "nightly"), what="the baseline")
         await rt.redis.save()  # the restarted server loads this snapshot: the baseline survives
         own_redis.stop()
         assert time.time() < fire_at, "Redis must be down before the fire time"
@@ -334,7 +335,7 @@ async def test_a_fire_given_up_on_while_redis_is_down_is_recorded_once_it_is_bac
         assert missed.type == "schedule_missed" and missed.scheduled_for == fire_at and missed.missed == 1
         await wait_for(lambda: _done(clock.recovering["nightly"]), what="the background retry to end")
         assert clock.stats["missed"] == 1
-        assert await rt.redis.zscore(rt.store.keys.schedule_last, "nightly") == fire_at
+        assert await rt.redis.zscore(schedule_keys.last(rt.store.keys), "nightly") == fire_at
         assert any("Redis is back; caught up" in r.getMessage() for r in caplog.records)
         assert not task.done()
     finally:
@@ -363,7 +364,8 @@ async def test_schedules_cli_lists_and_runs(make_settings, policy_file):
         thread = await rt.store.load(thread_id)
         [event] = thread.events
         assert event.type == "schedule_fired" and event.source.user == "carol" and event.text == "/help"
-        assert thread.meta.origin.address["slack_channel"] == "C-OPS"
+        assert thread.meta.origin.address == {"schedule": "status", "scheduled_for": event.scheduled_for,
+                                              "to": {"slack": ["C-OPS"], "email": ["ops@example.com"]}}
     finally:
         await rt.close()
     unknown = subprocess.run([sys.executable, "-m", "bot", "schedules", "run", "nope"], env=env, cwd=ROOT,
@@ -371,10 +373,57 @@ async def test_schedules_cli_lists_and_runs(make_settings, policy_file):
     assert unknown.returncode == 1 and "no schedule named 'nope'" in unknown.stderr
 
 
-def test_a_schedules_destinations_are_channel_neutral_with_shorthands():
+def test_a_schedules_destinations_are_channel_neutral():
     from bot.policy import Schedule
 
-    s = Schedule(name="n", cron="0 9 * * *", agent="deploy", message="m", slack_channel="C-OPS",
-                 emails=["ops@example.com"], to={"webhook": ["hook-1"], "slack": ["C-OPS"]})
-    assert s.to == {"webhook": ["hook-1"], "slack": ["C-OPS"], "email": ["ops@example.com"]}
-    assert s.where() == "webhook hook-1, slack C-OPS, email ops@example.com"
+    s = Schedule(name="n", cron="0 9 * * *", agent="deploy", message="m",
+                 to={"webhook": ["hook-1", "hook-1"], "slack": ["C-OPS"], "email": []})
+    assert s.to == {"webhook": ["hook-1"], "slack": ["C-OPS"]}
+    assert s.where() == "webhook hook-1, slack C-OPS"
+
+
+@pytest.mark.parametrize("keys, said", [
+    ('slack_channel = "C-OPS"', """'slack_channel' is gone: write to = { slack = ["C-OPS"] }"""),
+    ('emails = ["ops@example.com"]\nto = { webhook = ["h"] }',
+     """'emails' is gone: write to = { webhook = ["h"], email = ["ops@example.com"] }"""),
+    ('slack_channel = "C-OPS"\nemails = ["ops@example.com"]',
+     """'slack_channel' and 'emails' are gone: write to = { slack = ["C-OPS"], email = ["ops@example.com"] }"""),
+])
+def test_the_older_schedule_keys_are_refused_with_the_to_to_write(policy_file, keys, said):
+    path = policy_file(f'[[schedules]]\nname = "nightly"\ncron = "0 3 * * *"\nagent = "deploy"\n'
+                       f'message = "hi"\n{keys}\n')
+    with pytest.raises(ConfigError) as refused:
+        load_policy(path)
+    assert str(refused.value) == f"policy: schedules.nightly: {said}"
+
+
+async def test_a_reload_into_the_older_schedule_keys_is_refused(make_settings, policy_file, caplog):
+    path = policy_file(schedule_toml("nightly", "0 3 * * *", "hi"))
+    rt = await Runtime.start(make_settings(policy_file=path), make_wiring())
+    try:
+        path.write_text(path.read_text().replace('to = { slack = ["C-OPS"], email = ["ops@example.com"] }',
+                                                  'slack_channel = "C-OPS"'))
+        assert rt.reload() is False
+        assert rt.policy.schedules[0].to == {"slack": ["C-OPS"], "email": ["ops@example.com"]}
+        assert """policy: schedules.nightly: 'slack_channel' is gone: write to = { slack = ["C-OPS"] }""" \
+            in caplog.text
+    finally:
+        await rt.close()
+
+
+def test_an_origin_stored_with_the_older_keys_reads_as_its_to():
+    from channels.schedule import ScheduleChannel, ScheduledThread
+
+    older = {"schedule": "nightly", "scheduled_for": 1700000000.0, "slack_channel": "C-OPS",
+             "emails": ["ops@example.com"], "to": {}}
+    read = ScheduleChannel().address(older)
+    assert isinstance(read, ScheduledThread)
+    assert read.to == {"slack": ["C-OPS"], "email": ["ops@example.com"]}
+    assert ScheduledThread.model_validate({**older, "emails": []}).to == {"slack": ["C-OPS"]}
+    assert "slack_channel" not in read.model_dump() and "emails" not in read.model_dump()
+    # what is written now holds the schedule, its time and `to` only
+    from bot.policy import Schedule
+    from channels.schedule import origin_for
+
+    s = Schedule(name="n", cron="0 9 * * *", agent="deploy", message="m", to={"slack": ["C-OPS"]})
+    assert origin_for(s, 1.0).address == {"schedule": "n", "scheduled_for": 1.0, "to": {"slack": ["C-OPS"]}}

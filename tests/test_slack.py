@@ -72,7 +72,7 @@ class Bot:
         calls sent after an ack returned were made. Then `count` is exact."""
         for thread_id in thread_ids:
             await settled(self.rt, thread_id)
-        await slack_inbound.flush()
+        await self.rt.channels["slack"].later.flush()
 
 
 @pytest.fixture

@@ -114,3 +114,17 @@ def test_chatops_prompts_dir_overrides_the_packaged_prompts(installed, tmp_path)
     done = _run(str(installed), "-c", "from bot.prompts import render; print(render('deploy', agent='deploy'))",
                 cwd=tmp_path, env=env)
     assert done.stdout.strip() == "Our own prompt for deploy."
+
+
+def test_the_wheel_carries_every_package_of_the_tree(installed, tmp_path):
+    """A new channels/<name>/ (or any package under bot/, channels/, agents/) ships without a line
+    in the packaging: the packages are found, not listed."""
+    tree = {str(p.parent.relative_to(ROOT)).replace(os.sep, ".")
+            for top in ("bot", "channels", "agents") for p in (ROOT / top).rglob("__init__.py")}
+    probe = ("import pkgutil, bot, channels, agents\n"
+             "for top in (bot, channels, agents):\n"
+             "    print(top.__name__)\n"
+             "    for m in pkgutil.walk_packages(top.__path__, top.__name__ + '.'):\n"
+             "        print(m.name) if m.ispkg else None\n")
+    done = _run(str(installed), "-c", probe, cwd=tmp_path, env=_env(installed, dict(os.environ)))
+    assert tree and tree <= set(done.stdout.split())

@@ -6,9 +6,13 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 from bot.channel import addresses_of
 from bot.doctor import Context
-from bot.policy import Policy
+from bot.policy import ConfigError, Policy
+from bot.wiring import Wiring
+from channels.console import ConsoleChannel
 from channels.email.channel import EmailChannel, Mailbox
 from channels.schedule_doctor import check as schedules_check
 from channels.slack.channel import SlackChannel, SlackPlace, SlackUser
@@ -59,3 +63,19 @@ async def test_a_schedule_to_no_channel_or_an_unparsable_target_is_an_error(make
     errors = [f.message for f in found if f.level == "error"]
     assert "schedule n: results go to teams ops, but this bot has no channel named 'teams'" in errors
     assert any(e.startswith("schedule n: email cannot send to 'not-an-address'") for e in errors)
+
+
+
+def test_a_channel_name_is_taken_once_and_never_one_the_core_uses():
+    def named(name: str) -> ConsoleChannel:
+        channel = ConsoleChannel()
+        channel.name = name
+        return channel
+
+    for channels, why in (([SlackChannel(), SlackChannel()], "channel 'slack' is wired twice"),
+                          ([named("api")], "channel 'api': the core uses that name itself"),
+                          ([ConsoleChannel(), named("cli")], "channel 'cli': the core uses")):
+        with pytest.raises(ConfigError, match=why):
+            Wiring(channels=channels, agents=[])
+    wiring = Wiring(channels=[SlackChannel(), named("teams")], agents=[])
+    assert wiring.channel("teams") is not None

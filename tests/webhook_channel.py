@@ -92,8 +92,7 @@ class WebhookChannel:
     def configured(self) -> bool:
         return bool(self.secret)
 
-    def service(self, rt: Runtime, app: object) -> Awaitable[None] | None:
-        assert isinstance(app, FastAPI)
+    def service(self, rt: Runtime, app: FastAPI) -> Awaitable[None] | None:
         self.mount(rt, app)
         return None  # its routes live on the bot's HTTP server: nothing of its own to run
 

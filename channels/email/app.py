@@ -12,16 +12,22 @@ from __future__ import annotations
 import logging
 import secrets
 from collections.abc import Awaitable
+from typing import TYPE_CHECKING
 
+from bot.channel import origin_address
 from bot.policy import ConfigError
 from bot.runtime import Runtime
 from bot.settings import Settings
 from channels.email.compose import REPLY_LOCAL, Identity
 from channels.email.inbound import Inbound
+from channels.email.reader import Reader
 from channels.email.render import EmailRenderer
 from channels.email.send import Sender
 from channels.email.server import serve_smtp
 from channels.email.settings import EmailSettings
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
 
 log = logging.getLogger("chatops.email")
 
@@ -55,15 +61,19 @@ def renderer(rt: Runtime, settings: EmailSettings) -> EmailRenderer | None:
         sender = Sender(settings, rt.redis, rt.store.keys)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
-    return EmailRenderer(identity(rt.settings, settings), sender)
+    return EmailRenderer(identity(rt.settings, settings), sender,
+                         lambda thread: origin_address(rt.channels, thread).title(thread))
 
 
 def inbound(rt: Runtime, settings: EmailSettings) -> Inbound:
-    """What the SMTP server hands each mail to."""
-    return Inbound(rt, identity(rt.settings, settings), settings)
+    """What the SMTP server hands each mail to, with its mail-reading processes (stopped when the
+    runtime closes)."""
+    reader = Reader()
+    rt.on_close(reader.close)
+    return Inbound(rt, identity(rt.settings, settings), settings, reader)
 
 
-def service(rt: Runtime, settings: EmailSettings, _app: object) -> Awaitable[None] | None:
+def service(rt: Runtime, settings: EmailSettings, _app: FastAPI) -> Awaitable[None] | None:
     if not settings.smtp_enabled:
         return None
     return serve_smtp(settings, inbound(rt, settings))

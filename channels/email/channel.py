@@ -6,8 +6,10 @@ channels/email/app.py, imported only then.
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Awaitable, Sequence
 from email.utils import parseaddr
+from typing import TYPE_CHECKING
 
 from pydantic import field_validator
 
@@ -17,9 +19,13 @@ from bot.doctor import DoctorCheck
 from bot.events import Event
 from bot.runtime import Runtime
 from bot.thread import Thread
+from bot.verbs import Verb
 from channels.email import doctor
 from channels.email.settings import EmailSettings
 from channels.email.tokens import normalize
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
 
 
 class Mailbox(Address):
@@ -70,7 +76,7 @@ class EmailChannel:
     def configured(self) -> bool:
         return self.settings.smtp_url is not None
 
-    def service(self, rt: Runtime, app: object) -> Awaitable[None] | None:
+    def service(self, rt: Runtime, app: FastAPI) -> Awaitable[None] | None:
         from channels.email.app import service
 
         return service(rt, self.settings, app)
@@ -92,3 +98,14 @@ class EmailChannel:
     def checks(self) -> Sequence[DoctorCheck]:
         settings = self.settings
         return [DoctorCheck("email", lambda ctx: doctor.check(ctx, settings), lambda ctx: doctor.needs(settings))]
+
+    def verbs(self) -> Sequence[Verb]:
+        return [Verb("smtp", "run the email channel's SMTP server alone", self.serve_smtp, serving=True)]
+
+    async def serve_smtp(self, rt: Runtime, _args: argparse.Namespace) -> int:
+        """`chatops smtp`: its SMTP server, with no worker or HTTP API in the process."""
+        from channels.email.app import inbound
+        from channels.email.server import serve_smtp
+
+        await serve_smtp(self.settings, inbound(rt, self.settings))
+        return 0

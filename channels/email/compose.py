@@ -24,6 +24,7 @@ from email.message import EmailMessage
 from email.utils import formataddr, formatdate, parseaddr
 
 from bot.approvals import shown, votes_text
+from bot.channel import Address
 from bot.events import (
     AgentReply,
     ApprovalDecided,
@@ -38,7 +39,7 @@ from bot.events import (
 )
 from bot.thread import Thread
 from channels.email import tokens as email_tokens
-from channels.email.channel import approver_addresses
+from channels.email.channel import MailThread, approver_addresses
 
 REPLY_LOCAL = "bot"  # replies come back to bot+<token>@domain
 MAX_REFERENCES = 20
@@ -110,8 +111,8 @@ def message_id(me: Identity, thread: Thread, event: Event, decider: str | None =
 def chain(me: Identity, thread: Thread, upto: Event, to: list[str]) -> list[tuple[str, str | None]]:
     """The ids of the conversation's mails before `upto`, oldest first, theirs and ours, each with
     the decider it was sent to alone (None: a mail to the thread's recipients)."""
-    address = thread.meta.origin.address
-    ids: list[tuple[str, str | None]] = [(address["message_id"], None)] if address.get("message_id") else []
+    first = own_thread(thread)
+    ids: list[tuple[str, str | None]] = [(first.message_id, None)] if first and first.message_id else []
     for event in thread.events:
         if event.id == upto.id:
             break
@@ -127,32 +128,37 @@ def chain(me: Identity, thread: Thread, upto: Event, to: list[str]) -> list[tupl
     return unique
 
 
-def subject(thread: Thread, first: bool = False) -> str:
-    """`Re: <the subject of the mail that started the thread>`; a scheduled thread's first mail
-    (`first`) starts the conversation, under the schedule's name and time."""
-    address = thread.meta.origin.address
-    if address.get("schedule"):
-        title = f"{address['schedule']} ({clock(address['scheduled_for'])}): {thread.agent} agent"
+def own_thread(thread: Thread) -> MailThread | None:
+    """The origin address of a thread started by mail; None for another channel's thread."""
+    return MailThread.model_validate(thread.meta.origin.address) if thread.meta.origin.channel == "email" \
+        else None
+
+
+def subject(thread: Thread, first: bool = False, title: str | None = None) -> str:
+    """`Re: <the subject of the mail that started the thread>`; another channel's thread (a
+    schedule's, a Slack thread mailed to its approvers) goes under `title`, the name its own
+    channel gives it (`Address.title`), and its first mail (`first`) starts the conversation."""
+    own = own_thread(thread)
+    if own is None:
+        title = title or Address().title(thread)
         return title if first else f"Re: {title}"
-    if thread.meta.origin.channel != "email":  # an approver mailed about a Slack/console thread
-        title = f"{thread.agent} agent: thread {thread.id} ({thread.meta.origin.channel})"
-        return title if first else f"Re: {title}"
-    original = address.get("subject") or f"{thread.agent} request"
+    original = own.subject or f"{thread.agent} request"
     stripped = original
     while stripped[:3].lower() in ("re:", "aw:", "sv:") or stripped[:4].lower() == "fwd:":
         stripped = stripped.split(":", 1)[1].strip()
     return f"Re: {stripped or original}"
 
 
-def compose(me: Identity, thread: Thread, event: Event, to: list[str] | None = None) -> list[Outgoing]:
-    """The mails for `event`: one to the thread's sender (or to `to`, a scheduled thread's
-    addresses), and for an approval event one more per decider, the only mail whose reply
-    address decides it."""
+def compose(me: Identity, thread: Thread, event: Event, to: list[str] | None = None,
+            title: str | None = None) -> list[Outgoing]:
+    """The mails for `event`: one to the thread's sender (or to `to`: another channel's thread,
+    e.g. a schedule's addresses, named `title` in the subject), and for an approval event one more
+    per decider, the only mail whose reply address decides it."""
     if not is_sent(event):
         return []
-    address = thread.meta.origin.address
     if to is None:
-        to = [address["to"]] if address.get("to") else []
+        sender = own_thread(thread)
+        to = [sender.to] if sender is not None and sender.to else []
     people = deciders(thread, event, to)
     to = [r for r in to if email_tokens.normalize(r) not in people]
     cc: list[str] = []
@@ -189,14 +195,14 @@ def compose(me: Identity, thread: Thread, event: Event, to: list[str] | None = N
     token = thread_token(me, thread, event)
     if to:  # the requester's copy: it names the approvers' group, never their addresses
         mail = _mail(me, thread, event, to, [], refs, in_reply_to, token, None,
-                     text, _html(text, event, thread, decides=False), kind)
+                     text, _html(text, event, thread, decides=False), kind, title)
         # about a Slack or console thread, `to` are the approvers themselves: never dropped
         approvers = set(approver_addresses(thread, event)) if isinstance(event, (ApprovalDecided, ApprovalVote)) \
             else set()
         out.append(Outgoing(mail.message, mail.recipients, frozenset(approvers & set(to))))
     if cc:  # the approvers hear of votes and the outcome in a mail of theirs, never dropped
         mail = _mail(me, thread, event, cc, [], refs, in_reply_to, token, "approvers",  # its own id
-                     text, _html(text, event, thread, decides=False), kind)
+                     text, _html(text, event, thread, decides=False), kind, title)
         out.append(Outgoing(mail.message, mail.recipients, frozenset(cc)))
     for decider in people:
         assert isinstance(event, APPROVAL_MAILS)
@@ -204,14 +210,14 @@ def compose(me: Identity, thread: Thread, event: Event, to: list[str] | None = N
         own = approval_text(thread, event, decides=True) if isinstance(event, ApprovalRequested) \
             else nudge_text(event, decides=True)
         mail = _mail(me, thread, event, [decider], [], refs, None, token, decider,
-                     own, _html(own, event, thread, decides=True), kind)
+                     own, _html(own, event, thread, decides=True), kind, title)
         out.append(Outgoing(mail.message, mail.recipients, frozenset([decider])))
     return out
 
 
 def _mail(me: Identity, thread: Thread, event: Event, to: list[str], cc: list[str],
           refs: list[tuple[str, str | None]], in_reply_to: str | None, token: str, decider: str | None,
-          text: str, html_text: str, kind: str) -> Outgoing:
+          text: str, html_text: str, kind: str, title: str | None) -> Outgoing:
     # a mail answers the latest mail its recipient has seen: not another decider's own
     seen = [mid for mid, owner in refs if owner is None or owner == decider]
     in_reply_to = in_reply_to or (seen[-1] if seen else None)
@@ -221,7 +227,7 @@ def _mail(me: Identity, thread: Thread, event: Event, to: list[str], cc: list[st
     msg["To"] = ", ".join(to)
     if cc:
         msg["Cc"] = ", ".join(cc)
-    msg["Subject"] = subject(thread, first=not ids)
+    msg["Subject"] = subject(thread, first=not ids, title=title)
     msg["Date"] = formatdate(event.ts, usegmt=True)
     msg["Message-ID"] = message_id(me, thread, event, decider)
     if in_reply_to:

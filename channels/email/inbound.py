@@ -32,7 +32,7 @@ from channels.email import tokens as email_tokens
 from channels.email.channel import MailThread
 from channels.email.compose import REPLY_LOCAL, Identity
 from channels.email.parse import UNMISTAKABLE_WORDS, Decision, Mail, decision
-from channels.email.reader import Unreadable, read
+from channels.email.reader import Reader, Unreadable
 from channels.email.settings import EmailSettings
 from channels.email.tokens import Token
 from channels.email import keys as email_keys
@@ -55,10 +55,11 @@ def _ok(outcome: str, text: str) -> Received:
 
 
 class Inbound:
-    def __init__(self, rt: Runtime, identity: Identity, settings: EmailSettings) -> None:
+    def __init__(self, rt: Runtime, identity: Identity, settings: EmailSettings, reader: Reader) -> None:
         self.rt = rt
         self.me = identity
         self.settings = settings
+        self.reader = reader  # its mail-reading processes
 
     # ---- RCPT ------------------------------------------------------------------------------
 
@@ -88,7 +89,7 @@ class Inbound:
         """`relayed`: the mail came from a trusted relay (or an authenticated session), the only
         place whose Authentication-Results are believed."""
         try:
-            mail = await read(raw, mail_from)
+            mail = await self.reader.read(raw, mail_from)
         except Unreadable as exc:
             return Received(f"554 5.6.0 {exc}; nothing was recorded", "rejected")
         except Exception as exc:  # whatever parse raised in its process: the mail is the cause

@@ -28,35 +28,6 @@ class Unreadable(Exception):
     """The mail could not be read (the parser died, or took over PARSE_TIMEOUT)."""
 
 
-_pool: ProcessPoolExecutor | None = None
-
-
-def _executor() -> ProcessPoolExecutor:
-    global _pool
-    if _pool is None:
-        # spawn: forking a process that runs an event loop and threads is unsafe
-        _pool = ProcessPoolExecutor(max_workers=WORKERS, mp_context=multiprocessing.get_context("spawn"))
-    return _pool
-
-
-def _discard() -> None:
-    global _pool
-    pool, _pool = _pool, None
-    if pool is None:
-        return
-    for process in list(getattr(pool, "_processes", {}).values()):  # a stuck parse never returns
-        process.kill()
-    pool.shutdown(wait=False, cancel_futures=True)
-
-
-async def warm_up() -> None:
-    """Start every worker now (starting a process holds the loop) rather than on the first mails."""
-    try:
-        await asyncio.gather(*[read(b"From: warm-up@localhost\r\n\r\n", None) for _ in range(WORKERS)])
-    except Unreadable:
-        log.warning("the mail reading processes did not start; the next mail tries again")
-
-
 def _write(raw: bytes) -> str:
     fd, path = tempfile.mkstemp(prefix="chatops-mail-")
     with os.fdopen(fd, "wb") as f:
@@ -76,20 +47,51 @@ def parse_file(path: str, mail_from: str | None) -> Mail | None:
         return parse(f.read(), mail_from)
 
 
-async def read(raw: bytes, mail_from: str | None, timeout: float = PARSE_TIMEOUT) -> Mail | None:
-    loop = asyncio.get_running_loop()
-    path = await asyncio.to_thread(_write, raw) if len(raw) > BY_FILE else None
-    try:
-        job = loop.run_in_executor(_executor(), parse_file, path, mail_from) if path else \
-            loop.run_in_executor(_executor(), parse, raw, mail_from)
-        return await asyncio.wait_for(job, timeout)
-    except asyncio.TimeoutError:
-        log.warning("reading a mail took over %.0f s: its parser was stopped", timeout)
-        _discard()
-        raise Unreadable("the message could not be read in time") from None
-    except BrokenProcessPool:
-        _discard()
-        raise Unreadable("the message could not be read") from None
-    finally:
-        if path:
-            _unlink(path)
+class Reader:
+    """The worker processes that read mails, of one SMTP service: started at its first mail (or
+    `warm_up`), replaced after a parse that overran or died, stopped by `close`."""
+
+    def __init__(self) -> None:
+        self.pool: ProcessPoolExecutor | None = None
+
+    def _executor(self) -> ProcessPoolExecutor:
+        if self.pool is None:
+            # spawn: forking a process that runs an event loop and threads is unsafe
+            self.pool = ProcessPoolExecutor(max_workers=WORKERS, mp_context=multiprocessing.get_context("spawn"))
+        return self.pool
+
+    def _discard(self) -> None:
+        pool, self.pool = self.pool, None
+        if pool is None:
+            return
+        for process in list(getattr(pool, "_processes", {}).values()):  # a stuck parse never returns
+            process.kill()
+        pool.shutdown(wait=False, cancel_futures=True)
+
+    async def close(self) -> None:
+        self._discard()
+
+    async def warm_up(self) -> None:
+        """Start every worker now (starting a process holds the loop) rather than on the first mails."""
+        try:
+            await asyncio.gather(*[self.read(b"From: warm-up@localhost\r\n\r\n", None) for _ in range(WORKERS)])
+        except Unreadable:
+            log.warning("the mail reading processes did not start; the next mail tries again")
+
+    async def read(self, raw: bytes, mail_from: str | None, timeout: float = PARSE_TIMEOUT) -> Mail | None:
+        loop = asyncio.get_running_loop()
+        path = await asyncio.to_thread(_write, raw) if len(raw) > BY_FILE else None
+        try:
+            job = loop.run_in_executor(self._executor(), parse_file, path, mail_from) if path else \
+                loop.run_in_executor(self._executor(), parse, raw, mail_from)
+            return await asyncio.wait_for(job, timeout)
+        except asyncio.TimeoutError:
+            log.warning("reading a mail took over %.0f s: its parser was stopped", timeout)
+            self._discard()
+            raise Unreadable("the message could not be read in time") from None
+        except BrokenProcessPool:
+            self._discard()
+            raise Unreadable("the message could not be read") from None
+        finally:
+            if path:
+                _unlink(path)

@@ -5,7 +5,7 @@ a schedule's addresses, or the approvers of a Slack or console thread."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from bot.channel import Address
 from bot.events import Event
@@ -20,9 +20,11 @@ log = logging.getLogger("chatops.email")
 class EmailRenderer:
     name = "email"
 
-    def __init__(self, identity: Identity, sender: Sender) -> None:
+    def __init__(self, identity: Identity, sender: Sender,
+                 title: Callable[[Thread], str] = lambda thread: Address().title(thread)) -> None:
         self.identity = identity
         self.sender = sender
+        self.title = title  # another channel's thread, as its channel names it (the subject)
 
     async def render(self, thread: Thread, event: Event) -> None:
         await self.send(thread, event, compose(self.identity, thread, event))
@@ -30,7 +32,8 @@ class EmailRenderer:
     async def deliver_to(self, addresses: Sequence[Address], thread: Thread, event: Event) -> None:
         """Mail an event of another channel's thread to `addresses` (`Mailbox`es)."""
         to = [a.address for a in addresses if isinstance(a, Mailbox)]
-        await self.send(thread, event, compose(self.identity, thread, event, to=to))
+        await self.send(thread, event, compose(self.identity, thread, event, to=to,
+                                                       title=self.title(thread)))
 
     async def send(self, thread: Thread, event: Event, mails: list[Outgoing]) -> None:
         """Send every mail; then, if any recipient went without (the hourly limit, a relay

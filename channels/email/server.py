@@ -29,7 +29,6 @@ from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session, sy
 from bot.outage import REDIS_ERRORS
 from bot.policy import ConfigError
 from channels.email.inbound import Inbound
-from channels.email.reader import warm_up
 from channels.email.settings import EmailSettings
 
 log = logging.getLogger("chatops.email")
@@ -344,7 +343,7 @@ async def start_smtp(settings: EmailSettings, inbound: Inbound, host: str | None
     except OSError as exc:
         raise ConfigError(f"CHATOPS_SMTP_PORT: cannot listen on {host}:{port}: {exc.strerror or exc} "
                           "(CHATOPS_SMTP_ENABLED=false turns the SMTP server off)") from None
-    await warm_up()
+    await inbound.reader.warm_up()
     where = server.sockets[0].getsockname()
     log.info("SMTP server on %s:%d for @%s", where[0], where[1], settings.email_domain)
     return server

@@ -21,7 +21,7 @@ from bot.approvals import Outcome
 from bot.events import ApprovalRequested
 from bot.runtime import Runtime
 from channels.slack import blocks
-from channels.slack.inbound import later
+from channels.slack.inbound import Later
 from channels.slack.people import UNVERIFIED, ProfileUnavailable, profile_emails
 from channels.slack.settings import SlackSettings
 from channels.slack.signing import verify
@@ -32,10 +32,11 @@ INVALID = "This button is not one the bot offered (or its signature is wrong); n
 
 
 class Actions:
-    def __init__(self, rt: Runtime, client: AsyncWebClient, settings: SlackSettings) -> None:
+    def __init__(self, rt: Runtime, client: AsyncWebClient, settings: SlackSettings, later: Later) -> None:
         self.rt = rt
         self.client = client
         self.settings = settings
+        self.later = later
 
     def register(self, app: AsyncApp) -> None:
         app.action(blocks.APPROVE)(self.on_approve)
@@ -76,7 +77,7 @@ class Actions:
             self._tell(channel, user, thread_ts, request)
             return
         metadata = json.dumps({"value": value, "channel": channel, "thread_ts": thread_ts})
-        later(self.client.views_open(
+        self.later(self.client.views_open(
             trigger_id=body["trigger_id"], view=blocks.reject_view(metadata, request.tool)
         ))
 
@@ -116,7 +117,7 @@ class Actions:
 
     def _tell(self, channel: str | None, user: str, thread_ts: str | None, text: str) -> None:
         if channel:
-            later(self.client.chat_postEphemeral(channel=channel, user=user, thread_ts=thread_ts,
+            self.later(self.client.chat_postEphemeral(channel=channel, user=user, thread_ts=thread_ts,
                                                  text=blocks.escape(text)))  # may quote a person
 
 

@@ -33,7 +33,7 @@ from bot.runtime import Runtime
 from channels.slack import guard
 from channels.slack.actions import Actions
 from channels.slack.doctor import PATH
-from channels.slack.inbound import Inbound
+from channels.slack.inbound import Inbound, Later
 from channels.slack.render import SlackRenderer
 from channels.slack.settings import SlackSettings
 
@@ -58,7 +58,7 @@ def web_client(settings: SlackSettings) -> AsyncWebClient:
     )
 
 
-def build_app(rt: Runtime, settings: SlackSettings) -> AsyncApp:
+def build_app(rt: Runtime, settings: SlackSettings, later: Later) -> AsyncApp:
     renderer = rt.renderers.get("slack")
     client = renderer.client if isinstance(renderer, SlackRenderer) else web_client(settings)
     secret = settings.signing_secret
@@ -69,8 +69,8 @@ def build_app(rt: Runtime, settings: SlackSettings) -> AsyncApp:
         process_before_response=True,
         name="chatops",
     )
-    Inbound(rt, client, settings).register(app)
-    Actions(rt, client, settings).register(app)
+    Inbound(rt, client, settings, later).register(app)
+    Actions(rt, client, settings, later).register(app)
     return app
 
 
@@ -91,12 +91,12 @@ def mount(settings: SlackSettings, api: FastAPI, app: AsyncApp) -> None:
     api.add_api_route(PATH, slack_events, methods=["POST"], include_in_schema=False)
 
 
-def serve(rt: Runtime, settings: SlackSettings, api: object) -> Awaitable[None] | None:
+def serve(rt: Runtime, settings: SlackSettings, api: FastAPI, later: Later) -> Awaitable[None] | None:
     if not settings.configured:
         return None
-    app = build_app(rt, settings)
+    rt.on_close(later.close)
+    app = build_app(rt, settings, later)
     if settings.signing_secret is not None:
-        assert isinstance(api, FastAPI)
         mount(settings, api, app)
         log.info("Slack events and interactivity at %s", PATH)
     if settings.app_token is not None:

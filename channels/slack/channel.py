@@ -7,12 +7,17 @@ from __future__ import annotations
 
 import re
 from collections.abc import Awaitable, Sequence
+from typing import TYPE_CHECKING
 
 from bot.channel import Address, Renderer
 from bot.doctor import DoctorCheck
 from bot.runtime import Runtime
 from channels.slack import doctor
 from channels.slack.settings import SlackSettings
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+    from channels.slack.inbound import Later
 
 _USER_ID = re.compile(r"^[UW](?=[A-Z0-9]*[0-9])[A-Z0-9]{6,}$", re.IGNORECASE)
 
@@ -40,14 +45,17 @@ class SlackChannel:
 
     def __init__(self, settings: SlackSettings | None = None) -> None:
         self.settings = settings if settings is not None else SlackSettings()  # SLACK_… and .env
+        self.later: Later | None = None  # its service's calls after an ack (closed with the runtime)
 
     def configured(self) -> bool:
         return self.settings.configured
 
-    def service(self, rt: Runtime, app: object) -> Awaitable[None] | None:
+    def service(self, rt: Runtime, app: FastAPI) -> Awaitable[None] | None:
         from channels.slack.app import serve
+        from channels.slack.inbound import Later
 
-        return serve(rt, self.settings, app)
+        self.later = Later()
+        return serve(rt, self.settings, app, self.later)
 
     def renderer(self, rt: Runtime) -> Renderer | None:
         from channels.slack.app import renderer

@@ -30,10 +30,11 @@ from bot.routing import route
 from bot.runtime import Runtime
 from bot.store import ThreadNotFound
 from bot.thread import Origin, ThreadMeta
+from channels.slack import keys as slack_keys
 from channels.slack.blocks import escape
 from channels.slack.channel import SlackPlace
 from channels.slack.people import UNVERIFIED, ProfileUnavailable, profile_emails
-from channels.slack.render import address_key, posted_key, show_working
+from channels.slack.render import address_key, show_working
 from channels.slack.settings import SlackSettings
 
 log = logging.getLogger("chatops.slack")
@@ -48,28 +49,43 @@ _REJECT = re.compile(r"reject(?:[.!\s]*|[\s:,-]+(.*))", re.IGNORECASE | re.DOTAL
 DECIDING = "deciding"  # the claim's value while a delivery of the message decides
 DECIDING_TTL = 30  # bounds a claim left "deciding" by a process that died mid-decision
 TWIN_WAIT = 2.0  # how long a second delivery waits for the first to finish deciding
-_tasks: set[asyncio.Task] = set()
+CLOSE_WAIT = 5.0  # how long a closing runtime lets the calls sent after an ack finish
 
 
-def later(coro: Coroutine[Any, Any, Any]) -> None:
-    """Run a Web API call after the ack without holding the response (and log its failure)."""
-    async def run() -> None:
-        try:
-            await coro
-        except SlackApiError as exc:
-            log.warning("Slack call failed: %s", exc.response.get("error"))
-        except Exception:
-            log.exception("Slack call failed")
+class Later:
+    """The Web API calls sent after an ack (the working reaction, refusals, the reject form),
+    run without holding the response. One per Slack service, closed with the runtime."""
 
-    task = asyncio.get_running_loop().create_task(run())
-    _tasks.add(task)
-    task.add_done_callback(_tasks.discard)
+    def __init__(self) -> None:
+        self.tasks: set[asyncio.Task] = set()
 
+    def __call__(self, coro: Coroutine[Any, Any, Any]) -> None:
+        """Run `coro` in the background, and log its failure."""
+        async def run() -> None:
+            try:
+                await coro
+            except SlackApiError as exc:
+                log.warning("Slack call failed: %s", exc.response.get("error"))
+            except Exception:
+                log.exception("Slack call failed")
 
-async def flush() -> None:
-    """Wait for the Web API calls `later` started (tests; a shutdown that wants them sent)."""
-    while _tasks:
-        await asyncio.gather(*list(_tasks), return_exceptions=True)
+        task = asyncio.get_running_loop().create_task(run())
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def flush(self) -> None:
+        """Wait for the calls started so far, and those they start (tests count them after this)."""
+        while self.tasks:
+            await asyncio.gather(*list(self.tasks), return_exceptions=True)
+
+    async def close(self) -> None:
+        """Let the calls still running finish for a moment, then stop them."""
+        if self.tasks:
+            await asyncio.wait(list(self.tasks), timeout=CLOSE_WAIT)
+        left = list(self.tasks)
+        for task in left:
+            task.cancel()
+        await asyncio.gather(*left, return_exceptions=True)
 
 
 async def _release(rt: Runtime, key: str) -> None:
@@ -107,10 +123,11 @@ def refusal(policy: Policy, agent: str, user: str | None, channel: str) -> str |
 
 
 class Inbound:
-    def __init__(self, rt: Runtime, client: AsyncWebClient, settings: SlackSettings) -> None:
+    def __init__(self, rt: Runtime, client: AsyncWebClient, settings: SlackSettings, later: Later) -> None:
         self.rt = rt
         self.client = client
         self.settings = settings
+        self.later = later
 
     def register(self, app: AsyncApp) -> None:
         app.event("app_mention")(self.on_mention)
@@ -148,17 +165,17 @@ class Inbound:
         else:
             agent, text = self._route(channel, text)
         if why := refusal(self.rt.policy, agent, user, channel):
-            later(self.client.chat_postEphemeral(channel=channel, user=user, thread_ts=thread_ts, text=why))
+            self.later(self.client.chat_postEphemeral(channel=channel, user=user, thread_ts=thread_ts, text=why))
             return
         if meta is None and not (admission := await self.rt.intake.admit(user, thread_id)).ok:
             if admission.tell:
                 text = admission.refusal(self.rt.settings.requests_per_hour)
-                later(self.client.chat_postEphemeral(channel=channel, user=user, thread_ts=thread_ts, text=text))
+                self.later(self.client.chat_postEphemeral(channel=channel, user=user, thread_ts=thread_ts, text=text))
             return
         try:
             also = await profile_emails(self.rt, self.client, self.settings, user)
         except ProfileUnavailable:
-            later(self.client.chat_postEphemeral(channel=channel, user=user, thread_ts=thread_ts, text=UNVERIFIED))
+            self.later(self.client.chat_postEphemeral(channel=channel, user=user, thread_ts=thread_ts, text=UNVERIFIED))
             return
         appended = await self.rt.intake.message(
             thread_id, agent=agent, text=text or "(empty message)",
@@ -168,22 +185,20 @@ class Inbound:
             source=Source(channel="slack", user=user, external_id=message_id, also=also),
         )
         if appended.ok:
-            later(show_working(self.rt, self.client, self.settings.working_reaction, thread_id, channel, ts,
+            self.later(show_working(self.rt, self.client, self.settings.working_reaction, thread_id, channel, ts,
                                appended.version))
 
     async def _known(self, thread_id: str, channel: str, thread_ts: str | None) -> ThreadMeta | None:
         """The thread this Slack conversation already belongs to: its own (`thread_id`), or, for
         a reply in a Slack thread the bot started for a scheduled thread, that one. One round
         trip either way: the reverse lookup rides in the same pipeline."""
-        keys, redis = self.rt.store.keys, self.rt.redis
-        if thread_ts is None:  # a top-level message: only its own thread can exist
-            info = await redis.hget(keys.meta(thread_id), "info")
-        else:
-            pipe = redis.pipeline(transaction=False)
-            pipe.hget(keys.meta(thread_id), "info")
-            pipe.get(keys.address("slack", posted_key(channel, thread_ts)))
-            own, started = await pipe.execute()
-            info = own if own is not None else started
+        store = self.rt.store
+        pipe = self.rt.redis.pipeline(transaction=False)
+        store.queue_meta(pipe, thread_id)
+        if thread_ts is not None:  # else a top-level message: only its own thread can exist
+            pipe.get(slack_keys.posted(store.keys, channel, thread_ts))
+        own, *started = await pipe.execute()
+        info = own if own is not None or not started else started[0]
         return ThreadMeta.model_validate_json(info) if info is not None else None
 
     def _is_saying(self, event: dict) -> bool:
@@ -238,7 +253,7 @@ class Inbound:
             raise
         await self.rt.redis.set(claim, "decided", ex=int(DEDUPE_TTL))
         if said:
-            later(self.client.chat_postEphemeral(channel=channel, user=user, thread_ts=thread_ts,
+            self.later(self.client.chat_postEphemeral(channel=channel, user=user, thread_ts=thread_ts,
                                                  text=escape(said)))  # may quote a person's reason
         return True
 

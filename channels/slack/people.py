@@ -15,6 +15,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.runtime import Runtime
+from channels.slack import keys as slack_keys
 from channels.slack.settings import SlackSettings
 
 log = logging.getLogger("chatops.slack")
@@ -33,7 +34,7 @@ async def profile_emails(rt: Runtime, client: AsyncWebClient, settings: SlackSet
     and the id is no person's already. Raises ProfileUnavailable when Slack does not answer."""
     if not user or not settings.match_email or rt.policy.who.is_known(user):
         return ()
-    key = f"{rt.store.keys.prefix}slack:email:{user}"
+    key = slack_keys.email(rt.store.keys, user)
     cached = await rt.redis.get(key)
     if cached is None:
         try:

@@ -55,11 +55,6 @@ def address_key(team: str, channel: str, thread_ts: str) -> str:
     return f"{team}:{channel}:{thread_ts}"
 
 
-def posted_key(channel: str, ts: str) -> str:
-    """A Slack thread the bot started (a channel and a ts name one message; no team needed)."""
-    return f"{channel}:{ts}"
-
-
 @dataclass
 class Place:
     """Where a thread's messages go: a Slack thread, or (thread_ts None) a channel, where the
@@ -153,7 +148,7 @@ class SlackRenderer:
         keys = self.rt.store.keys
         pipe = self.rt.redis.pipeline(transaction=False)
         pipe.hset(slack_keys.thread(keys, place.meta.id), place.channel, place.thread_ts)
-        pipe.set(keys.address("slack", posted_key(place.channel, place.thread_ts)), place.meta.model_dump_json())
+        pipe.set(slack_keys.posted(keys, place.channel, place.thread_ts), place.meta.model_dump_json())
         await pipe.execute()
 
     async def _request(self, place: Place, request: ApprovalRequested) -> None:
