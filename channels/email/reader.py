@@ -47,6 +47,12 @@ def parse_file(path: str, mail_from: str | None) -> Mail | None:
         return parse(f.read(), mail_from)
 
 
+def _kill(pool: ProcessPoolExecutor) -> None:
+    for process in list(getattr(pool, "_processes", {}).values()):  # a stuck parse never returns
+        process.kill()
+    pool.shutdown(wait=False, cancel_futures=True)
+
+
 class Reader:
     """The worker processes that read mails, of one SMTP service: started at its first mail (or
     `warm_up`), replaced after a parse that overran or died, stopped by `close`."""
@@ -62,14 +68,21 @@ class Reader:
 
     def _discard(self) -> None:
         pool, self.pool = self.pool, None
-        if pool is None:
-            return
-        for process in list(getattr(pool, "_processes", {}).values()):  # a stuck parse never returns
-            process.kill()
-        pool.shutdown(wait=False, cancel_futures=True)
+        if pool is not None:
+            _kill(pool)
 
     async def close(self) -> None:
-        self._discard()
+        """Stop the workers and wait for the pool to be joined (off the loop): a pool left
+        shutting down can make the interpreter's exit hook write to its closed wake-up pipe
+        ("Exception ignored in: <module 'threading'>" as the process exits)."""
+        pool, self.pool = self.pool, None
+        if pool is None:
+            return
+        joined = asyncio.to_thread(pool.shutdown, wait=True, cancel_futures=True)
+        try:
+            await asyncio.wait_for(joined, PARSE_TIMEOUT)
+        except TimeoutError:  # a parse that never returns: kill it, and the join then ends
+            _kill(pool)
 
     async def warm_up(self) -> None:
         """Start every worker now (starting a process holds the loop) rather than on the first mails."""
